@@ -1,0 +1,67 @@
+"""SD Studio: a Stable Diffusion studio in the browser.
+
+    python app.py                      # SD 1.5 from the hub (falls back to the offline model offline)
+    python app.py --offline            # never touch the network
+    python app.py --listen --auth me:secret
+
+Every flag has an environment variable (``SDSTUDIO_*``) so a Hugging Face Space can configure it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from backend.engine import Engine
+from backend.settings import Settings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description="SD Studio: a Stable Diffusion studio in the browser.")
+    p.add_argument("--model", default=None, help="default model name from presets/models.json (SDSTUDIO_DEFAULT_MODEL)")
+    p.add_argument("--host", default=env("SDSTUDIO_HOST", "127.0.0.1"), help="address to serve on (SDSTUDIO_HOST)")
+    p.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 so the LAN can connect")
+    p.add_argument("--port", type=int, default=int(env("SDSTUDIO_PORT", "7860")), help="port (SDSTUDIO_PORT)")
+    p.add_argument("--share", action="store_true", default=env("SDSTUDIO_SHARE") == "1", help="Gradio share link")
+    p.add_argument("--auth", default=env("SDSTUDIO_AUTH"), help="require login, user:password (SDSTUDIO_AUTH)")
+    p.add_argument("--output-dir", default=None, help="where images are saved (SDSTUDIO_OUTPUT_DIR)")
+    p.add_argument("--offline", action="store_true", default=None, help="never use the network (SDSTUDIO_OFFLINE)")
+    p.add_argument("--device", default=None, help="auto, cuda, mps or cpu (SDSTUDIO_DEVICE)")
+    return p.parse_args(argv)
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise SystemExit("--auth must look like user:password")
+    return user, password
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    settings = Settings.from_env(
+        default_model=args.model, output_dir=args.output_dir, offline=args.offline, device=args.device
+    )
+    engine = Engine(settings)
+    if engine.startup_notice:
+        logging.warning(engine.startup_notice)
+
+    from ui.app import build_demo  # gradio is imported only when serving
+
+    demo = build_demo(engine)
+    demo.launch(
+        server_name="0.0.0.0" if args.listen else args.host,
+        server_port=args.port,
+        share=args.share,
+        auth=parse_auth(args.auth),
+        allowed_paths=[str(settings.output_dir.resolve())],
+    )
+
+
+if __name__ == "__main__":
+    main()

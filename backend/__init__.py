@@ -1,0 +1,1 @@
+"""SD Studio backend: everything that computes. Never imports gradio."""

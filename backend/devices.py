@@ -1,0 +1,65 @@
+"""Device and dtype choice, and the memory options applied to a loaded pipeline."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    device: str
+    dtype: torch.dtype
+
+
+def plan_device(settings: Settings) -> DevicePlan:
+    """CUDA fp16, then MPS fp16, then CPU fp32, unless settings name a device or dtype."""
+    device = settings.device
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    if settings.dtype != "auto":
+        if settings.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or auto, got {settings.dtype!r}")
+        dtype = DTYPES[settings.dtype]
+    else:
+        # Half precision on CPU is slow or unsupported for several ops; fp32 there.
+        dtype = torch.float32 if device == "cpu" else torch.float16
+    return DevicePlan(device, dtype)
+
+
+def apply_memory_options(pipe, settings: Settings, plan: DevicePlan) -> list[str]:
+    """Move ``pipe`` to its device with the chosen memory options; return what was enabled."""
+    enabled: list[str] = []
+    if settings.attention_slicing:
+        pipe.enable_attention_slicing()
+        enabled.append("attention slicing")
+    if settings.vae_slicing:
+        pipe.vae.enable_slicing()
+        enabled.append("VAE slicing")
+    if settings.vae_tiling:
+        pipe.vae.enable_tiling()
+        enabled.append("VAE tiling")
+    if settings.xformers:
+        try:
+            pipe.enable_xformers_memory_efficient_attention()
+            enabled.append("xformers")
+        except Exception as err:  # missing package, no CUDA, or an incompatible build
+            log.warning("xformers not usable (%s); using PyTorch SDPA attention", err)
+    if settings.cpu_offload and plan.device == "cuda":
+        pipe.enable_model_cpu_offload()
+        enabled.append("model CPU offload")
+    else:
+        pipe.to(plan.device)
+    return enabled

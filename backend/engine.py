@@ -1,0 +1,134 @@
+"""The engine: request → validated request → cached pipeline → images, infotexts, saved files.
+
+It is a plain object with one entry point, ``run(request, on_step=…, cancel=…)``, shared by the UI,
+the API endpoints, benchmarks and tests. State lives on the instance, never in module globals.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from PIL import Image
+
+from .infotext import format_infotext
+from .models import ModelRegistry
+from .outputs import OutputWriter
+from .pipelines import PipelineCache, is_cached
+from .preview import latents_to_rgb
+from .requests import GenerationRequest, GenerationResult, Txt2ImgRequest, validate
+from .samplers import build_scheduler
+from .settings import Settings
+
+MAX_SEED = 2**32 - 1
+
+
+class Cancelled(Exception):
+    """The caller asked to stop; nothing was saved."""
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    step: int  # 1-based count of finished denoising steps
+    total: int
+    preview: Image.Image | None
+
+
+StepCallback = Callable[[StepEvent], None]
+
+
+def generators(seed: int, count: int) -> list[torch.Generator]:
+    """One CPU generator per image (seed, seed+1, …): the same image on any device and batch size."""
+    return [torch.Generator("cpu").manual_seed((seed + i) % (MAX_SEED + 1)) for i in range(count)]
+
+
+class Engine:
+    def __init__(self, settings: Settings, registry: ModelRegistry | None = None, cache: PipelineCache | None = None):
+        self.settings = settings
+        self.registry = registry or ModelRegistry.load(settings.models_file)
+        self.cache = cache or PipelineCache(self.registry, settings)
+        self.writer = OutputWriter(settings.output_dir)
+        self.default_model, self.startup_notice = self._choose_default_model()
+        self._run_lock = threading.Lock()  # one pipeline run at a time per engine
+
+    def _choose_default_model(self) -> tuple[str, str]:
+        """The configured default, or the offline model when the default cannot be had offline."""
+        name = self.settings.default_model
+        if name not in self.registry.models:
+            raise ValueError(f"default model {name!r} is not in {self.settings.models_file}")
+        spec = self.registry.get(name)
+        if self.settings.offline and spec.kind == "hub" and not is_cached(spec.source):
+            fallback = self.settings.offline_model
+            return fallback, (
+                f"Offline: {name} ({spec.source}) is not in the local Hugging Face cache, so the "
+                f"app uses {fallback!r}. Run once with network access to download {name}."
+            )
+        return name, ""
+
+    def run(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        request = validate(request, self.settings, self.registry.names)
+        if not request.model:
+            request = request.replace(model=self.default_model)
+        if request.seed == -1:
+            request = request.replace(seed=random.randint(0, MAX_SEED))
+        loaded = self.cache.model(request.model)
+        pipe = self.cache.pipeline(request.model, request.task)
+        callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
+        kwargs = self._pipeline_kwargs(request)
+        with self._run_lock:
+            # Schedulers are stateful: every run gets a fresh one from the model's own config.
+            pipe.scheduler = build_scheduler(loaded.scheduler_config, request.sampler, request.schedule)
+            output = pipe(
+                **kwargs,
+                generator=generators(request.seed, request.batch_size),
+                callback_on_step_end=callback,
+                callback_on_step_end_tensor_inputs=["latents"],
+            )
+        images: list[Image.Image] = list(output.images)
+        seeds = [(request.seed + i) % (MAX_SEED + 1) for i in range(len(images))]
+        infotexts = [format_infotext(request, seed, self._extra_infotext(request)) for seed in seeds]
+        paths = []
+        if self.settings.save_outputs:
+            paths = [self.writer.save(img, text, seed) for img, text, seed in zip(images, infotexts, seeds)]
+        return GenerationResult(images=images, seeds=seeds, infotexts=infotexts, request=request, paths=paths)
+
+    def _pipeline_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        if not isinstance(request, Txt2ImgRequest):
+            raise TypeError(f"no pipeline for {type(request).__name__}")
+        return {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt or None,
+            "num_inference_steps": request.steps,
+            "guidance_scale": request.guidance_scale,
+            "width": request.width,
+            "height": request.height,
+            "num_images_per_prompt": request.batch_size,
+        }
+
+    def _extra_infotext(self, request: GenerationRequest) -> dict[str, Any]:
+        return {}
+
+    def _step_callback(self, factors, request, on_step, cancel):
+        every = self.settings.preview_every
+        size = (request.width, request.height)
+
+        def callback(pipe, step: int, timestep, tensors: dict[str, Any]) -> dict[str, Any]:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("generation stopped")
+            if on_step is not None:
+                done = step + 1
+                preview = None
+                if every and done % every == 0:
+                    preview = latents_to_rgb(tensors["latents"], factors, size)
+                on_step(StepEvent(done, pipe.num_timesteps, preview))
+            return tensors
+
+        return callback

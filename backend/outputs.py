@@ -1,0 +1,66 @@
+"""PNG outputs with their parameters, written atomically.
+
+Each image goes to ``<output_dir>/<YYYY-MM-DD>/<NNNNN>-<seed>.png`` with the infotext in the
+``parameters`` tEXt chunk, as the A1111 web UI writes it. The file is written under a temporary name in
+the same folder and renamed into place, so a crash never leaves a half-written PNG behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+PARAMETERS_KEY = "parameters"
+_NUMBERED = re.compile(r"^(\d{5})-")
+
+
+def png_info(infotext: str) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMETERS_KEY, infotext)
+    return info
+
+
+def write_png_atomic(image: Image.Image, path: Path, infotext: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".png.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            image.save(handle, format="PNG", pnginfo=png_info(infotext))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_infotext(image: Image.Image) -> str | None:
+    """The ``parameters`` text of a PNG (None when it has none)."""
+    text = image.info.get(PARAMETERS_KEY)
+    if text is None and hasattr(image, "text"):
+        text = image.text.get(PARAMETERS_KEY)  # type: ignore[union-attr]
+    return text
+
+
+class OutputWriter:
+    """Numbers files per day folder; one lock so concurrent requests never take the same number."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._lock = threading.Lock()
+
+    def save(self, image: Image.Image, infotext: str, seed: int) -> Path:
+        folder = self.root / _dt.date.today().isoformat()
+        with self._lock:
+            folder.mkdir(parents=True, exist_ok=True)
+            numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _NUMBERED.match(p.name))]
+            path = folder / f"{max(numbers, default=0) + 1:05d}-{seed}.png"
+            return write_png_atomic(image, path, infotext)

@@ -1,0 +1,158 @@
+"""The pipeline cache: load each model's weights once, derive every task pipeline from them.
+
+Task pipelines (img2img, inpaint, ControlNet) are built with ``from_pipe`` from the text2img pipeline,
+so they share its modules: no second copy of any weight. At most ``settings.max_models`` models stay
+resident; the least recently used one is unloaded explicitly when another is loaded.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+    DiffusionPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
+
+from . import tiny
+from .devices import DevicePlan, apply_memory_options, plan_device
+from .models import ModelRegistry, ModelSpec
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+TASK_PIPELINES: dict[str, Any] = {
+    "img2img": AutoPipelineForImage2Image,
+    "inpaint": AutoPipelineForInpainting,
+}
+
+
+class ModelUnavailable(RuntimeError):
+    """The model's weights cannot be loaded (offline and not cached, missing file, …)."""
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    base: DiffusionPipeline
+    scheduler_config: dict[str, Any]
+    memory_options: list[str] = field(default_factory=list)
+    derived: dict[str, DiffusionPipeline] = field(default_factory=dict)
+
+
+def is_cached(repo_id: str) -> bool:
+    """Whether a hub model is in the local hub cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "model_index.json")
+    return isinstance(found, str)
+
+
+def resolve_source(spec: ModelSpec, settings: Settings) -> str:
+    """Where ``from_pretrained``/``from_single_file`` should read the model from."""
+    kind = spec.kind
+    if kind == "builtin":
+        name = spec.source.split(":", 1)[1]
+        if name != "tiny":
+            raise ModelUnavailable(f"{spec.name}: unknown built-in model {name!r}")
+        return str(tiny.ensure(settings.cache_dir / "tiny"))
+    if kind in ("folder", "single_file"):
+        path = spec.local_path()
+        if not path.exists():
+            raise ModelUnavailable(f"{spec.name}: {spec.source} does not exist; fix its source in the models file")
+        return str(path)
+    if settings.offline and not is_cached(spec.source):
+        raise ModelUnavailable(
+            f"{spec.name} ({spec.source}) is not available offline: its weights are not in the local "
+            "Hugging Face cache. Run once with network access to download it, or list a local folder "
+            "or .safetensors file in presets/models.json."
+        )
+    return spec.source
+
+
+def load_pipeline(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> DiffusionPipeline:
+    """Load a model's text2img pipeline from the hub, a folder or a single checkpoint file."""
+    source = resolve_source(spec, settings)
+    kwargs: dict[str, Any] = {"dtype": plan.dtype}
+    if spec.family != "sdxl":
+        # Like the big web UIs we do not run the SD 1.x/2.x safety checker (documented in the README).
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    local_only = settings.offline or spec.kind != "hub"
+    try:
+        if spec.kind == "single_file":
+            cls = StableDiffusionXLPipeline if spec.family == "sdxl" else StableDiffusionPipeline
+            return cls.from_single_file(source, local_files_only=local_only, **kwargs)
+        return AutoPipelineForText2Image.from_pretrained(
+            source, use_safetensors=True, local_files_only=local_only, **kwargs
+        )
+    except (OSError, ValueError) as err:
+        raise ModelUnavailable(f"{spec.name}: could not load {spec.source}: {err}") from err
+
+
+Loader = Callable[[ModelSpec, Settings, DevicePlan], DiffusionPipeline]
+
+
+class PipelineCache:
+    def __init__(self, registry: ModelRegistry, settings: Settings, loader: Loader = load_pipeline):
+        self.registry = registry
+        self.settings = settings
+        self.plan = plan_device(settings)
+        self._loader = loader
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.RLock()
+
+    @property
+    def resident(self) -> list[str]:
+        return list(self._models)
+
+    def model(self, name: str) -> LoadedModel:
+        with self._lock:
+            if name in self._models:
+                self._models.move_to_end(name)
+                return self._models[name]
+            spec = self.registry.get(name)
+            while len(self._models) >= max(1, self.settings.max_models):
+                self.unload(next(iter(self._models)))
+            log.info("loading %s from %s", spec.name, spec.source)
+            base = self._loader(spec, self.settings, self.plan)
+            base.set_progress_bar_config(disable=True)  # progress goes through the step callback
+            options = apply_memory_options(base, self.settings, self.plan)
+            loaded = LoadedModel(spec, base, dict(base.scheduler.config), options)
+            self._models[name] = loaded
+            return loaded
+
+    def pipeline(self, name: str, task: str) -> DiffusionPipeline:
+        loaded = self.model(name)
+        if task == "txt2img":
+            return loaded.base
+        with self._lock:
+            if task not in loaded.derived:
+                # from_pipe casts to float32 unless told the dtype, which would convert the shared weights.
+                pipe = TASK_PIPELINES[task].from_pipe(loaded.base, dtype=loaded.base.dtype)
+                pipe.set_progress_bar_config(disable=True)
+                loaded.derived[task] = pipe
+            return loaded.derived[task]
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            loaded = self._models.pop(name, None)
+            if loaded is None:
+                return
+            log.info("unloading %s", name)
+            loaded.derived.clear()
+            if hasattr(loaded.base, "remove_all_hooks"):
+                loaded.base.remove_all_hooks()
+            del loaded
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()

@@ -1,0 +1,159 @@
+"""Typed requests and results, and the one place where requests are validated.
+
+Every limit comes from ``Settings`` through ``field_limits`` so the UI's sliders and the validator
+agree. Sizes that are not multiples of 8 are rejected (never silently rounded), with the two nearest
+valid values in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable
+
+from .samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS, supported_schedules
+from .settings import Settings
+
+SIZE_MULTIPLE = 8
+MAX_PROMPT_CHARS = 4000
+
+
+class ValidationError(ValueError):
+    """A request field is out of range or malformed; ``field`` names it."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class Limit:
+    minimum: float
+    maximum: float
+    step: float = 1
+
+
+def field_limits(settings: Settings) -> dict[str, Limit]:
+    return {
+        "steps": Limit(1, settings.max_steps),
+        "guidance_scale": Limit(0.0, settings.max_guidance, 0.5),
+        "width": Limit(64, settings.max_width, SIZE_MULTIPLE),
+        "height": Limit(64, settings.max_height, SIZE_MULTIPLE),
+        "batch_size": Limit(1, settings.max_batch),
+        "seed": Limit(-1, 2**32 - 1),
+    }
+
+
+@dataclass
+class GenerationRequest:
+    """Fields every task shares. ``seed=-1`` asks for a random seed; ``model=""`` the default model."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int = 20
+    guidance_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    batch_size: int = 1
+    sampler: str = DEFAULT_SAMPLER
+    schedule: str = DEFAULT_SCHEDULE
+    model: str = ""
+
+    task: ClassVar[str] = "generation"
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Txt2ImgRequest(GenerationRequest):
+    task: ClassVar[str] = "txt2img"
+
+
+@dataclass
+class GenerationResult:
+    images: list[Any]  # PIL images
+    seeds: list[int]
+    infotexts: list[str]
+    request: GenerationRequest  # as run: seed resolved, model named
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def infotext(self) -> str:
+        return self.infotexts[0] if self.infotexts else ""
+
+
+def _whole(name: str, value: Any) -> int:
+    if isinstance(value, bool) or value is None:
+        raise ValidationError(name, f"{name} must be a whole number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValidationError(name, f"{name} must be a whole number, got {value!r}") from None
+    if not math.isfinite(number) or number != int(number):
+        raise ValidationError(name, f"{name} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def _real(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValidationError(name, f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValidationError(name, f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _in_range(name: str, value: float, limit: Limit) -> None:
+    if not limit.minimum <= value <= limit.maximum:
+        lo, hi = limit.minimum, limit.maximum
+        raise ValidationError(name, f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
+
+
+def _text(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError(name, f"{name} must be text, got {type(value).__name__}")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise ValidationError(name, f"{name} is {len(value)} characters long; the limit is {MAX_PROMPT_CHARS}")
+    return value
+
+
+def validate(request: GenerationRequest, settings: Settings, models: Iterable[str] = ()) -> GenerationRequest:
+    """Return a normalised copy of ``request`` or raise ``ValidationError`` naming the bad field."""
+    limits = field_limits(settings)
+    changes: dict[str, Any] = {
+        "prompt": _text("prompt", request.prompt),
+        "negative_prompt": _text("negative_prompt", request.negative_prompt),
+    }
+    for name in ("seed", "steps", "width", "height", "batch_size"):
+        changes[name] = _whole(name, getattr(request, name))
+        _in_range(name, changes[name], limits[name])
+    changes["guidance_scale"] = _real("guidance_scale", request.guidance_scale)
+    _in_range("guidance_scale", changes["guidance_scale"], limits["guidance_scale"])
+    for name in ("width", "height"):
+        value = changes[name]
+        if value % SIZE_MULTIPLE:
+            lower = value - value % SIZE_MULTIPLE
+            raise ValidationError(
+                name,
+                f"{name} {value} is not a multiple of {SIZE_MULTIPLE}: use {lower} or {lower + SIZE_MULTIPLE}",
+            )
+    if request.sampler not in SAMPLERS:
+        raise ValidationError("sampler", f"unknown sampler {request.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    schedules = supported_schedules(request.sampler)
+    if request.schedule not in schedules:
+        raise ValidationError(
+            "schedule",
+            f"sampler {request.sampler!r} does not support schedule {request.schedule!r}; "
+            f"choose one of: {', '.join(schedules)}",
+        )
+    names = list(models)
+    if names and request.model and request.model not in names:
+        raise ValidationError("model", f"unknown model {request.model!r}; choose one of: {', '.join(names)}")
+    return dataclasses.replace(request, **changes)

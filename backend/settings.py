@@ -1,0 +1,91 @@
+"""Limits and options, each overridable by an environment variable (``SDSTUDIO_<NAME>``).
+
+Spaces and containers configure the app through the environment; the CLI in ``app.py``
+overrides the same fields explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "SDSTUDIO_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sd-studio"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Request limits (also the slider ranges in the UI).
+    max_width: int = 2048
+    max_height: int = 2048
+    max_steps: int = 150
+    max_batch: int = 8
+    max_guidance: float = 30.0
+    # Models.
+    default_model: str = "SD 1.5"
+    offline_model: str = "Tiny (offline test model)"
+    models_file: Path = PROJECT_ROOT / "presets" / "models.json"
+    max_models: int = 1  # models kept resident; the least recently used one is unloaded
+    offline: bool = False  # never touch the network; only local folders and the local hub cache
+    cache_dir: Path = field(default_factory=_default_cache_dir)  # built-in models are written here
+    # Device and memory.
+    device: str = "auto"  # auto | cuda | mps | cpu
+    dtype: str = "auto"  # auto | float16 | bfloat16 | float32
+    attention_slicing: bool = False
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    cpu_offload: bool = False
+    xformers: bool = False
+    # Outputs and serving.
+    output_dir: Path = Path("outputs")
+    save_outputs: bool = True
+    queue_size: int = 16
+    preview_every: int = 1  # decode a live preview every N steps (0 = never)
+
+    def __post_init__(self) -> None:
+        # Accept str for path fields (CLI and tests pass plain strings).
+        for f in dataclasses.fields(self):
+            if f.type == "Path" and not isinstance(getattr(self, f.name), Path):
+                object.__setattr__(self, f.name, Path(getattr(self, f.name)).expanduser())
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``SDSTUDIO_*`` variables, then apply explicit overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.name, raw, f.type)
+        if "offline" not in values and env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            values["offline"] = True
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse(name: str, raw: str, type_name: object) -> object:
+    kind = str(type_name)
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw).expanduser()
+        return raw
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None

@@ -1,0 +1,1 @@
+"""SD Studio user interface: builds Gradio components and calls the backend engine."""

@@ -1,0 +1,198 @@
+"""Shared control builders and the one generation handler every tab uses.
+
+Slider ranges come from ``backend.requests.field_limits`` (the validator's own limits), so the UI can
+never offer a value the backend rejects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+
+from backend.engine import Cancelled, Engine, StepEvent
+from backend.pipelines import ModelUnavailable
+from backend.requests import GenerationRequest, GenerationResult, ValidationError, field_limits
+from backend.samplers import SAMPLERS, SCHEDULES, supported_schedules
+
+from .session import CancelRegistry
+from .streaming import run_streaming
+
+# Request fields in the order every tab's handler takes them (and the API exposes them).
+COMMON_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "guidance_scale",
+    "width",
+    "height",
+    "batch_size",
+    "sampler",
+    "schedule",
+    "model",
+)
+
+
+@dataclass
+class Studio:
+    """What every tab needs from the app: the engine and the per-session stop registry."""
+
+    engine: Engine
+    cancels: CancelRegistry
+
+
+@dataclass
+class CommonControls:
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    seed: gr.Number
+    steps: gr.Slider
+    guidance_scale: gr.Slider
+    width: gr.Slider
+    height: gr.Slider
+    batch_size: gr.Slider
+    sampler: gr.Dropdown
+    schedule: gr.Dropdown
+    model: gr.Dropdown
+    random_seed: gr.Button
+    reuse_seed: gr.Button
+
+    def inputs(self) -> list[gr.components.Component]:
+        return [getattr(self, name) for name in COMMON_FIELDS]
+
+
+@dataclass
+class OutputControls:
+    generate: gr.Button
+    stop: gr.Button
+    gallery: gr.Gallery
+    infotext: gr.Textbox
+    seed_used: gr.Number
+
+    def outputs(self) -> list[gr.components.Component]:
+        return [self.gallery, self.infotext, self.seed_used]
+
+
+def build_prompt_block(prefix: str) -> tuple[gr.Textbox, gr.Textbox]:
+    prompt = gr.Textbox(label="Prompt", lines=3, placeholder="a lighthouse at dusk", elem_id=f"{prefix}-prompt")
+    negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="blurry, lowres", elem_id=f"{prefix}-negative")
+    return prompt, negative
+
+
+def build_common_controls(studio: Studio, prefix: str) -> CommonControls:
+    """Prompt, negative prompt, sampler, steps, CFG, size, batch, seed and model, with their limits."""
+    engine = studio.engine
+    limits = field_limits(engine.settings)
+    spec = engine.registry.get(engine.default_model)
+    prompt, negative = build_prompt_block(prefix)
+    with gr.Row():
+        model = gr.Dropdown(engine.registry.names, value=engine.default_model, label="Model", elem_id=f"{prefix}-model")
+    with gr.Row():
+        sampler = gr.Dropdown(list(SAMPLERS), value="DPM++ 2M", label="Sampler", elem_id=f"{prefix}-sampler")
+        schedule = gr.Dropdown(
+            supported_schedules("DPM++ 2M"), value="Karras", label="Schedule type", elem_id=f"{prefix}-schedule"
+        )
+    steps = _slider("Steps", limits["steps"], spec.defaults.steps, f"{prefix}-steps")
+    guidance = _slider("CFG scale", limits["guidance_scale"], spec.defaults.guidance_scale, f"{prefix}-cfg")
+    with gr.Row():
+        width = _slider("Width", limits["width"], spec.defaults.width, f"{prefix}-width")
+        height = _slider("Height", limits["height"], spec.defaults.height, f"{prefix}-height")
+    batch = _slider("Batch size", limits["batch_size"], 1, f"{prefix}-batch")
+    with gr.Row(equal_height=True):
+        seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, scale=4, elem_id=f"{prefix}-seed")
+        random_seed = gr.Button("🎲", scale=0, min_width=40, elem_id=f"{prefix}-random-seed")
+        reuse_seed = gr.Button("♻️", scale=0, min_width=40, elem_id=f"{prefix}-reuse-seed")
+    controls = CommonControls(
+        prompt, negative, seed, steps, guidance, width, height, batch, sampler, schedule, model, random_seed, reuse_seed
+    )
+    _wire_control_updates(studio, controls)
+    return controls
+
+
+def _slider(label: str, limit: Any, value: float, elem_id: str) -> gr.Slider:
+    return gr.Slider(limit.minimum, limit.maximum, value=value, step=limit.step, label=label, elem_id=elem_id)
+
+
+def _wire_control_updates(studio: Studio, c: CommonControls) -> None:
+    """Quick UI-only events: no queue, not part of the public API."""
+    quiet = {"queue": False, "api_visibility": "private"}
+    c.random_seed.click(lambda: -1, outputs=c.seed, **quiet)
+
+    def schedules_for(sampler: str, schedule: str):
+        allowed = supported_schedules(sampler) if sampler in SAMPLERS else list(SCHEDULES)
+        return gr.Dropdown(choices=allowed, value=schedule if schedule in allowed else allowed[0])
+
+    c.sampler.change(schedules_for, inputs=[c.sampler, c.schedule], outputs=c.schedule, **quiet)
+
+    def model_defaults(name: str):
+        d = studio.engine.registry.get(name).defaults
+        return d.width, d.height, d.steps, d.guidance_scale
+
+    c.model.change(model_defaults, inputs=c.model, outputs=[c.width, c.height, c.steps, c.guidance_scale], **quiet)
+
+
+def build_output_block(prefix: str) -> OutputControls:
+    with gr.Row():
+        generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop")
+    gallery = gr.Gallery(label="Images", format="png", columns=2, height=480, elem_id=f"{prefix}-gallery")
+    seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id=f"{prefix}-seed-used")
+    infotext = gr.Textbox(label="Parameters", lines=4, interactive=False, elem_id=f"{prefix}-infotext")
+    return OutputControls(generate, stop, gallery, infotext, seed_used)
+
+
+def stream_generation(
+    studio: Studio, request: GenerationRequest, session: str, progress: gr.Progress
+) -> Iterator[tuple[Any, str, int | None]]:
+    """The body of every tab's handler: (gallery, infotext, seed used) while running and at the end."""
+    cancel = studio.cancels.start(session)
+    try:
+        for item in run_streaming(studio.engine, request, cancel):
+            if isinstance(item, StepEvent):
+                progress((item.step, item.total), desc=f"Step {item.step}/{item.total}")
+                if item.preview is not None:
+                    yield [item.preview], f"Step {item.step}/{item.total}", gr.skip()
+            else:
+                yield _final(item)
+    except ValidationError as err:
+        raise gr.Error(f"{err.field}: {err}") from None
+    except ModelUnavailable as err:
+        raise gr.Error(str(err)) from None
+    except Cancelled:
+        yield [], "Stopped. Nothing was saved.", gr.skip()
+    finally:
+        studio.cancels.finish(session, cancel)
+
+
+def _final(result: GenerationResult) -> tuple[list[Any], str, int]:
+    # Saved files carry the infotext in their PNG chunk; hand those to the gallery so downloads keep it.
+    images = [str(p) for p in result.paths] if result.paths else result.images
+    captions = [f"seed {s}" for s in result.seeds]
+    return list(zip(images, captions)), result.infotext, result.seeds[0]
+
+
+def wire_generation(
+    studio: Studio,
+    controls: CommonControls,
+    out: OutputControls,
+    handler: Callable[..., Any],
+    extra_inputs: list[gr.components.Component],
+    api_name: str,
+) -> None:
+    """Generate/Stop/reuse-seed wiring shared by every tab; ``handler`` is the tab's API function."""
+    out.generate.click(
+        handler,
+        inputs=controls.inputs() + extra_inputs,
+        outputs=out.outputs(),
+        api_name=api_name,
+        concurrency_id="gpu",
+    )
+
+    def stop(request: gr.Request) -> None:
+        studio.cancels.cancel(request.session_hash or "")
+
+    out.stop.click(stop, queue=False, api_visibility="private")
+    controls.reuse_seed.click(lambda s: -1 if s is None else s, out.seed_used, controls.seed, queue=False,
+                              api_visibility="private")

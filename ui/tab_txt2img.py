@@ -1,0 +1,50 @@
+"""The text2img tab."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from backend.requests import Txt2ImgRequest
+
+from .common import Studio, build_common_controls, build_output_block, stream_generation, wire_generation
+
+
+def build_tab(studio: Studio) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            controls = build_common_controls(studio, "txt2img")
+        with gr.Column(scale=1):
+            out = build_output_block("txt2img")
+
+    def txt2img(
+        prompt: str,
+        negative_prompt: str,
+        seed: int,
+        steps: int,
+        guidance_scale: float,
+        width: int,
+        height: int,
+        batch_size: int,
+        sampler: str,
+        schedule: str,
+        model: str,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),
+    ):
+        """Generate images from a prompt. Returns the images (PNG) and the A1111-style infotext."""
+        req = Txt2ImgRequest(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            width=width,
+            height=height,
+            batch_size=batch_size,
+            sampler=sampler,
+            schedule=schedule,
+            model=model,
+        )
+        yield from stream_generation(studio, req, request.session_hash or "", progress)
+
+    wire_generation(studio, controls, out, txt2img, [], api_name="txt2img")
