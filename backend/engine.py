@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from PIL import Image
@@ -97,7 +98,9 @@ class Engine:
         infotexts = [format_infotext(request, seed, self._extra_infotext(request)) for seed in seeds]
         paths = []
         if self.settings.save_outputs:
-            paths = [self.writer.save(img, text, seed) for img, text, seed in zip(images, infotexts, seeds)]
+            paths = [
+                self.writer.save(img, text, seed) for img, text, seed in zip(images, infotexts, seeds, strict=True)
+            ]
         return GenerationResult(images=images, seeds=seeds, infotexts=infotexts, request=request, paths=paths)
 
     def _pipeline_kwargs(self, request: GenerationRequest) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from .requests import GenerationRequest
 from .samplers import SAMPLERS, SCHEDULES, split_legacy_name

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 from .samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS, supported_schedules
 from .settings import Settings
@@ -110,8 +111,13 @@ def _real(name: str, value: Any) -> float:
 
 def _in_range(name: str, value: float, limit: Limit) -> None:
     if not limit.minimum <= value <= limit.maximum:
-        lo, hi = limit.minimum, limit.maximum
-        raise ValidationError(name, f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
+        lo, hi, got = (_number(v) for v in (limit.minimum, limit.maximum, value))
+        raise ValidationError(name, f"{name} must be between {lo} and {hi}, got {got}")
+
+
+def _number(value: float) -> str:
+    """Whole numbers without a decimal point or exponent (seeds are large), others as written."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _text(name: str, value: Any) -> str:

@@ -6,8 +6,9 @@ never offer a value the backend rejects.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import gradio as gr
 
@@ -102,8 +103,8 @@ def build_common_controls(studio: Studio, prefix: str) -> CommonControls:
     batch = _slider("Batch size", limits["batch_size"], 1, f"{prefix}-batch")
     with gr.Row(equal_height=True):
         seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, scale=4, elem_id=f"{prefix}-seed")
-        random_seed = gr.Button("🎲", scale=0, min_width=40, elem_id=f"{prefix}-random-seed")
-        reuse_seed = gr.Button("♻️", scale=0, min_width=40, elem_id=f"{prefix}-reuse-seed")
+        random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{prefix}-random-seed")
+        reuse_seed = gr.Button("Reuse", scale=0, min_width=80, elem_id=f"{prefix}-reuse-seed")
     controls = CommonControls(
         prompt, negative, seed, steps, guidance, width, height, batch, sampler, schedule, model, random_seed, reuse_seed
     )
@@ -170,7 +171,7 @@ def _final(result: GenerationResult) -> tuple[list[Any], str, int]:
     # Saved files carry the infotext in their PNG chunk; hand those to the gallery so downloads keep it.
     images = [str(p) for p in result.paths] if result.paths else result.images
     captions = [f"seed {s}" for s in result.seeds]
-    return list(zip(images, captions)), result.infotext, result.seeds[0]
+    return list(zip(images, captions, strict=True)), result.infotext, result.seeds[0]
 
 
 def wire_generation(
@@ -194,5 +195,6 @@ def wire_generation(
         studio.cancels.cancel(request.session_hash or "")
 
     out.stop.click(stop, queue=False, api_visibility="private")
-    controls.reuse_seed.click(lambda s: -1 if s is None else s, out.seed_used, controls.seed, queue=False,
-                              api_visibility="private")
+    controls.reuse_seed.click(
+        lambda s: -1 if s is None else s, out.seed_used, controls.seed, queue=False, api_visibility="private"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from backend.engine import Cancelled, Engine, StepEvent
 from backend.requests import GenerationRequest, GenerationResult

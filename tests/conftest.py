@@ -1,0 +1,75 @@
+"""Shared fixtures. Every test runs offline: no hub, no network."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from backend import tiny  # noqa: E402
+from backend.engine import Engine  # noqa: E402
+from backend.models import ModelRegistry  # noqa: E402
+from backend.requests import Txt2ImgRequest  # noqa: E402
+from backend.settings import Settings  # noqa: E402
+
+TINY = "Tiny (offline test model)"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """Built-in models are built once per test session."""
+    path = tmp_path_factory.mktemp("model-cache")
+    tiny.ensure(path / "tiny")
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path, cache_dir) -> Settings:
+    return Settings(offline=True, output_dir=tmp_path / "outputs", cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def shared_engine(tmp_path_factory, cache_dir) -> Engine:
+    """One engine for the read-only generation tests (loading once keeps the suite fast)."""
+    out = tmp_path_factory.mktemp("outputs")
+    return Engine(Settings(offline=True, output_dir=out, cache_dir=cache_dir))
+
+
+@pytest.fixture
+def tiny_request() -> Txt2ImgRequest:
+    return Txt2ImgRequest(
+        prompt="a red circle on a blue background",
+        seed=1234,
+        steps=4,
+        guidance_scale=5.0,
+        width=64,
+        height=64,
+        sampler="Euler",
+        schedule="Automatic",
+        model=TINY,
+    )
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def write_registry(path: Path, names: list[str]) -> Path:
+    """A models file listing several copies of the built-in tiny model."""
+    data = json.loads(Settings().models_file.read_text())
+    entry = next(m for m in data["models"] if m["source"] == "builtin:tiny")
+    data["models"] = [{**entry, "name": name} for name in names]
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def two_model_registry(tmp_path) -> ModelRegistry:
+    return ModelRegistry.load(write_registry(tmp_path / "models.json", ["Tiny A", "Tiny B"]))

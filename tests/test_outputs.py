@@ -1,0 +1,37 @@
+"""Outputs are written atomically with their parameters."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from backend.outputs import OutputWriter, read_infotext, write_png_atomic
+
+
+def test_png_carries_parameters(tmp_path):
+    path = write_png_atomic(Image.new("RGB", (8, 8), "red"), tmp_path / "a.png", "cat\nSteps: 2, Seed: 1, CFG scale: 7")
+    with Image.open(path) as img:
+        assert read_infotext(img) == "cat\nSteps: 2, Seed: 1, CFG scale: 7"
+
+
+def test_crash_mid_write_leaves_no_file(tmp_path, monkeypatch):
+    target = tmp_path / "b.png"
+    target.write_bytes(b"earlier image")
+
+    def broken_save(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_png_atomic(Image.new("RGB", (8, 8)), target, "x")
+    assert target.read_bytes() == b"earlier image"  # the old file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.png"]  # no temp file left behind
+
+
+def test_writer_numbers_files_per_day(tmp_path):
+    writer = OutputWriter(tmp_path)
+    first = writer.save(Image.new("RGB", (8, 8)), "a", 42)
+    second = writer.save(Image.new("RGB", (8, 8)), "b", 7)
+    assert first.name == "00001-42.png" and second.name == "00002-7.png"
+    assert first.parent == second.parent and first.parent.parent == tmp_path

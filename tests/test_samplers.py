@@ -1,0 +1,90 @@
+"""Every sampler and schedule type in the registry builds the right scheduler and runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.samplers import SAMPLERS, SCHEDULES, build_scheduler, split_legacy_name, supported_schedules
+
+from .conftest import pixels
+
+PAIRS = [(s, sch) for s in SAMPLERS for sch in supported_schedules(s)]
+
+
+@pytest.fixture(scope="module")
+def base_config(shared_engine):
+    return shared_engine.cache.model(shared_engine.default_model).scheduler_config
+
+
+@pytest.mark.parametrize("sampler,schedule", PAIRS, ids=[f"{a}|{b}" for a, b in PAIRS])
+def test_every_sampler_and_schedule_runs(shared_engine, tiny_request, base_config, sampler, schedule):
+    scheduler = build_scheduler(base_config, sampler, schedule)
+    assert type(scheduler).__name__ == SAMPLERS[sampler].scheduler
+    for key, value in {**SAMPLERS[sampler].config, **SCHEDULES[schedule]}.items():
+        assert scheduler.config[key] == value
+    result = shared_engine.run(tiny_request.replace(sampler=sampler, schedule=schedule, steps=4))
+    image = pixels(result.images[0])
+    assert image.shape == (64, 64, 3)
+    assert np.isfinite(image).all() and image.std() > 0
+    assert f"Sampler: {sampler}, Schedule type: {schedule}" in result.infotext
+
+
+def test_all_a1111_names_are_registered():
+    expected = {
+        "Euler",
+        "Euler a",
+        "LMS",
+        "Heun",
+        "DPM2",
+        "DPM2 a",
+        "DPM++ 2M",
+        "DPM++ 2M SDE",
+        "DPM++ SDE",
+        "DDIM",
+        "PLMS",
+        "UniPC",
+        "DEIS",
+        "LCM",
+    }
+    assert expected <= set(SAMPLERS)
+    assert {"Automatic", "Karras", "Exponential"} <= set(SCHEDULES)
+
+
+def test_samplers_give_different_pictures(shared_engine, tiny_request):
+    euler = pixels(shared_engine.run(tiny_request.replace(sampler="Euler")).images[0])
+    dpm = pixels(shared_engine.run(tiny_request.replace(sampler="DPM++ 2M SDE")).images[0])
+    assert not np.array_equal(euler, dpm)
+
+
+def test_schedule_flags_reset_from_model_config(base_config):
+    karras = build_scheduler({**base_config, "use_karras_sigmas": True}, "Euler", "Exponential")
+    assert karras.config.use_exponential_sigmas and not karras.config.use_karras_sigmas
+
+
+def test_fresh_scheduler_per_call(base_config):
+    assert build_scheduler(base_config, "Euler") is not build_scheduler(base_config, "Euler")
+
+
+def test_unsupported_schedule_is_refused(base_config):
+    assert "Karras" not in supported_schedules("DDIM")
+    with pytest.raises(KeyError, match="does not support schedule 'Karras'"):
+        build_scheduler(base_config, "DDIM", "Karras")
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("DPM++ 2M Karras", ("DPM++ 2M", "Karras")),
+        ("Euler a", ("Euler a", "Automatic")),
+        ("DPM++ SDE Karras", ("DPM++ SDE", "Karras")),
+        ("DPM++ 2M SDE Exponential", ("DPM++ 2M SDE", "Exponential")),
+    ],
+)
+def test_legacy_combined_names(name, expected):
+    assert split_legacy_name(name) == expected
+
+
+def test_unknown_legacy_name():
+    with pytest.raises(KeyError):
+        split_legacy_name("Restart")
