@@ -18,11 +18,12 @@ from PIL import Image
 from .infotext import format_infotext
 from .models import ModelRegistry
 from .outputs import OutputWriter
-from .pipelines import PipelineCache, is_cached
+from .pipelines import PipelineCache, is_cached, is_inpainting_unet
 from .preview import latents_to_rgb
-from .requests import GenerationRequest, GenerationResult, Txt2ImgRequest, validate
+from .requests import GenerationRequest, GenerationResult, ValidationError, validate
 from .samplers import build_scheduler
 from .settings import Settings
+from .tasks import prepare
 
 MAX_SEED = 2**32 - 1
 
@@ -81,43 +82,29 @@ class Engine:
         if request.seed == -1:
             request = request.replace(seed=random.randint(0, MAX_SEED))
         loaded = self.cache.model(request.model)
+        if request.task != "inpaint" and is_inpainting_unet(loaded.base.unet):
+            raise ValidationError("model", f"{request.model} is an inpainting model: use it in the inpaint tab")
         pipe = self.cache.pipeline(request.model, request.task)
         callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
-        kwargs = self._pipeline_kwargs(request)
+        prepared = prepare(request)
         with self._run_lock:
             # Schedulers are stateful: every run gets a fresh one from the model's own config.
             pipe.scheduler = build_scheduler(loaded.scheduler_config, request.sampler, request.schedule)
             output = pipe(
-                **kwargs,
+                **prepared.kwargs,
                 generator=generators(request.seed, request.batch_size),
                 callback_on_step_end=callback,
                 callback_on_step_end_tensor_inputs=["latents"],
             )
-        images: list[Image.Image] = list(output.images)
+        images: list[Image.Image] = prepared.finish(list(output.images))
         seeds = [(request.seed + i) % (MAX_SEED + 1) for i in range(len(images))]
-        infotexts = [format_infotext(request, seed, self._extra_infotext(request)) for seed in seeds]
+        infotexts = [format_infotext(request, seed, prepared.infotext) for seed in seeds]
         paths = []
         if self.settings.save_outputs:
             paths = [
                 self.writer.save(img, text, seed) for img, text, seed in zip(images, infotexts, seeds, strict=True)
             ]
-        return GenerationResult(images=images, seeds=seeds, infotexts=infotexts, request=request, paths=paths)
-
-    def _pipeline_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
-        if not isinstance(request, Txt2ImgRequest):
-            raise TypeError(f"no pipeline for {type(request).__name__}")
-        return {
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt or None,
-            "num_inference_steps": request.steps,
-            "guidance_scale": request.guidance_scale,
-            "width": request.width,
-            "height": request.height,
-            "num_images_per_prompt": request.batch_size,
-        }
-
-    def _extra_infotext(self, request: GenerationRequest) -> dict[str, Any]:
-        return {}
+        return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras)
 
     def _step_callback(self, factors, request, on_step, cancel):
         every = self.settings.preview_every

@@ -43,18 +43,27 @@ class ModelSpec:
 
     @property
     def kind(self) -> str:
-        """``builtin``, ``single_file``, ``folder`` or ``hub``."""
-        if self.source.startswith(BUILTIN_PREFIX):
-            return "builtin"
-        if self.source.lower().endswith(SINGLE_FILE_SUFFIXES):
-            return "single_file"
-        if self.source.startswith((".", "/", "~")) or self.local_path().exists():
-            return "folder"
-        return "hub"
+        return source_kind(self.source)
 
     def local_path(self) -> Path:
-        path = Path(self.source).expanduser()
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        return local_path(self.source)
+
+
+def source_kind(source: str) -> str:
+    """``builtin``, ``single_file``, ``folder`` or ``hub``."""
+    if source.startswith(BUILTIN_PREFIX):
+        return "builtin"
+    if source.lower().endswith(SINGLE_FILE_SUFFIXES):
+        return "single_file"
+    if source.startswith((".", "/", "~")) or local_path(source).exists():
+        return "folder"
+    return "hub"
+
+
+def local_path(source: str) -> Path:
+    """A local source; relative paths are relative to the project root."""
+    path = Path(source).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 @dataclass

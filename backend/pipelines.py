@@ -23,11 +23,12 @@ from diffusers import (
     DiffusionPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
+    UNet2DConditionModel,
 )
 
 from . import tiny
 from .devices import DevicePlan, apply_memory_options, plan_device
-from .models import ModelRegistry, ModelSpec
+from .models import ModelRegistry, ModelSpec, local_path, source_kind
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,31 +60,34 @@ def is_cached(repo_id: str) -> bool:
     return isinstance(found, str)
 
 
-def resolve_source(spec: ModelSpec, settings: Settings) -> str:
-    """Where ``from_pretrained``/``from_single_file`` should read the model from."""
-    kind = spec.kind
+BUILTIN_MODELS = {"tiny": {"inpaint": False}, "tiny-inpaint": {"inpaint": True}}
+
+
+def resolve_source(name: str, source: str, settings: Settings) -> str:
+    """Where ``from_pretrained``/``from_single_file`` should read ``source`` from (``name`` for messages)."""
+    kind = source_kind(source)
     if kind == "builtin":
-        name = spec.source.split(":", 1)[1]
-        if name != "tiny":
-            raise ModelUnavailable(f"{spec.name}: unknown built-in model {name!r}")
-        return str(tiny.ensure(settings.cache_dir / "tiny"))
+        builtin = source.split(":", 1)[1]
+        if builtin not in BUILTIN_MODELS:
+            raise ModelUnavailable(f"{name}: unknown built-in model {builtin!r}")
+        return str(tiny.ensure(settings.cache_dir / builtin, **BUILTIN_MODELS[builtin]))
     if kind in ("folder", "single_file"):
-        path = spec.local_path()
+        path = local_path(source)
         if not path.exists():
-            raise ModelUnavailable(f"{spec.name}: {spec.source} does not exist; fix its source in the models file")
+            raise ModelUnavailable(f"{name}: {source} does not exist; fix its source in the models file")
         return str(path)
-    if settings.offline and not is_cached(spec.source):
+    if settings.offline and not is_cached(source):
         raise ModelUnavailable(
-            f"{spec.name} ({spec.source}) is not available offline: its weights are not in the local "
+            f"{name} ({source}) is not available offline: its weights are not in the local "
             "Hugging Face cache. Run once with network access to download it, or list a local folder "
             "or .safetensors file in presets/models.json."
         )
-    return spec.source
+    return source
 
 
 def load_pipeline(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> DiffusionPipeline:
     """Load a model's text2img pipeline from the hub, a folder or a single checkpoint file."""
-    source = resolve_source(spec, settings)
+    source = resolve_source(spec.name, spec.source, settings)
     kwargs: dict[str, Any] = {"dtype": plan.dtype}
     if spec.family != "sdxl":
         # Like the big web UIs we do not run the SD 1.x/2.x safety checker (documented in the README).
@@ -98,6 +102,25 @@ def load_pipeline(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> Diff
         )
     except (OSError, ValueError) as err:
         raise ModelUnavailable(f"{spec.name}: could not load {spec.source}: {err}") from err
+
+
+def load_inpaint_unet(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> UNet2DConditionModel:
+    """The 9-channel UNet of a model's inpainting variant (text encoder and VAE stay shared)."""
+    assert spec.inpaint
+    source = resolve_source(spec.name, spec.inpaint, settings)
+    local_only = settings.offline or source_kind(spec.inpaint) != "hub"
+    try:
+        unet = UNet2DConditionModel.from_pretrained(
+            source, subfolder="unet", dtype=plan.dtype, use_safetensors=True, local_files_only=local_only
+        )
+    except (OSError, ValueError) as err:
+        raise ModelUnavailable(f"{spec.name}: could not load its inpainting UNet {spec.inpaint}: {err}") from err
+    return unet
+
+
+def is_inpainting_unet(unet: Any) -> bool:
+    """A dedicated inpainting UNet takes 9 channels: latents, mask, masked-image latents."""
+    return unet.config.in_channels == 9
 
 
 Loader = Callable[[ModelSpec, Settings, DevicePlan], DiffusionPipeline]
@@ -138,9 +161,14 @@ class PipelineCache:
             return loaded.base
         with self._lock:
             if task not in loaded.derived:
+                components: dict[str, Any] = {}
+                if task == "inpaint" and loaded.spec.inpaint and not is_inpainting_unet(loaded.base.unet):
+                    components["unet"] = load_inpaint_unet(loaded.spec, self.settings, self.plan)
                 # from_pipe casts to float32 unless told the dtype, which would convert the shared weights.
-                pipe = TASK_PIPELINES[task].from_pipe(loaded.base, dtype=loaded.base.dtype)
+                pipe = TASK_PIPELINES[task].from_pipe(loaded.base, dtype=loaded.base.dtype, **components)
                 pipe.set_progress_bar_config(disable=True)
+                if components:
+                    apply_memory_options(pipe, self.settings, self.plan)
                 loaded.derived[task] = pipe
             return loaded.derived[task]
 

@@ -44,6 +44,9 @@ def field_limits(settings: Settings) -> dict[str, Limit]:
         "height": Limit(64, settings.max_height, SIZE_MULTIPLE),
         "batch_size": Limit(1, settings.max_batch),
         "seed": Limit(-1, 2**32 - 1),
+        "strength": Limit(0.0, 1.0, 0.01),
+        "mask_blur": Limit(0, 64),
+        "padding": Limit(0, 256),
     }
 
 
@@ -75,12 +78,41 @@ class Txt2ImgRequest(GenerationRequest):
 
 
 @dataclass
+class Img2ImgRequest(GenerationRequest):
+    """``width``/``height`` 0 = the input image's size rounded to multiples of 8."""
+
+    image: Any = None  # PIL image
+    strength: float = 0.75  # 0 keeps the image, 1 ignores it
+    resize_mode: str = "Just resize"
+    width: int = 0
+    height: int = 0
+
+    task: ClassVar[str] = "img2img"
+
+
+@dataclass
+class InpaintRequest(Img2ImgRequest):
+    """``mask`` white = repaint. ``inpaint_area`` "Only masked" works on a padded crop around the mask."""
+
+    mask: Any = None  # PIL image
+    mask_blur: int = 4
+    inpaint_area: str = "Whole picture"
+    padding: int = 32
+
+    task: ClassVar[str] = "inpaint"
+
+
+INPAINT_AREAS = ("Whole picture", "Only masked")
+
+
+@dataclass
 class GenerationResult:
     images: list[Any]  # PIL images
     seeds: list[int]
     infotexts: list[str]
     request: GenerationRequest  # as run: seed resolved, model named
     paths: list[Path] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)  # task-specific, e.g. the inpaint mask used
 
     @property
     def infotext(self) -> str:
@@ -130,6 +162,36 @@ def _text(name: str, value: Any) -> str:
     return value
 
 
+def _validate_image_fields(request: Img2ImgRequest, settings: Settings, limits: dict[str, Limit]) -> dict[str, Any]:
+    from .images import RESIZE_MODES, binary_mask, size_from_image
+
+    if request.image is None or not hasattr(request.image, "size"):
+        raise ValidationError("image", "upload an image to start from")
+    changes: dict[str, Any] = {"strength": _real("strength", request.strength)}
+    _in_range("strength", changes["strength"], limits["strength"])
+    if request.resize_mode not in RESIZE_MODES:
+        raise ValidationError("resize_mode", f"resize_mode must be one of: {', '.join(RESIZE_MODES)}")
+    auto = size_from_image(request.image, settings.max_width, settings.max_height)
+    for index, name in enumerate(("width", "height")):
+        value = _whole(name, getattr(request, name))
+        if value != 0:
+            _in_range(name, value, limits[name])
+        changes[name] = value or auto[index]
+    if isinstance(request, InpaintRequest):
+        if request.mask is None or not hasattr(request.mask, "size"):
+            raise ValidationError("mask", "paint the area to repaint (or upload a mask: white = repaint)")
+        # Aligned to the image whatever size it came at (editors may return a smaller canvas).
+        changes["mask"] = binary_mask(request.mask, request.image.size)
+        if changes["mask"].getextrema()[1] == 0:
+            raise ValidationError("mask", "the mask is empty: paint the area to repaint")
+        for name in ("mask_blur", "padding"):
+            changes[name] = _whole(name, getattr(request, name))
+            _in_range(name, changes[name], limits[name])
+        if request.inpaint_area not in INPAINT_AREAS:
+            raise ValidationError("inpaint_area", f"inpaint_area must be one of: {', '.join(INPAINT_AREAS)}")
+    return changes
+
+
 def validate(request: GenerationRequest, settings: Settings, models: Iterable[str] = ()) -> GenerationRequest:
     """Return a normalised copy of ``request`` or raise ``ValidationError`` naming the bad field."""
     limits = field_limits(settings)
@@ -137,7 +199,12 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
         "prompt": _text("prompt", request.prompt),
         "negative_prompt": _text("negative_prompt", request.negative_prompt),
     }
+    image_sizes = isinstance(request, Img2ImgRequest)
+    if image_sizes:
+        changes.update(_validate_image_fields(request, settings, limits))
     for name in ("seed", "steps", "width", "height", "batch_size"):
+        if name in changes:
+            continue
         changes[name] = _whole(name, getattr(request, name))
         _in_range(name, changes[name], limits[name])
     changes["guidance_scale"] = _real("guidance_scale", request.guidance_scale)

@@ -42,6 +42,17 @@ def shared_engine(tmp_path_factory, cache_dir) -> Engine:
     return Engine(Settings(offline=True, output_dir=out, cache_dir=cache_dir))
 
 
+@pytest.fixture(scope="session")
+def test_image():
+    """A 96x64 picture with structure (gradients and a block), so resizes and masks are visible."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:64, 0:96]
+    rgb = np.stack([x * 255 // 95, y * 255 // 63, (x + y) % 256], axis=-1).astype(np.uint8)
+    rgb[16:48, 24:72] = (200, 30, 30)
+    return Image.fromarray(rgb)
+
+
 @pytest.fixture
 def tiny_request() -> Txt2ImgRequest:
     return Txt2ImgRequest(
@@ -61,11 +72,11 @@ def pixels(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
-def write_registry(path: Path, names: list[str]) -> Path:
-    """A models file listing several copies of the built-in tiny model."""
+def write_registry(path: Path, names: list[str], **fields: str) -> Path:
+    """A models file listing several copies of the built-in tiny model (``fields`` override each entry)."""
     data = json.loads(Settings().models_file.read_text())
     entry = next(m for m in data["models"] if m["source"] == "builtin:tiny")
-    data["models"] = [{**entry, "name": name} for name in names]
+    data["models"] = [{**entry, **fields, "name": name} for name in names]
     path.write_text(json.dumps(data))
     return path
 

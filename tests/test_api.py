@@ -75,3 +75,35 @@ def test_random_seed_is_returned(app):
     _, client = app
     _, infotext, seed = client.predict(**{**ARGS, "seed": -1, "batch_size": 1}, api_name="/txt2img")
     assert seed >= 0 and f"Seed: {seed}" in infotext
+
+
+def test_img2img_and_inpaint_endpoints(app, tmp_path, test_image):
+    from gradio_client import handle_file
+
+    engine, client = app
+    src = tmp_path / "in.png"
+    test_image.save(src)
+    mask = Image.new("L", test_image.size, 0)
+    mask.paste(255, (40, 8, 72, 40))
+    mask_path = tmp_path / "mask.png"
+    mask.save(mask_path)
+    common = {**ARGS, "batch_size": 1, "width": 0, "height": 0}
+    gallery, infotext, _ = client.predict(
+        **common, image=handle_file(str(src)), strength=0.5, resize_mode="Just resize", api_name="/img2img"
+    )
+    assert "Denoising strength: 0.5" in infotext and "Size: 96x64" in infotext
+    with Image.open(gallery[0]["image"]) as img:
+        assert img.size == (96, 64)
+    editor = {"background": handle_file(str(src)), "layers": [], "composite": None}
+    inpaint_args = dict(strength=1.0, mask_blur=2, inpaint_area="Whole picture", padding=32, api_name="/inpaint")
+    gallery, infotext, _, mask_used = client.predict(
+        **common, image=editor, mask=handle_file(str(mask_path)), **inpaint_args
+    )
+    assert "Mask blur: 2" in infotext
+    with Image.open(gallery[0]["image"]) as out, Image.open(mask_used) as used:
+        got, want = np.asarray(out.convert("RGB")), np.asarray(test_image)
+        assert np.array_equal(got[:, :30], want[:, :30])  # far left of the mask: untouched
+        assert not np.array_equal(got[8:40, 40:72], want[8:40, 40:72])
+        assert np.asarray(used.convert("L"))[20, 50] == 255 and np.asarray(used.convert("L"))[60, 5] == 0
+    with pytest.raises(AppError, match="paint the area to repaint"):
+        client.predict(**common, image=editor, mask=None, **inpaint_args)

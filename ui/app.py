@@ -6,11 +6,13 @@ import gradio as gr
 
 from backend.engine import Engine
 
-from . import tab_txt2img
+from . import tab_img2img, tab_inpaint, tab_txt2img
 from .common import Studio
+from .send import wire_send_buttons
 from .session import CancelRegistry
 
 TITLE = "SD Studio"
+TABS = {"txt2img": tab_txt2img, "img2img": tab_img2img, "inpaint": tab_inpaint}
 
 
 def build_demo(engine: Engine) -> gr.Blocks:
@@ -19,9 +21,12 @@ def build_demo(engine: Engine) -> gr.Blocks:
         gr.Markdown(f"# {TITLE}")
         if engine.startup_notice:
             gr.Markdown(f"**Note:** {engine.startup_notice}", elem_id="startup-notice")
-        with gr.Tabs():
-            with gr.Tab("txt2img", id="txt2img"):
-                tab_txt2img.build_tab(studio)
+        with gr.Tabs() as tabs:
+            handles = {}
+            for tab_id, module in TABS.items():
+                with gr.Tab(tab_id, id=tab_id):
+                    handles[tab_id] = module.build_tab(studio)
+        wire_send_buttons(handles, tabs)
     # One pipeline run at a time (one GPU); a bounded queue so a crowd gets "queue full", not a stall.
     demo.queue(default_concurrency_limit=1, max_size=engine.settings.queue_size)
     return demo

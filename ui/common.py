@@ -7,7 +7,7 @@ never offer a value the backend rejects.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gradio as gr
@@ -71,6 +71,8 @@ class OutputControls:
     gallery: gr.Gallery
     infotext: gr.Textbox
     seed_used: gr.Number
+    selected: gr.State  # index of the gallery image the user clicked (0 until then)
+    send_buttons: dict[str, gr.Button]  # target tab id → "Send to …" button
 
     def outputs(self) -> list[gr.components.Component]:
         return [self.gallery, self.infotext, self.seed_used]
@@ -82,11 +84,15 @@ def build_prompt_block(prefix: str) -> tuple[gr.Textbox, gr.Textbox]:
     return prompt, negative
 
 
-def build_common_controls(studio: Studio, prefix: str) -> CommonControls:
-    """Prompt, negative prompt, sampler, steps, CFG, size, batch, seed and model, with their limits."""
+def build_common_controls(studio: Studio, prefix: str, size_from_image: bool = False) -> CommonControls:
+    """Prompt, negative prompt, sampler, steps, CFG, size, batch, seed and model, with their limits.
+
+    ``size_from_image``: width/height start at 0, meaning "the input image's size".
+    """
     engine = studio.engine
     limits = field_limits(engine.settings)
     spec = engine.registry.get(engine.default_model)
+    size_note = " (0 = from image)" if size_from_image else ""
     prompt, negative = build_prompt_block(prefix)
     with gr.Row():
         model = gr.Dropdown(engine.registry.names, value=engine.default_model, label="Model", elem_id=f"{prefix}-model")
@@ -98,8 +104,13 @@ def build_common_controls(studio: Studio, prefix: str) -> CommonControls:
     steps = _slider("Steps", limits["steps"], spec.defaults.steps, f"{prefix}-steps")
     guidance = _slider("CFG scale", limits["guidance_scale"], spec.defaults.guidance_scale, f"{prefix}-cfg")
     with gr.Row():
-        width = _slider("Width", limits["width"], spec.defaults.width, f"{prefix}-width")
-        height = _slider("Height", limits["height"], spec.defaults.height, f"{prefix}-height")
+        w_limit, h_limit = limits["width"], limits["height"]
+        if size_from_image:
+            w_limit, h_limit = (replace(lim, minimum=0) for lim in (w_limit, h_limit))
+        width = _slider("Width" + size_note, w_limit, 0 if size_from_image else spec.defaults.width, f"{prefix}-width")
+        height = _slider(
+            "Height" + size_note, h_limit, 0 if size_from_image else spec.defaults.height, f"{prefix}-height"
+        )
     batch = _slider("Batch size", limits["batch_size"], 1, f"{prefix}-batch")
     with gr.Row(equal_height=True):
         seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, scale=4, elem_id=f"{prefix}-seed")
@@ -108,7 +119,7 @@ def build_common_controls(studio: Studio, prefix: str) -> CommonControls:
     controls = CommonControls(
         prompt, negative, seed, steps, guidance, width, height, batch, sampler, schedule, model, random_seed, reuse_seed
     )
-    _wire_control_updates(studio, controls)
+    _wire_control_updates(studio, controls, size_from_image)
     return controls
 
 
@@ -116,7 +127,7 @@ def _slider(label: str, limit: Any, value: float, elem_id: str) -> gr.Slider:
     return gr.Slider(limit.minimum, limit.maximum, value=value, step=limit.step, label=label, elem_id=elem_id)
 
 
-def _wire_control_updates(studio: Studio, c: CommonControls) -> None:
+def _wire_control_updates(studio: Studio, c: CommonControls, size_from_image: bool) -> None:
     """Quick UI-only events: no queue, not part of the public API."""
     quiet = {"queue": False, "api_visibility": "private"}
     c.random_seed.click(lambda: -1, outputs=c.seed, **quiet)
@@ -129,9 +140,24 @@ def _wire_control_updates(studio: Studio, c: CommonControls) -> None:
 
     def model_defaults(name: str):
         d = studio.engine.registry.get(name).defaults
+        if size_from_image:
+            return gr.skip(), gr.skip(), d.steps, d.guidance_scale
         return d.width, d.height, d.steps, d.guidance_scale
 
     c.model.change(model_defaults, inputs=c.model, outputs=[c.width, c.height, c.steps, c.guidance_scale], **quiet)
+
+
+@dataclass
+class TabHandle:
+    """What the app needs of a built tab to wire "Send to …" between tabs."""
+
+    tab_id: str
+    controls: CommonControls
+    out: OutputControls
+    image_input: gr.components.Component | None = None  # where a sent image lands
+
+
+SEND_TARGETS = {"img2img": "Send to img2img", "inpaint": "Send to inpaint"}
 
 
 def build_output_block(prefix: str) -> OutputControls:
@@ -139,32 +165,55 @@ def build_output_block(prefix: str) -> OutputControls:
         generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop")
     gallery = gr.Gallery(label="Images", format="png", columns=2, height=480, elem_id=f"{prefix}-gallery")
+    with gr.Row():
+        send = {
+            target: gr.Button(label, size="sm", elem_id=f"{prefix}-send-{target}")
+            for target, label in SEND_TARGETS.items()
+        }
     seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id=f"{prefix}-seed-used")
     infotext = gr.Textbox(label="Parameters", lines=4, interactive=False, elem_id=f"{prefix}-infotext")
-    return OutputControls(generate, stop, gallery, infotext, seed_used)
+    selected = gr.State(0)
+    gallery.select(_selected_index, None, selected, queue=False, api_visibility="private")
+    gallery.change(lambda: 0, None, selected, queue=False, api_visibility="private")
+    return OutputControls(generate, stop, gallery, infotext, seed_used, selected, send)
+
+
+def _selected_index(evt: gr.SelectData) -> int:
+    return evt.index
 
 
 def stream_generation(
-    studio: Studio, request: GenerationRequest, session: str, progress: gr.Progress
-) -> Iterator[tuple[Any, str, int | None]]:
-    """The body of every tab's handler: (gallery, infotext, seed used) while running and at the end."""
+    studio: Studio,
+    request: GenerationRequest,
+    session: str,
+    progress: gr.Progress,
+    extras: Callable[[GenerationResult | None], tuple[Any, ...]] = lambda result: (),
+) -> Iterator[tuple[Any, ...]]:
+    """The body of every tab's handler: (gallery, infotext, seed used, *extras) while running and at the end.
+
+    ``extras`` maps the final result (None while running) to the tab's additional outputs.
+    """
     cancel = studio.cancels.start(session)
     try:
         for item in run_streaming(studio.engine, request, cancel):
             if isinstance(item, StepEvent):
                 progress((item.step, item.total), desc=f"Step {item.step}/{item.total}")
                 if item.preview is not None:
-                    yield [item.preview], f"Step {item.step}/{item.total}", gr.skip()
+                    yield [item.preview], f"Step {item.step}/{item.total}", gr.skip(), *_skips(extras)
             else:
-                yield _final(item)
+                yield *_final(item), *extras(item)
     except ValidationError as err:
         raise gr.Error(f"{err.field}: {err}") from None
     except ModelUnavailable as err:
         raise gr.Error(str(err)) from None
     except Cancelled:
-        yield [], "Stopped. Nothing was saved.", gr.skip()
+        yield [], "Stopped. Nothing was saved.", gr.skip(), *_skips(extras)
     finally:
         studio.cancels.finish(session, cancel)
+
+
+def _skips(extras: Callable[[GenerationResult | None], tuple[Any, ...]]) -> tuple[Any, ...]:
+    return tuple(gr.skip() for _ in extras(None))
 
 
 def _final(result: GenerationResult) -> tuple[list[Any], str, int]:
@@ -181,12 +230,13 @@ def wire_generation(
     handler: Callable[..., Any],
     extra_inputs: list[gr.components.Component],
     api_name: str,
+    extra_outputs: list[gr.components.Component] | None = None,
 ) -> None:
     """Generate/Stop/reuse-seed wiring shared by every tab; ``handler`` is the tab's API function."""
     out.generate.click(
         handler,
         inputs=controls.inputs() + extra_inputs,
-        outputs=out.outputs(),
+        outputs=out.outputs() + (extra_outputs or []),
         api_name=api_name,
         concurrency_id="gpu",
     )

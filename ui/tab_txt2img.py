@@ -6,10 +6,10 @@ import gradio as gr
 
 from backend.requests import Txt2ImgRequest
 
-from .common import Studio, build_common_controls, build_output_block, stream_generation, wire_generation
+from .common import Studio, TabHandle, build_common_controls, build_output_block, stream_generation, wire_generation
 
 
-def build_tab(studio: Studio) -> None:
+def build_tab(studio: Studio) -> TabHandle:
     with gr.Row():
         with gr.Column(scale=1):
             controls = build_common_controls(studio, "txt2img")
@@ -48,3 +48,4 @@ def build_tab(studio: Studio) -> None:
         yield from stream_generation(studio, req, request.session_hash or "", progress)
 
     wire_generation(studio, controls, out, txt2img, [], api_name="txt2img")
+    return TabHandle("txt2img", controls, out)

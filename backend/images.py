@@ -1,0 +1,63 @@
+"""Image preparation shared by the image-input tasks: resize modes, masks, and the final blend-back."""
+
+from __future__ import annotations
+
+from PIL import Image, ImageFilter, ImageOps
+
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
+SIZE_MULTIPLE = 8
+
+
+def size_from_image(image: Image.Image, max_width: int, max_height: int) -> tuple[int, int]:
+    """The image's size rounded to the nearest multiple of 8 and scaled down to fit the limits."""
+    width, height = image.size
+    scale = min(1.0, max_width / width, max_height / height)
+    return tuple(max(SIZE_MULTIPLE, round(v * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE) for v in (width, height))
+
+
+def resize(image: Image.Image, width: int, height: int, mode: str = "Just resize") -> Image.Image:
+    """A1111's resize modes: stretch, cover-and-crop, or fit-and-fill (the borders from a blurred stretch)."""
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    if image.size == (width, height):
+        return image
+    if mode == "Just resize":
+        return image.resize((width, height), Image.Resampling.LANCZOS)
+    if mode == "Crop and resize":
+        return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+    if mode == "Resize and fill":
+        canvas = image.resize((width, height), Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(16))
+        fitted = ImageOps.contain(image, (width, height), Image.Resampling.LANCZOS)
+        canvas.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
+        return canvas
+    raise ValueError(f"unknown resize mode {mode!r}; choose one of: {', '.join(RESIZE_MODES)}")
+
+
+def binary_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """White (255) = repaint. Any non-black pixel counts; alpha is honoured; aligned to ``size``."""
+    if mask.mode in ("RGBA", "LA"):
+        alpha = mask.getchannel("A")
+        luminance = mask.convert("L")
+        mask = Image.fromarray(((_array(alpha) > 0) & (_array(luminance) > 0)).astype("uint8") * 255)
+    else:
+        mask = mask.convert("L").point(lambda v: 255 if v > 127 else 0)
+    if mask.size != size:
+        mask = mask.resize(size, Image.Resampling.NEAREST)
+    return mask
+
+
+def blur_mask(mask: Image.Image, radius: int) -> Image.Image:
+    return mask.filter(ImageFilter.GaussianBlur(radius)) if radius > 0 else mask
+
+
+def blend_back(original: Image.Image, generated: Image.Image, soft_mask: Image.Image) -> Image.Image:
+    """Keep the original's pixels wherever the (blurred) mask is black: only the mask region changes."""
+    if generated.size != original.size:
+        generated = generated.resize(original.size, Image.Resampling.LANCZOS)
+    return Image.composite(generated.convert("RGB"), original.convert("RGB"), soft_mask)
+
+
+def _array(image: Image.Image):
+    import numpy as np
+
+    return np.asarray(image)

@@ -1,0 +1,75 @@
+"""The img2img tab: start from a picture, keep as much of it as ``strength`` says."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from backend.images import RESIZE_MODES
+from backend.requests import Img2ImgRequest, field_limits
+
+from .common import Studio, TabHandle, build_common_controls, build_output_block, stream_generation, wire_generation
+
+
+def build_strength(studio: Studio, prefix: str) -> gr.Slider:
+    limit = field_limits(studio.engine.settings)["strength"]
+    return gr.Slider(
+        limit.minimum,
+        limit.maximum,
+        value=0.75,
+        step=limit.step,
+        label="Denoising strength",
+        elem_id=f"{prefix}-strength",
+    )
+
+
+def build_tab(studio: Studio) -> TabHandle:
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(label="Image", type="pil", image_mode="RGB", format="png", elem_id="img2img-image")
+            strength = build_strength(studio, "img2img")
+            resize_mode = gr.Radio(
+                list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", elem_id="img2img-resize-mode"
+            )
+            controls = build_common_controls(studio, "img2img", size_from_image=True)
+        with gr.Column(scale=1):
+            out = build_output_block("img2img")
+
+    def img2img(
+        prompt: str,
+        negative_prompt: str,
+        seed: int,
+        steps: int,
+        guidance_scale: float,
+        width: int,
+        height: int,
+        batch_size: int,
+        sampler: str,
+        schedule: str,
+        model: str,
+        image,
+        strength: float,
+        resize_mode: str,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),
+    ):
+        """Generate from an image and a prompt; width/height 0 follow the image."""
+        req = Img2ImgRequest(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            width=width,
+            height=height,
+            batch_size=batch_size,
+            sampler=sampler,
+            schedule=schedule,
+            model=model,
+            image=image,
+            strength=strength,
+            resize_mode=resize_mode,
+        )
+        yield from stream_generation(studio, req, request.session_hash or "", progress)
+
+    wire_generation(studio, controls, out, img2img, [image, strength, resize_mode], api_name="img2img")
+    return TabHandle("img2img", controls, out, image)

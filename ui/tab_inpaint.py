@@ -1,0 +1,110 @@
+"""The inpaint tab: paint the area to repaint on the picture (white = repaint), or upload a mask."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from backend.requests import INPAINT_AREAS, InpaintRequest, field_limits
+
+from .common import Studio, TabHandle, build_common_controls, build_output_block, stream_generation, wire_generation
+from .editor import split_editor_value
+from .tab_img2img import build_strength
+
+
+def build_tab(studio: Studio) -> TabHandle:
+    limits = field_limits(studio.engine.settings)
+    with gr.Row():
+        with gr.Column(scale=1):
+            editor = gr.ImageEditor(
+                label="Image — paint the area to repaint",
+                type="pil",
+                format="png",
+                image_mode="RGBA",
+                brush=gr.Brush(colors=["#FFFFFF"], color_mode="fixed", default_size=24),
+                layers=False,
+                transforms=(),
+                elem_id="inpaint-editor",
+            )
+            with gr.Accordion("Upload a mask instead (white = repaint)", open=False):
+                mask = gr.Image(label="Mask", type="pil", image_mode="L", format="png", elem_id="inpaint-mask")
+            strength = build_strength(studio, "inpaint")
+            with gr.Row():
+                blur = limits["mask_blur"]
+                mask_blur = gr.Slider(
+                    blur.minimum, blur.maximum, value=4, step=1, label="Mask blur", elem_id="inpaint-mask-blur"
+                )
+                pad = limits["padding"]
+                padding = gr.Slider(
+                    pad.minimum, pad.maximum, value=32, step=4, label="Only masked padding", elem_id="inpaint-padding"
+                )
+            inpaint_area = gr.Radio(
+                list(INPAINT_AREAS), value=INPAINT_AREAS[0], label="Inpaint area", elem_id="inpaint-area"
+            )
+            controls = build_common_controls(studio, "inpaint", size_from_image=True)
+        with gr.Column(scale=1):
+            out = build_output_block("inpaint")
+            mask_used = gr.Image(
+                label="Mask used (white = repainted)",
+                type="pil",
+                format="png",
+                interactive=False,
+                elem_id="inpaint-mask-used",
+            )
+
+    def inpaint(
+        prompt: str,
+        negative_prompt: str,
+        seed: int,
+        steps: int,
+        guidance_scale: float,
+        width: int,
+        height: int,
+        batch_size: int,
+        sampler: str,
+        schedule: str,
+        model: str,
+        image,
+        mask,
+        strength: float,
+        mask_blur: int,
+        inpaint_area: str,
+        padding: int,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),
+    ):
+        """Repaint the masked area (white) of an image; everything outside the mask is kept."""
+        picture, painted = split_editor_value(image, mask)
+        req = InpaintRequest(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            width=width,
+            height=height,
+            batch_size=batch_size,
+            sampler=sampler,
+            schedule=schedule,
+            model=model,
+            image=picture,
+            mask=painted,
+            strength=strength,
+            mask_blur=mask_blur,
+            inpaint_area=inpaint_area,
+            padding=padding,
+        )
+        session = request.session_hash or ""
+        yield from stream_generation(
+            studio, req, session, progress, lambda result: (result.extras.get("mask") if result else None,)
+        )
+
+    wire_generation(
+        studio,
+        controls,
+        out,
+        inpaint,
+        [editor, mask, strength, mask_blur, inpaint_area, padding],
+        api_name="inpaint",
+        extra_outputs=[mask_used],
+    )
+    return TabHandle("inpaint", controls, out, editor)
