@@ -111,3 +111,74 @@ def test_stop_button_stops_the_run(browser, app_url):
         "() => document.querySelector('#txt2img-infotext textarea').value.startsWith('Stopped')", timeout=60_000
     )
     page.close()
+
+
+def fetch_image(page, selector: str):
+    """The image an <img> shows, fetched over the page's own session."""
+    import io
+
+    from PIL import Image
+
+    src = page.locator(selector).first.get_attribute("src")
+    return Image.open(io.BytesIO(page.request.get(src).body()))
+
+
+def test_paint_mask_and_inpaint(browser, app_url, tmp_path, test_image):
+    import numpy as np
+
+    picture = test_image.resize((256, 192))
+    picture.save(tmp_path / "in.png")
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(app_url)
+    page.get_by_role("tab", name="inpaint").click()
+    editor = page.locator("#inpaint-editor")
+    editor.locator("input[type=file]").first.set_input_files(str(tmp_path / "in.png"))
+    editor.get_by_role("button", name="Brush").first.click()
+    box = editor.locator("canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2  # the picture's centre
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 60, y, steps=10)
+    page.mouse.up()
+    page.locator("#inpaint-prompt textarea").fill("a red circle")
+    set_number(page, "inpaint-steps", "2")
+    set_number(page, "inpaint-seed", "5")
+    page.locator("#inpaint-generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#inpaint-infotext textarea').value.includes('Seed: 5')", timeout=60_000
+    )
+    assert "Mask blur: 4" in page.locator("#inpaint-infotext textarea").input_value()
+    mask = np.asarray(fetch_image(page, "#inpaint-mask-used img").convert("L"))
+    assert mask.shape == (192, 256)  # aligned to the picture, whatever the canvas size
+    ys, xs = np.where(mask > 127)
+    # The stroke starts at the picture's centre and goes right: the mask sits there, not elsewhere.
+    assert xs.min() < 128 < xs.max() and ys.min() < 96 < ys.max()
+    assert xs.max() < 250 and ys.max() < 150 and ys.min() > 40 and (mask > 127).mean() < 0.3
+    out = np.asarray(fetch_image(page, "#inpaint-gallery img").convert("RGB")).astype(int)
+    src = np.asarray(picture).astype(int)
+    assert np.array_equal(out[:, :60], src[:, :60])  # left of the stroke: untouched
+    page.close()
+
+
+def test_send_to_inpaint_carries_image_and_parameters(browser, app_url):
+    page = browser.new_page()
+    page.goto(app_url)
+    page.locator("#txt2img-prompt textarea").fill("a green square")
+    set_number(page, "txt2img-seed", "31")
+    set_number(page, "txt2img-steps", "2")
+    page.locator("#txt2img-generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-infotext textarea').value.includes('Seed: 31')", timeout=60_000
+    )
+    page.locator("#txt2img-send-img2img").click()
+    page.locator("#img2img-image img").first.wait_for(timeout=30_000)
+    assert page.locator("#img2img-prompt textarea").input_value() == "a green square"
+    assert page.locator("#img2img-seed input").input_value() == "31"
+    assert page.locator("#img2img-steps input[type=number]").input_value() == "2"
+    page.locator("#img2img-generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#img2img-infotext textarea').value.includes('Denoising strength')",
+        timeout=60_000,
+    )
+    assert "Size: 64x64" in page.locator("#img2img-infotext textarea").input_value()
+    page.close()

@@ -170,7 +170,7 @@ def build_output_block(prefix: str) -> OutputControls:
             target: gr.Button(label, size="sm", elem_id=f"{prefix}-send-{target}")
             for target, label in SEND_TARGETS.items()
         }
-    seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id=f"{prefix}-seed-used")
+    seed_used = gr.Number(label="Seed used", value=None, precision=0, interactive=False, elem_id=f"{prefix}-seed-used")
     infotext = gr.Textbox(label="Parameters", lines=4, interactive=False, elem_id=f"{prefix}-infotext")
     selected = gr.State(0)
     gallery.select(_selected_index, None, selected, queue=False, api_visibility="private")
