@@ -19,6 +19,7 @@ from .infotext import format_infotext
 from .models import ModelRegistry
 from .outputs import OutputWriter
 from .pipelines import PipelineCache, is_cached, is_inpainting_unet
+from .presets import PresetStore, apply_styles
 from .preview import latents_to_rgb
 from .requests import GenerationRequest, GenerationResult, ValidationError, validate
 from .samplers import build_scheduler
@@ -53,6 +54,7 @@ class Engine:
         self.registry = registry or ModelRegistry.load(settings.models_file)
         self.cache = cache or PipelineCache(self.registry, settings)
         self.writer = OutputWriter(settings.output_dir)
+        self.presets = PresetStore.load(settings.presets_dir, settings.user_dir)
         self.default_model, self.startup_notice = self._choose_default_model()
         self._run_lock = threading.Lock()  # one pipeline run at a time per engine
 
@@ -76,7 +78,7 @@ class Engine:
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
-        request = validate(request, self.settings, self.registry.names)
+        request = self.apply_styles(validate(request, self.settings, self.registry.names))
         if not request.model:
             request = request.replace(model=self.default_model)
         if request.seed == -1:
@@ -105,6 +107,17 @@ class Engine:
                 self.writer.save(img, text, seed) for img, text, seed in zip(images, infotexts, seeds, strict=True)
             ]
         return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras)
+
+    def apply_styles(self, request: GenerationRequest) -> GenerationRequest:
+        """The request with its styles merged into the prompts (what runs and what the infotext says)."""
+        if not request.styles:
+            return request
+        try:
+            styles = self.presets.style_list(request.styles)
+        except KeyError as err:
+            raise ValidationError("styles", str(err.args[0])) from None
+        prompt, negative = apply_styles(request.prompt, request.negative_prompt, styles)
+        return request.replace(prompt=prompt, negative_prompt=negative, styles=())
 
     def _step_callback(self, factors, request, on_step, cancel):
         every = self.settings.preview_every

@@ -65,6 +65,7 @@ class GenerationRequest:
     sampler: str = DEFAULT_SAMPLER
     schedule: str = DEFAULT_SCHEDULE
     model: str = ""
+    styles: tuple[str, ...] = ()  # applied to the prompts by the engine; the infotext has the result
 
     task: ClassVar[str] = "generation"
 
@@ -198,6 +199,7 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
     changes: dict[str, Any] = {
         "prompt": _text("prompt", request.prompt),
         "negative_prompt": _text("negative_prompt", request.negative_prompt),
+        "styles": tuple(request.styles or ()),
     }
     image_sizes = isinstance(request, Img2ImgRequest)
     if image_sizes:

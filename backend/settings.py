@@ -43,6 +43,9 @@ class Settings:
     vae_tiling: bool = False
     cpu_offload: bool = False
     xformers: bool = False
+    # Presets and styles: shipped data in presets_dir; what users save goes to user_dir.
+    presets_dir: Path = PROJECT_ROOT / "presets"
+    user_dir: Path = Path("user")
     # Outputs and serving.
     output_dir: Path = Path("outputs")
     save_outputs: bool = True

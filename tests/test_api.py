@@ -107,3 +107,22 @@ def test_img2img_and_inpaint_endpoints(app, tmp_path, test_image):
         assert np.asarray(used.convert("L"))[20, 50] == 255 and np.asarray(used.convert("L"))[60, 5] == 0
     with pytest.raises(AppError, match="paint the area to repaint"):
         client.predict(**common, image=editor, mask=None, **inpaint_args)
+
+
+def test_png_info_endpoint(app, tmp_path):
+    from gradio_client import handle_file
+
+    _, client = app
+    gallery, infotext, seed = client.predict(**{**ARGS, "batch_size": 1}, api_name="/txt2img")
+    raw, parsed = client.predict(image=handle_file(gallery[0]["image"]), api_name="/png_info")
+    assert raw == infotext
+    assert parsed["seed"] == seed and parsed["sampler"] == "Euler a" and parsed["width"] == 64
+    assert parsed["prompt"] == "a red circle" and parsed["negative_prompt"] == "blurry"
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    with pytest.raises(AppError, match="has no generation parameters"):
+        client.predict(image=handle_file(str(plain)), api_name="/png_info")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(AppError, match="not a readable image"):
+        client.predict(image=handle_file(str(corrupt)), api_name="/png_info")

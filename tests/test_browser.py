@@ -182,3 +182,47 @@ def test_send_to_inpaint_carries_image_and_parameters(browser, app_url):
     )
     assert "Size: 64x64" in page.locator("#img2img-infotext textarea").input_value()
     page.close()
+
+
+def test_preset_fills_controls_and_reaches_the_request(browser, app_url):
+    page = browser.new_page()
+    page.goto(app_url)
+    page.locator("#txt2img-prompt textarea").fill("a yellow star")
+    page.get_by_text("Presets").first.click()
+    page.locator("#txt2img-preset input").fill("Fast draft")
+    page.keyboard.press("Enter")
+    page.locator("#txt2img-preset-apply").click()
+    page.wait_for_function("() => document.querySelector('#txt2img-steps input[type=number]').value === '12'")
+    set_number(page, "txt2img-seed", "3")
+    page.locator("#txt2img-generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-infotext textarea').value.includes('Seed: 3')", timeout=60_000
+    )
+    text = page.locator("#txt2img-infotext textarea").input_value()
+    assert "Steps: 12, Sampler: Euler a, Schedule type: Automatic, CFG scale: 6" in text
+    assert page.locator("#txt2img-gallery img").count() == 4  # the preset's batch size
+    page.close()
+
+
+def test_png_info_reads_and_sends_to_txt2img(browser, app_url, tmp_path):
+    from PIL import Image
+
+    from backend.outputs import write_png_atomic
+
+    text = (
+        "a cyan ring\nNegative prompt: dull\nSteps: 7, Sampler: DPM++ 2M Karras, CFG scale: 4.5, Seed: 123, Size: 64x64"
+    )
+    path = write_png_atomic(Image.new("RGB", (64, 64), "cyan"), tmp_path / "a1111.png", text)
+    page = browser.new_page()
+    page.goto(app_url)
+    page.get_by_role("tab", name="PNG info").click()
+    page.locator("#pnginfo-image input[type=file]").set_input_files(str(path))
+    page.wait_for_function("() => document.querySelector('#pnginfo-raw textarea').value.includes('Seed: 123')")
+    page.locator("#pnginfo-send-txt2img").click()
+    page.wait_for_function("() => document.querySelector('#txt2img-prompt textarea').value === 'a cyan ring'")
+    assert page.locator("#txt2img-negative textarea").input_value() == "dull"
+    assert page.locator("#txt2img-steps input[type=number]").input_value() == "7"
+    assert page.locator("#txt2img-seed input").input_value() == "123"
+    assert page.locator("#txt2img-cfg input[type=number]").input_value() == "4.5"
+    assert page.locator("#txt2img-schedule input").input_value() == "Karras"
+    page.close()

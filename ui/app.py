@@ -6,9 +6,9 @@ import gradio as gr
 
 from backend.engine import Engine
 
-from . import tab_img2img, tab_inpaint, tab_txt2img
+from . import tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
 from .common import Studio
-from .send import wire_send_buttons
+from .send import wire_gallery_sends, wire_send
 from .session import CancelRegistry
 
 TITLE = "SD Studio"
@@ -21,12 +21,19 @@ def build_demo(engine: Engine) -> gr.Blocks:
         gr.Markdown(f"# {TITLE}")
         if engine.startup_notice:
             gr.Markdown(f"**Note:** {engine.startup_notice}", elem_id="startup-notice")
+        if engine.presets.problems:
+            problems = "\n".join(f"- {p}" for p in engine.presets.problems)
+            gr.Markdown(f"**Some preset files could not be read:**\n{problems}", elem_id="preset-problems")
         with gr.Tabs() as tabs:
             handles = {}
             for tab_id, module in TABS.items():
                 with gr.Tab(tab_id, id=tab_id):
                     handles[tab_id] = module.build_tab(studio)
-        wire_send_buttons(handles, tabs)
+            with gr.Tab("PNG info", id="png info"):
+                send_buttons, info_inputs = tab_pnginfo.build_tab(studio)
+        wire_gallery_sends(handles, tabs)
+        for target, button in send_buttons.items():
+            wire_send(button, info_inputs, tab_pnginfo.load_from_pnginfo, handles[target], tabs)
     # One pipeline run at a time (one GPU); a bounded queue so a crowd gets "queue full", not a stall.
     demo.queue(default_concurrency_limit=1, max_size=engine.settings.queue_size)
     return demo

@@ -7,7 +7,7 @@ never offer a value the backend rejects.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gradio as gr
@@ -17,6 +17,7 @@ from backend.pipelines import ModelUnavailable
 from backend.requests import GenerationRequest, GenerationResult, ValidationError, field_limits
 from backend.samplers import SAMPLERS, SCHEDULES, supported_schedules
 
+from .presets_ui import PresetRow, build_preset_row, wire_preset_row
 from .session import CancelRegistry
 from .streaming import run_streaming
 
@@ -59,6 +60,7 @@ class CommonControls:
     model: gr.Dropdown
     random_seed: gr.Button
     reuse_seed: gr.Button
+    presets: PresetRow | None = None
 
     def inputs(self) -> list[gr.components.Component]:
         return [getattr(self, name) for name in COMMON_FIELDS]
@@ -93,6 +95,7 @@ def build_common_controls(studio: Studio, prefix: str, size_from_image: bool = F
     limits = field_limits(engine.settings)
     spec = engine.registry.get(engine.default_model)
     size_note = " (0 = from image)" if size_from_image else ""
+    presets = build_preset_row(engine.presets, prefix)
     prompt, negative = build_prompt_block(prefix)
     with gr.Row():
         model = gr.Dropdown(engine.registry.names, value=engine.default_model, label="Model", elem_id=f"{prefix}-model")
@@ -117,7 +120,20 @@ def build_common_controls(studio: Studio, prefix: str, size_from_image: bool = F
         random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{prefix}-random-seed")
         reuse_seed = gr.Button("Reuse", scale=0, min_width=80, elem_id=f"{prefix}-reuse-seed")
     controls = CommonControls(
-        prompt, negative, seed, steps, guidance, width, height, batch, sampler, schedule, model, random_seed, reuse_seed
+        prompt,
+        negative,
+        seed,
+        steps,
+        guidance,
+        width,
+        height,
+        batch,
+        sampler,
+        schedule,
+        model,
+        random_seed,
+        reuse_seed,
+        presets,
     )
     _wire_control_updates(studio, controls, size_from_image)
     return controls
@@ -144,7 +160,8 @@ def _wire_control_updates(studio: Studio, c: CommonControls, size_from_image: bo
             return gr.skip(), gr.skip(), d.steps, d.guidance_scale
         return d.width, d.height, d.steps, d.guidance_scale
 
-    c.model.change(model_defaults, inputs=c.model, outputs=[c.width, c.height, c.steps, c.guidance_scale], **quiet)
+    # .input, not .change: a preset that sets the model must not have its own values overwritten.
+    c.model.input(model_defaults, inputs=c.model, outputs=[c.width, c.height, c.steps, c.guidance_scale], **quiet)
 
 
 @dataclass
@@ -155,6 +172,7 @@ class TabHandle:
     controls: CommonControls
     out: OutputControls
     image_input: gr.components.Component | None = None  # where a sent image lands
+    fields: dict[str, gr.components.Component] = field(default_factory=dict)  # tab-only request fields
 
 
 SEND_TARGETS = {"img2img": "Send to img2img", "inpaint": "Send to inpaint"}
@@ -231,8 +249,15 @@ def wire_generation(
     extra_inputs: list[gr.components.Component],
     api_name: str,
     extra_outputs: list[gr.components.Component] | None = None,
+    preset_fields: dict[str, gr.components.Component] | None = None,
 ) -> None:
-    """Generate/Stop/reuse-seed wiring shared by every tab; ``handler`` is the tab's API function."""
+    """Generate/Stop/reuse-seed/preset wiring shared by every tab; ``handler`` is the tab's API function.
+
+    ``preset_fields``: the tab's own controls a preset may set beyond the common ones (e.g. strength).
+    """
+    if controls.presets is not None:
+        targets = {name: getattr(controls, name) for name in COMMON_FIELDS} | (preset_fields or {})
+        wire_preset_row(studio.engine.presets, controls.presets, targets)
     out.generate.click(
         handler,
         inputs=controls.inputs() + extra_inputs,

@@ -1,7 +1,8 @@
-""" "Send to img2img / inpaint": carry the selected gallery image and its parameters to another tab."""
+""" "Send to …": carry an image and its parameters from one tab (a gallery, PNG info) to another tab."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -12,15 +13,14 @@ from backend.outputs import read_infotext
 
 from .common import TabHandle
 
-# Request fields carried over (size is not: the receiving tab follows the image's size).
+# Request fields every target receives. Size goes only to tabs without an input image (those follow it).
 CARRIED = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "sampler", "schedule", "model")
+SIZE = ("width", "height")
+
+Loader = Callable[..., tuple[Image.Image | None, str]]
 
 
-def selected_image(gallery: Any, index: int | None) -> Image.Image:
-    if not gallery:
-        raise gr.Error("Generate an image first, then send it")
-    item = gallery[min(index or 0, len(gallery) - 1)]
-    source = item[0] if isinstance(item, (list, tuple)) else item
+def open_image(source: Any) -> Image.Image:
     if isinstance(source, dict):  # Gallery payloads may arrive as {"image": {"path": ...}} too
         source = source.get("image", source)
         source = source.get("path", source) if isinstance(source, dict) else source
@@ -29,23 +29,41 @@ def selected_image(gallery: Any, index: int | None) -> Image.Image:
     return image
 
 
-def wire_send_buttons(handles: dict[str, TabHandle], tabs: gr.Tabs) -> None:
+def from_gallery(gallery: Any, index: int | None, infotext: str) -> tuple[Image.Image, str]:
+    """The selected gallery image and its parameters (its own PNG chunk first, else the tab's text)."""
+    if not gallery:
+        raise gr.Error("Generate an image first, then send it")
+    item = gallery[min(index or 0, len(gallery) - 1)]
+    image = open_image(item[0] if isinstance(item, (list, tuple)) else item)
+    return image, read_infotext(image) or infotext or ""
+
+
+def carried_fields(target: TabHandle) -> list[str]:
+    names = list(CARRIED) + ([] if target.image_input is not None else list(SIZE))
+    return names + [name for name in target.fields if name not in names]
+
+
+def wire_send(
+    button: gr.Button, inputs: list[gr.components.Component], load: Loader, target: TabHandle, tabs: gr.Tabs
+) -> None:
+    names = carried_fields(target)
+    controls = {name: getattr(target.controls, name, None) or target.fields.get(name) for name in names}
+    image_out = [target.image_input] if target.image_input is not None else []
+
+    def send(*values):
+        image, infotext = load(*values)
+        fields = parse_infotext(infotext).request_fields() if infotext else {}
+        sent = [fields.get(name, gr.skip()) for name in names]
+        picture = [image.convert("RGB") if image is not None else gr.skip()] if image_out else []
+        return [*picture, *sent, gr.Tabs(selected=target.tab_id)]
+
+    button.click(
+        send, inputs=inputs, outputs=[*image_out, *controls.values(), tabs], queue=False, api_visibility="private"
+    )
+
+
+def wire_gallery_sends(handles: dict[str, TabHandle], tabs: gr.Tabs) -> None:
     for source in handles.values():
         for target_id, button in source.out.send_buttons.items():
-            target = handles[target_id]
-            target_fields = [getattr(target.controls, name) for name in CARRIED]
-
-            def send(gallery, index, infotext, _target=target_id):
-                image = selected_image(gallery, index)
-                info = parse_infotext(read_infotext(image) or infotext or "")
-                fields = info.request_fields()
-                values = [fields.get(name, gr.skip()) for name in CARRIED]
-                return [image.convert("RGB"), *values, gr.Tabs(selected=_target)]
-
-            button.click(
-                send,
-                inputs=[source.out.gallery, source.out.selected, source.out.infotext],
-                outputs=[target.image_input, *target_fields, tabs],
-                queue=False,
-                api_visibility="private",
-            )
+            inputs = [source.out.gallery, source.out.selected, source.out.infotext]
+            wire_send(button, inputs, from_gallery, handles[target_id], tabs)

@@ -71,5 +71,13 @@ def build_tab(studio: Studio) -> TabHandle:
         )
         yield from stream_generation(studio, req, request.session_hash or "", progress)
 
-    wire_generation(studio, controls, out, img2img, [image, strength, resize_mode], api_name="img2img")
-    return TabHandle("img2img", controls, out, image)
+    wire_generation(
+        studio,
+        controls,
+        out,
+        img2img,
+        [image, strength, resize_mode],
+        api_name="img2img",
+        preset_fields={"strength": strength},
+    )
+    return TabHandle("img2img", controls, out, image, {"strength": strength})

@@ -106,5 +106,6 @@ def build_tab(studio: Studio) -> TabHandle:
         [editor, mask, strength, mask_blur, inpaint_area, padding],
         api_name="inpaint",
         extra_outputs=[mask_used],
+        preset_fields={"strength": strength, "mask_blur": mask_blur},
     )
-    return TabHandle("inpaint", controls, out, editor)
+    return TabHandle("inpaint", controls, out, editor, {"strength": strength, "mask_blur": mask_blur})

@@ -1,0 +1,180 @@
+"""Styles (A1111 ``styles.csv`` format) and generation presets (named bundles of request values).
+
+Shipped data lives in ``presets/`` (every ``*.csv`` there is a styles file, so a user's own ``styles.csv``
+dropped in works as is); presets a user saves go to ``<user_dir>/presets.json``, never over shipped files.
+A malformed file is reported with its path and line and skipped; loading never raises.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .requests import GenerationRequest
+
+PLACEHOLDER = "{prompt}"
+# Request fields a preset may set (not prompt, seed, or images: those are the user's own).
+PRESET_FIELDS = (
+    "negative_prompt",
+    "steps",
+    "guidance_scale",
+    "width",
+    "height",
+    "batch_size",
+    "sampler",
+    "schedule",
+    "model",
+    "strength",
+    "mask_blur",
+    "styles",
+)
+
+
+@dataclass(frozen=True)
+class Style:
+    name: str
+    prompt: str = ""
+    negative_prompt: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationPreset:
+    name: str
+    values: dict[str, Any]
+    source: str = ""
+    user: bool = False
+
+
+def merge_prompt(template: str, prompt: str) -> str:
+    """A1111's rule: a template with ``{prompt}`` wraps the prompt; otherwise it is appended."""
+    if PLACEHOLDER in template:
+        return template.replace(PLACEHOLDER, prompt)
+    return ", ".join(part for part in (prompt.strip(), template.strip()) if part)
+
+
+def apply_styles(prompt: str, negative: str, styles: list[Style]) -> tuple[str, str]:
+    for style in styles:
+        prompt = merge_prompt(style.prompt, prompt)
+        negative = merge_prompt(style.negative_prompt, negative)
+    return prompt, negative
+
+
+def read_styles_csv(path: Path) -> tuple[list[Style], list[str]]:
+    """Styles from one CSV (columns name, prompt, negative_prompt; quotes, commas, newlines allowed)."""
+    styles: list[Style] = []
+    problems: list[str] = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, skipinitialspace=True)
+            if not reader.fieldnames or "name" not in reader.fieldnames:
+                return [], [f"{path}: line 1: a styles file needs a 'name' column (name,prompt,negative_prompt)"]
+            for row in reader:
+                name = (row.get("name") or "").strip()
+                if not name:
+                    problems.append(f"{path}: line {reader.line_num}: style without a name, skipped")
+                    continue
+                styles.append(Style(name, row.get("prompt") or "", row.get("negative_prompt") or "", source=str(path)))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        problems.append(f"{path}: {err}")
+    return styles, problems
+
+
+def read_presets_json(path: Path, user: bool = False) -> tuple[list[GenerationPreset], list[str]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [], []
+    except json.JSONDecodeError as err:
+        return [], [f"{path}: line {err.lineno}: {err.msg}"]
+    except (OSError, UnicodeDecodeError) as err:
+        return [], [f"{path}: {err}"]
+    presets: list[GenerationPreset] = []
+    problems: list[str] = []
+    for index, entry in enumerate(data.get("presets", []) if isinstance(data, dict) else []):
+        if not isinstance(entry, dict) or not entry.get("name") or not isinstance(entry.get("values"), dict):
+            problems.append(f"{path}: presets[{index}]: needs a 'name' and a 'values' object, skipped")
+            continue
+        unknown = sorted(set(entry["values"]) - set(PRESET_FIELDS))
+        if unknown:
+            problems.append(f"{path}: presets[{index}] ({entry['name']}): unknown fields {unknown}, ignored")
+        values = {k: v for k, v in entry["values"].items() if k in PRESET_FIELDS}
+        presets.append(GenerationPreset(entry["name"], values, str(path), user))
+    return presets, problems
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".json.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, ensure_ascii=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class PresetStore:
+    presets_dir: Path
+    user_dir: Path
+    styles: dict[str, Style] = field(default_factory=dict)
+    presets: dict[str, GenerationPreset] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def user_file(self) -> Path:
+        return Path(self.user_dir) / "presets.json"
+
+    @classmethod
+    def load(cls, presets_dir: Path, user_dir: Path) -> PresetStore:
+        store = cls(Path(presets_dir), Path(user_dir))
+        store.reload()
+        return store
+
+    def reload(self) -> None:
+        self.styles, self.presets, self.problems = {}, {}, []
+        for path in sorted(self.presets_dir.glob("*.csv")):
+            styles, problems = read_styles_csv(path)
+            self.problems += problems
+            self.styles.update((s.name, s) for s in styles)  # later files win on a name clash
+        for path, user in ((self.presets_dir / "generation.json", False), (self.user_file, True)):
+            presets, problems = read_presets_json(path, user)
+            self.problems += problems
+            self.presets.update((p.name, p) for p in presets)
+
+    def style_list(self, names: list[str] | tuple[str, ...]) -> list[Style]:
+        unknown = [n for n in names if n not in self.styles]
+        if unknown:
+            raise KeyError(f"unknown style(s) {unknown}; choose from: {', '.join(self.styles)}")
+        return [self.styles[n] for n in names]
+
+    def save_user_preset(self, name: str, values: dict[str, Any]) -> GenerationPreset:
+        """Add or replace a user preset; shipped presets cannot be overwritten."""
+        name = name.strip()
+        if not name:
+            raise ValueError("give the preset a name")
+        existing = self.presets.get(name)
+        if existing is not None and not existing.user:
+            raise ValueError(f"{name!r} is a shipped preset; save under another name")
+        current, _ = read_presets_json(self.user_file, user=True)
+        entries = [{"name": p.name, "values": p.values} for p in current if p.name != name]
+        clean = {k: v for k, v in values.items() if k in PRESET_FIELDS}
+        entries.append({"name": name, "values": clean})
+        write_json_atomic(self.user_file, {"presets": entries})
+        self.reload()
+        return self.presets[name]
+
+
+def preset_applies_to(request_cls: type[GenerationRequest]) -> tuple[str, ...]:
+    """The preset fields a task's request has (img2img has strength, txt2img has not)."""
+    names = {f.name for f in fields(request_cls)}
+    return tuple(f for f in PRESET_FIELDS if f in names)

@@ -1,0 +1,58 @@
+"""The PNG info tab: drop an image, read its generation parameters, send them to a tab."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from backend.pnginfo import PngInfoError, parameters_dict, read_parameters
+
+from .common import Studio
+
+SEND_TO = ("txt2img", "img2img", "inpaint")
+
+
+def build_tab(studio: Studio) -> tuple[dict[str, gr.Button], list[gr.components.Component]]:
+    """The tab, its "Send to …" buttons and the inputs those buttons read."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            # A file input, not gr.Image: Gradio would decode an image first and hide why a bad file fails.
+            image = gr.File(label="Drop a PNG from SD Studio or A1111", file_types=["image"], elem_id="pnginfo-image")
+            preview = gr.Image(label="Image", type="filepath", interactive=False, elem_id="pnginfo-preview")
+        with gr.Column(scale=1):
+            raw = gr.Textbox(label="Parameters", lines=6, interactive=False, elem_id="pnginfo-raw")
+            parsed = gr.JSON(label="Parsed", elem_id="pnginfo-parsed")
+            with gr.Row():
+                buttons = {t: gr.Button(f"Send to {t}", size="sm", elem_id=f"pnginfo-send-{t}") for t in SEND_TO}
+
+    def png_info(image: str | None) -> tuple[str, dict[str, Any]]:
+        """The raw infotext of an image and its parsed fields."""
+        if not image:
+            return "", {}
+        try:
+            text, info = read_parameters(image)
+        except PngInfoError as err:
+            raise gr.Error(str(err)) from None
+        return text, parameters_dict(info)
+
+    def show(image: str | None) -> str | None:
+        try:
+            with Image.open(image) as img:
+                img.verify()
+            return image
+        except Exception:  # the png_info event reports what is wrong with the file
+            return None
+
+    image.change(png_info, inputs=image, outputs=[raw, parsed], api_name="png_info")
+    image.change(show, inputs=image, outputs=preview, queue=False, api_visibility="private")
+    return buttons, [image, raw]
+
+
+def load_from_pnginfo(path: str | None, raw: str) -> tuple[Image.Image | None, str]:
+    if not path:
+        raise gr.Error("Drop an image first")
+    with Image.open(path) as img:
+        img.load()
+        return img.copy(), raw
