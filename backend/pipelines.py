@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -109,9 +110,11 @@ def load_inpaint_unet(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> 
     assert spec.inpaint
     source = resolve_source(spec.name, spec.inpaint, settings)
     local_only = settings.offline or source_kind(spec.inpaint) != "hub"
+    # A whole pipeline (hub id or folder) keeps its UNet in unet/; a bare UNet folder has config.json on top.
+    subfolder = None if (Path(source) / "config.json").exists() else "unet"
     try:
         unet = UNet2DConditionModel.from_pretrained(
-            source, subfolder="unet", dtype=plan.dtype, use_safetensors=True, local_files_only=local_only
+            source, subfolder=subfolder, dtype=plan.dtype, use_safetensors=True, local_files_only=local_only
         )
     except (OSError, ValueError) as err:
         raise ModelUnavailable(f"{spec.name}: could not load its inpainting UNet {spec.inpaint}: {err}") from err

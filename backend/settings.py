@@ -28,9 +28,10 @@ class Settings:
     max_steps: int = 150
     max_batch: int = 8
     max_guidance: float = 30.0
+    grid_max_cells: int = 64  # cells one sampler grid may have (samplers × steps or CFG values)
     # Models.
     default_model: str = "SD 1.5"
-    offline_model: str = "Tiny (offline test model)"
+    offline_model: str = "Demo shapes (offline)"
     models_file: Path = PROJECT_ROOT / "presets" / "models.json"
     max_models: int = 1  # models kept resident; the least recently used one is unloaded
     offline: bool = False  # never touch the network; only local folders and the local hub cache

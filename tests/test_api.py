@@ -31,6 +31,7 @@ ARGS = dict(
     sampler="Euler a",
     schedule="Automatic",
     model=TINY,
+    styles=[],
 )
 
 
@@ -126,3 +127,14 @@ def test_png_info_endpoint(app, tmp_path):
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(AppError, match="not a readable image"):
         client.predict(image=handle_file(str(corrupt)), api_name="/png_info")
+
+
+def test_styles_through_the_api(app):
+    _, client = app
+    _, infotext, _ = client.predict(
+        **{**ARGS, "batch_size": 1, "styles": ["Photographic", "Quality boost"]}, api_name="/txt2img"
+    )
+    assert infotext.startswith("cinematic photo of a red circle, 35mm photograph")
+    assert "best quality" in infotext.split("\n")[0]
+    with pytest.raises(AppError, match="No such style.*not in the list of choices"):
+        client.predict(**{**ARGS, "styles": ["No such style"]}, api_name="/txt2img")

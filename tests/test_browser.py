@@ -125,6 +125,7 @@ def fetch_image(page, selector: str):
 
 def test_paint_mask_and_inpaint(browser, app_url, tmp_path, test_image):
     import numpy as np
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     picture = test_image.resize((256, 192))
     picture.save(tmp_path / "in.png")
@@ -132,7 +133,17 @@ def test_paint_mask_and_inpaint(browser, app_url, tmp_path, test_image):
     page.goto(app_url)
     page.get_by_role("tab", name="inpaint").click()
     editor = page.locator("#inpaint-editor")
-    editor.locator("input[type=file]").first.set_input_files(str(tmp_path / "in.png"))
+    # Paint only once the upload is in the canvas; strokes on the empty canvas would be a different picture.
+    prompt_text = editor.get_by_text("Upload an image")
+    prompt_text.wait_for()
+    for _ in range(5):  # a file chosen while the freshly shown tab is still mounting can be dropped: retry
+        editor.locator("input[type=file]").first.set_input_files(str(tmp_path / "in.png"))
+        try:
+            prompt_text.wait_for(state="hidden", timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    page.wait_for_timeout(500)  # the editor zooms the picture to fit right after showing it
     editor.get_by_role("button", name="Brush").first.click()
     box = editor.locator("canvas").first.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2  # the picture's centre

@@ -6,7 +6,7 @@ never offer a value the backend rejects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,6 +34,7 @@ COMMON_FIELDS = (
     "sampler",
     "schedule",
     "model",
+    "styles",
 )
 
 
@@ -58,12 +59,14 @@ class CommonControls:
     sampler: gr.Dropdown
     schedule: gr.Dropdown
     model: gr.Dropdown
+    styles: gr.Dropdown
     random_seed: gr.Button
     reuse_seed: gr.Button
     presets: PresetRow | None = None
+    fields: tuple[str, ...] = COMMON_FIELDS  # the fields this tab's handler takes (the others are hidden)
 
     def inputs(self) -> list[gr.components.Component]:
-        return [getattr(self, name) for name in COMMON_FIELDS]
+        return [getattr(self, name) for name in self.fields]
 
 
 @dataclass
@@ -80,23 +83,53 @@ class OutputControls:
         return [self.gallery, self.infotext, self.seed_used]
 
 
-def build_prompt_block(prefix: str) -> tuple[gr.Textbox, gr.Textbox]:
+def build_prompt_block(studio: Studio, prefix: str) -> tuple[gr.Textbox, gr.Textbox, gr.Dropdown]:
+    """Prompt, negative prompt, styles, and the final prompts the styles give (shown before generating)."""
     prompt = gr.Textbox(label="Prompt", lines=3, placeholder="a lighthouse at dusk", elem_id=f"{prefix}-prompt")
     negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="blurry, lowres", elem_id=f"{prefix}-negative")
-    return prompt, negative
+    styles = gr.Dropdown(
+        list(studio.engine.presets.styles), value=[], multiselect=True, label="Styles", elem_id=f"{prefix}-styles"
+    )
+    final = gr.Textbox(
+        label="Prompt that will run", lines=2, interactive=False, visible=False, elem_id=f"{prefix}-final-prompt"
+    )
+
+    def preview(text: str, neg: str, chosen: list[str]):
+        if not chosen:
+            return gr.Textbox(value="", visible=False)
+        try:
+            merged = studio.engine.apply_styles(GenerationRequest(prompt=text, negative_prompt=neg, styles=chosen))
+        except ValidationError as err:
+            return gr.Textbox(value=str(err), visible=True)
+        shown = merged.prompt + (f"\nNegative prompt: {merged.negative_prompt}" if merged.negative_prompt else "")
+        return gr.Textbox(value=shown, visible=True)
+
+    gr.on(
+        [prompt.change, negative.change, styles.change],
+        preview,
+        [prompt, negative, styles],
+        final,
+        queue=False,
+        api_visibility="private",
+    )
+    return prompt, negative, styles
 
 
-def build_common_controls(studio: Studio, prefix: str, size_from_image: bool = False) -> CommonControls:
+def build_common_controls(
+    studio: Studio, prefix: str, size_from_image: bool = False, fields: Sequence[str] = COMMON_FIELDS
+) -> CommonControls:
     """Prompt, negative prompt, sampler, steps, CFG, size, batch, seed and model, with their limits.
 
     ``size_from_image``: width/height start at 0, meaning "the input image's size".
+    ``fields``: the common fields the tab's handler takes; the others are built hidden (a tab that sets one its
+    own way, e.g. the sampler grid's sampler axis) and are not inputs.
     """
     engine = studio.engine
     limits = field_limits(engine.settings)
     spec = engine.registry.get(engine.default_model)
     size_note = " (0 = from image)" if size_from_image else ""
     presets = build_preset_row(engine.presets, prefix)
-    prompt, negative = build_prompt_block(prefix)
+    prompt, negative, styles = build_prompt_block(studio, prefix)
     with gr.Row():
         model = gr.Dropdown(engine.registry.names, value=engine.default_model, label="Model", elem_id=f"{prefix}-model")
     with gr.Row():
@@ -120,21 +153,26 @@ def build_common_controls(studio: Studio, prefix: str, size_from_image: bool = F
         random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{prefix}-random-seed")
         reuse_seed = gr.Button("Reuse", scale=0, min_width=80, elem_id=f"{prefix}-reuse-seed")
     controls = CommonControls(
-        prompt,
-        negative,
-        seed,
-        steps,
-        guidance,
-        width,
-        height,
-        batch,
-        sampler,
-        schedule,
-        model,
-        random_seed,
-        reuse_seed,
-        presets,
+        prompt=prompt,
+        negative_prompt=negative,
+        seed=seed,
+        steps=steps,
+        guidance_scale=guidance,
+        width=width,
+        height=height,
+        batch_size=batch,
+        sampler=sampler,
+        schedule=schedule,
+        model=model,
+        styles=styles,
+        random_seed=random_seed,
+        reuse_seed=reuse_seed,
+        presets=presets,
+        fields=tuple(fields),
     )
+    for name in COMMON_FIELDS:
+        if name not in fields:
+            getattr(controls, name).visible = False
     _wire_control_updates(studio, controls, size_from_image)
     return controls
 
@@ -206,20 +244,25 @@ def stream_generation(
     session: str,
     progress: gr.Progress,
     extras: Callable[[GenerationResult | None], tuple[Any, ...]] = lambda result: (),
+    runner: Any = None,
+    final: Callable[[Any], tuple[Any, ...]] | None = None,
 ) -> Iterator[tuple[Any, ...]]:
     """The body of every tab's handler: (gallery, infotext, seed used, *extras) while running and at the end.
 
-    ``extras`` maps the final result (None while running) to the tab's additional outputs.
+    ``extras`` maps the final result (None while running) to the tab's additional outputs. ``runner`` (default the
+    engine) is anything with ``Engine.run``'s signature, e.g. the sampler grid's; ``final`` maps its result to
+    (gallery, infotext, seed used).
     """
     cancel = studio.cancels.start(session)
     try:
-        for item in run_streaming(studio.engine, request, cancel):
+        for item in run_streaming(runner or studio.engine, request, cancel):
             if isinstance(item, StepEvent):
-                progress((item.step, item.total), desc=f"Step {item.step}/{item.total}")
+                desc = getattr(item, "desc", None) or f"Step {item.step}/{item.total}"  # a grid names its cell
+                progress((item.step, item.total), desc=desc)
                 if item.preview is not None:
-                    yield [item.preview], f"Step {item.step}/{item.total}", gr.skip(), *_skips(extras)
+                    yield [item.preview], desc, gr.skip(), *_skips(extras)
             else:
-                yield *_final(item), *extras(item)
+                yield *(final or _final)(item), *extras(item)
     except ValidationError as err:
         raise gr.Error(f"{err.field}: {err}") from None
     except ModelUnavailable as err:

@@ -28,6 +28,7 @@ def build_tab(studio: Studio) -> TabHandle:
         sampler: str,
         schedule: str,
         model: str,
+        styles: list[str] | None,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),
     ):
@@ -44,6 +45,7 @@ def build_tab(studio: Studio) -> TabHandle:
             sampler=sampler,
             schedule=schedule,
             model=model,
+            styles=tuple(styles or ()),
         )
         yield from stream_generation(studio, req, request.session_hash or "", progress)
 

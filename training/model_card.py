@@ -1,0 +1,146 @@
+"""Render ``models/demo/README.md`` from ``training.json`` and ``evaluation.json`` in the model folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import data  # noqa: E402
+
+
+def _pct(v):
+    return "not measured yet" if v is None else f"{v:.1%}"
+
+
+def _size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 1e6
+
+
+def render(folder: Path) -> str:
+    folder = Path(folder)
+    info = json.loads((folder / "training.json").read_text()) if (folder / "training.json").exists() else {}
+    ev = json.loads((folder / "evaluation.json").read_text()) if (folder / "evaluation.json").exists() else {}
+    t2i = ev.get("txt2img", {})
+    cfg = info.get("config", {})
+    vae = info.get("vae", {})
+    unet_steps = info.get("unet_steps")
+    finished = info.get("unet_finished", False)
+    status = "finished" if finished else f"exported mid-training (step {unet_steps} of {cfg.get('unet_steps', '?')})"
+    variants = []
+    if (folder / "unet_inpaint").is_dir():
+        variants.append(
+            f"- `unet_inpaint/`: 9-channel inpainting UNet, {info.get('inpaint_steps', '?')} steps "
+            "(extra input channels zero-initialised from the base UNet, random masks)."
+        )
+    if (folder / "controlnet_canny").is_dir():
+        variants.append(
+            f"- `controlnet_canny/`: canny ControlNet (`ControlNetModel.from_unet`), "
+            f"{info.get('controlnet_steps', '?')} steps."
+        )
+    variants_text = "\n".join(variants) or "- none yet (the inpaint and controlnet stages have not run)"
+    psnr = vae.get("psnr_db")
+    return f"""---
+library_name: diffusers
+tags: [stable-diffusion, text-to-image, tiny, synthetic]
+---
+
+# SD Studio demo model
+
+A tiny Stable Diffusion 1.x trained from scratch on a CPU, so that SD Studio draws real,
+prompt-following pictures offline and its tests can check meaning. It has exactly SD 1.x's structure
+(AutoencoderKL, UNet2DConditionModel with cross-attention, CLIPTextModel + CLIPTokenizer,
+scaled-linear DDIM scheduler config) and loads with
+
+```python
+StableDiffusionPipeline.from_pretrained("models/demo", local_files_only=True, use_safetensors=True)
+```
+
+Status: **{status}**. Weights: {_size_mb(folder):.1f} MB of safetensors.
+
+## What it knows
+
+64x64 pictures of one flat shape on a flat background of another colour.
+
+- Prompt form: `a red circle on a blue background`; optional size and position words:
+  `a small red circle on the left on a blue background`.
+- Colours: {", ".join(data.COLOURS)} (a fixed palette; other colour words were never seen).
+- Shapes: {", ".join(data.SHAPES)}.
+- Sizes: {", ".join(data.SIZES)}. Positions: {", ".join(data.POSITION_PHRASE.values())}.
+- Trained with 10% caption dropout, so classifier-free guidance (guidance 5-7) and negative prompts work.
+
+Default size 64x64; 20 steps of DPM++ 2M / Euler / DDIM (built with `from_config` from the saved
+scheduler config) are enough.
+
+## How it was trained
+
+`training/train_demo.py` (seed {info.get("seed", 0)}, device {info.get("device", "cpu")}, {info.get("threads", "?")} thread(s)),
+from pictures generated on the fly by `training/data.py`:
+
+1. VAE (8x: 64x64x3 -> 8x8x4, {vae.get("params_m", 0):.2f}M params): {cfg.get("vae_steps", "?")} steps x batch
+   {cfg.get("vae_batch", "?")}, L1 + MSE + tiny KL; held-out PSNR {f"{psnr:.1f} dB" if psnr else "n/a"};
+   `scaling_factor` = 1 / std of the cached latents.
+2. Latent cache of {cfg.get("n_latents", "?")} pictures, then UNet (2.77M params) + text encoder (0.12M)
+   jointly: {unet_steps} of {cfg.get("unet_steps", "?")} steps x batch {cfg.get("unet_batch", "?")}, AdamW lr {cfg.get("unet_lr", "?")}
+   (warm-up, cosine to 20%), epsilon prediction, min-SNR-5 weighting, caption dropout 10%, EMA {cfg.get("ema", "?")}
+   (the exported weights are the EMA).
+
+Variants in this folder:
+{variants_text}
+
+## Measured quality
+
+`python training/evaluate.py --card` ({t2i.get("prompts", "?")} prompts of the plain form, {t2i.get("steps", "?")} steps,
+{t2i.get("scheduler", "?")}, guidance {t2i.get("guidance_scale", "?")}; pictures classified by nearest palette
+colour and shape-template IoU; measured {ev.get("measured", "never")} on the weights of UNet step
+{ev.get("measured_unet_steps", "?")}):
+
+| figure | measured | target |
+|---|---|---|
+| shape colour right | {_pct(t2i.get("shape_colour_right"))} | >= 90% |
+| background colour right | {_pct(t2i.get("background_colour_right"))} | >= 90% |
+| shape kind right | {_pct(t2i.get("shape_kind_right"))} | >= 70% |
+| all three right | {_pct(t2i.get("all_three_right"))} | |
+
+{_other_figures(ev)}
+"""
+
+
+def _other_figures(ev: dict) -> str:
+    lines = []
+    i2i = ev.get("img2img")
+    if i2i:
+        lines.append(
+            f"- img2img ({i2i['cases']} pictures, a new prompt of other colours): strength 0.2 keeps the input's "
+            f"colours {_pct(i2i['strength_0.2_keeps_input_colours'])} (PSNR to input "
+            f"{i2i['strength_0.2_psnr_db']:.1f} dB); strength 0.9 follows the new prompt's colours "
+            f"{_pct(i2i['strength_0.9_follows_new_prompt_colours'])}."
+        )
+    inp = ev.get("inpaint")
+    if inp:
+        for name, f in inp.items():
+            if isinstance(f, dict):
+                lines.append(
+                    f"- inpaint, {name} ({inp['cases']} pictures, the shape's box repainted in a new colour): "
+                    f"mask takes the prompt's colour {_pct(f['mask_takes_prompt_colour'])}, outside pixels kept "
+                    f"{_pct(f['outside_pixels_kept'])}."
+                )
+    cn = ev.get("controlnet")
+    if cn and "edge_iou_with_controlnet" in cn:
+        lines.append(
+            f"- ControlNet canny ({cn['cases']} pictures): edge IoU (1 px tolerance) with the control map "
+            f"{cn['edge_iou_with_controlnet']:.2f} with the ControlNet vs {cn['edge_iou_without_controlnet']:.2f} without."
+        )
+    if not lines:
+        return (
+            "img2img, inpainting and ControlNet figures: not measured yet (`python training/evaluate.py --all --card`)."
+        )
+    return "Other figures (`python training/evaluate.py --all --card`):\n\n" + "\n".join(lines)
+
+
+def write(folder: Path):
+    folder = Path(folder)
+    (folder / "README.md").write_text(render(folder))

@@ -1,0 +1,990 @@
+"""Train SD Studio's demo model: a tiny Stable Diffusion 1.x that really draws, from scratch.
+
+The world is ``training/data.py``'s synthetic captioned pictures (a flat shape of one palette colour
+on a background of another). Everything has the SD 1.x structure, so the result loads through the
+ordinary ``StableDiffusionPipeline.from_pretrained`` path:
+
+* ``AutoencoderKL`` with 4 down blocks (8x: 64x64 pictures -> 8x8x4 latents), ``scaling_factor``
+  measured from the latents' std;
+* ``CLIPTextModel`` (trained jointly with the UNet) + the project's ``backend.tiny`` CLIPTokenizer;
+* ``UNet2DConditionModel`` with cross-attention, epsilon prediction, scaled-linear DDPM betas;
+* variants: a 9-channel inpainting UNet (extra input channels zero-initialised, random masks) and a
+  canny ``ControlNetModel.from_unet``.
+
+Stages, run in order by ``--stage all`` (the default) or one at a time:
+
+``vae``         train the autoencoder (L1 + MSE + tiny KL) on freshly generated pictures
+``latents``     encode a fixed picture set once (posterior mean/std cached under ``--cache-dir``)
+``unet``        UNet + text encoder on the cached latents, caption dropout 10%, min-SNR weighting,
+                EMA; exports the pipeline to ``--out`` at every checkpoint
+``inpaint``     9-channel inpainting UNet from the base UNet -> ``<out>/unet_inpaint``
+``controlnet``  canny ControlNet from the base UNet -> ``<out>/controlnet_canny``
+``eval``        run ``training/evaluate.py`` on ``--out`` and write the figures into the model card
+
+Every stage is seeded and resumable: rerunning the same command continues from the last checkpoint
+in ``--checkpoint-dir`` (saved every ``--save-every`` minutes; a finished stage leaves a small final
+file and is skipped). Checkpoints hold only the current stage's weights, EMA and optimizer state.
+
+Usage (from the repository root)::
+
+    python training/train_demo.py --quick                      # smoke test, a few minutes
+    python training/train_demo.py --quick --out models/demo    # ... writing the app's model folder
+    OMP_NUM_THREADS=1 nice -n 10 python training/train_demo.py --threads 1   # the full run, ~2 h
+
+Uses the GPU when one is present (``--device`` to override).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+import data  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# Schedules. "full" is sized for about two hours on ONE CPU thread (measured ~0.3 s per VAE step
+# at batch 16 and ~0.5 s per UNet step at batch 64); "quick" is a smoke test.
+
+SCHEDULES = {
+    "full": dict(
+        vae_steps=2500,
+        vae_batch=16,
+        vae_lr=1e-3,
+        n_latents=30000,
+        unet_steps=6000,
+        unet_batch=64,
+        unet_lr=1e-3,
+        warmup=300,
+        ema=0.999,
+        inpaint_steps=1500,
+        inpaint_batch=48,
+        inpaint_lr=5e-4,
+        controlnet_steps=1500,
+        controlnet_batch=48,
+        controlnet_lr=5e-4,
+        eval_prompts=64,
+    ),
+    "quick": dict(
+        vae_steps=60,
+        vae_batch=8,
+        vae_lr=1e-3,
+        n_latents=512,
+        unet_steps=80,
+        unet_batch=16,
+        unet_lr=1e-3,
+        warmup=10,
+        ema=0.99,
+        inpaint_steps=15,
+        inpaint_batch=8,
+        inpaint_lr=5e-4,
+        controlnet_steps=15,
+        controlnet_batch=8,
+        controlnet_lr=5e-4,
+        eval_prompts=8,
+    ),
+}
+CAPTION_DROPOUT = 0.1
+MIN_SNR_GAMMA = 5.0
+MISMATCH_P, MISMATCH_T = 0.5, 400  # caption swapping at low noise (see mismatch_low_noise_captions)
+LATENT_SIZE = data.RESOLUTION // 8
+STORE_DTYPE = torch.float16  # shipped UNet/VAE/variant weights (keeps the whole folder under 20 MB)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model definitions
+
+
+def build_tokenizer():
+    from backend.tiny import build_tokenizer as _build
+
+    return _build()
+
+
+def new_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=data.RESOLUTION,
+    )
+
+
+def new_text_encoder(tokenizer):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    # transformers 5 defaults bos/eos to the real CLIP ids (49406/49407): point them at our vocab.
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer.get_vocab()),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=64,
+    )
+    return CLIPTextModel(config)
+
+
+def new_unet(in_channels: int = 4):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=LATENT_SIZE,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=(64, 96),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=64,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def train_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
+
+
+def pipeline_scheduler():
+    """SD 1.x's scheduler config (the same one ``backend.tiny`` ships)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
+def n_params(*modules) -> float:
+    return sum(p.numel() for m in modules for p in m.parameters()) / 1e6
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+class Ctx:
+    def __init__(self, args):
+        self.args = args
+        self.cfg = dict(SCHEDULES["quick" if args.quick else "full"])
+        for key in list(self.cfg):
+            override = getattr(args, key, None)
+            if override is not None:
+                self.cfg[key] = override
+        self.seed = args.seed
+        self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.ckpt = Path(args.checkpoint_dir)
+        self.cache = Path(args.cache_dir)
+        self.out = Path(args.out)
+        self.logs = Path(args.log_dir)
+        for d in (self.ckpt, self.cache, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        self.tokenizer = build_tokenizer()
+        self.save_every = args.save_every * 60.0
+        self.log_file = self.logs / ("quick.jsonl" if args.quick else "train.jsonl")
+
+    def log(self, **record):
+        record["time"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.log_file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def gen(self, stage: str, step: int) -> torch.Generator:
+        """A generator fixed by (seed, stage, step): resuming replays exactly the same batches."""
+        salt = {"vae": 1, "unet": 2, "inpaint": 3, "controlnet": 4}[stage]
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + salt * 10_000_019 + step) % (2**63))
+
+    def tokenize(self, captions: list[str]) -> torch.Tensor:
+        return self.tokenizer(
+            captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
+
+
+def progress(total: int, initial: int, desc: str):
+    interactive = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        mininterval=1.0 if interactive else 60.0,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+
+
+def save_atomic(obj, path: Path):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def compact_optimizer_state(state: dict) -> dict:
+    """Optimizer state with its moment tensors in bfloat16 (halves the checkpoint size)."""
+    out = {"param_groups": state["param_groups"], "state": {}}
+    for k, v in state["state"].items():
+        out["state"][k] = {n: (t.to(torch.bfloat16) if torch.is_tensor(t) and t.ndim > 0 else t) for n, t in v.items()}
+    return out
+
+
+def restore_optimizer_state(opt, state: dict):
+    for v in state["state"].values():
+        for n, t in list(v.items()):
+            if torch.is_tensor(t) and t.dtype == torch.bfloat16:
+                v[n] = t.float()
+    opt.load_state_dict(state)
+
+
+def lr_at(step: int, base: float, warmup: int, total: int | None = None, final: float = 0.1) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if total is None:
+        return base
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+class EMA:
+    def __init__(self, params, decay: float):
+        self.params = list(params)
+        self.shadow = [p.detach().clone() for p in self.params]
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, step: int):
+        d = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
+
+    def state_dict(self):
+        return [t.clone() for t in self.shadow]
+
+    def load_state_dict(self, tensors):
+        for s, t in zip(self.shadow, tensors, strict=True):
+            s.copy_(t)
+
+    @torch.no_grad()
+    def copy_to(self, params):
+        for p, s in zip(params, self.shadow, strict=True):
+            p.copy_(s)
+
+
+def pictures(seed: int, indices) -> np.ndarray:
+    return np.stack([data.sample(seed, int(i))[0] for i in indices])
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage: VAE
+
+
+def vae_final(ctx) -> Path:
+    return ctx.ckpt / "vae_final.safetensors"
+
+
+def load_vae(ctx):
+    from safetensors.torch import load_file
+
+    vae = new_vae()
+    state = load_file(vae_final(ctx))
+    sf = float(state.pop("__scaling_factor__").item()) if "__scaling_factor__" in state else None
+    vae.load_state_dict(state)
+    if sf is not None:
+        vae.register_to_config(scaling_factor=sf)
+    return vae.to(ctx.device).eval()
+
+
+def stage_vae(ctx):
+    if vae_final(ctx).exists():
+        print("[vae] done already:", vae_final(ctx))
+        return
+    cfg, dev = ctx.cfg, ctx.device
+    torch.manual_seed(ctx.seed)
+    vae = new_vae().to(dev)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg["vae_lr"], weight_decay=0.0)
+    ck = ctx.ckpt / "vae.pt"
+    step = 0
+    if ck.exists():
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        vae.load_state_dict(state["model"])
+        restore_optimizer_state(opt, state["opt"])
+        step = state["step"]
+        print(f"[vae] resumed at step {step}")
+    print(f"[vae] {n_params(vae):.3f}M params, {cfg['vae_steps']} steps x batch {cfg['vae_batch']} on {dev}")
+    total, last_save = cfg["vae_steps"], time.time()
+    bar = progress(total, step, "vae")
+    ema_loss = None
+    while step < total:
+        g = ctx.gen("vae", step)
+        start = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+        pics, _, _ = data.batch(ctx.seed + 1000, start, cfg["vae_batch"])  # fresh pictures every step
+        x = data.to_tensor(pics).to(dev)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg["vae_lr"], 100, total)
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(dev)
+        rec = vae.decode(z).sample
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-7 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema_loss:.4f}", refresh=False)
+        if time.time() - last_save > ctx.save_every or step == total:
+            save_atomic({"model": vae.state_dict(), "opt": compact_optimizer_state(opt.state_dict()), "step": step}, ck)
+            last_save = time.time()
+            ctx.log(stage="vae", step=step, loss=ema_loss)
+    bar.close()
+    # PSNR on held-out pictures, then the final weights (scaling factor measured in stage latents).
+    vae.eval()
+    with torch.no_grad():
+        pics, _, _ = data.batch(ctx.seed + 7, 0, 64)
+        x = data.to_tensor(pics).to(dev)
+        rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        mse = F.mse_loss((rec + 1) / 2, (x + 1) / 2).item()
+    psnr = 10 * math.log10(1 / max(mse, 1e-10))
+    print(f"[vae] held-out PSNR {psnr:.2f} dB")
+    ctx.log(stage="vae", step=step, psnr=psnr)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous().cpu() for k, v in vae.state_dict().items()}, str(vae_final(ctx)))
+    (ctx.ckpt / "vae_metrics.json").write_text(json.dumps({"psnr_db": psnr, "steps": step, "params_m": n_params(vae)}))
+    ck.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage: latent cache
+
+
+def latents_path(ctx) -> Path:
+    return ctx.cache / f"latents_{ctx.cfg['n_latents']}_seed{ctx.seed}.pt"
+
+
+def vae_fingerprint(state: dict) -> str:
+    """Identifies the VAE weights a latent cache was encoded with."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for key in ("encoder.conv_in.weight", "encoder.conv_out.weight", "quant_conv.weight"):
+        h.update(state[key].detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_cache(ctx) -> dict:
+    from safetensors.torch import load_file
+
+    cache = torch.load(latents_path(ctx), map_location="cpu", weights_only=False)
+    if cache.get("vae") != vae_fingerprint(load_file(vae_final(ctx))):
+        raise RuntimeError(f"{latents_path(ctx)} was encoded with another VAE: delete it and rerun")
+    return cache
+
+
+def stage_latents(ctx):
+    from safetensors.torch import load_file, save_file
+
+    path = latents_path(ctx)
+    if path.exists():
+        state = load_file(vae_final(ctx))
+        cache = torch.load(path, map_location="cpu", weights_only=False)
+        if "__scaling_factor__" in state and cache.get("vae") == vae_fingerprint(state):
+            print("[latents] cached:", path)
+            return
+        print("[latents] cache is stale (another VAE): encoding again")
+
+    vae = load_vae(ctx)
+    n, bs = ctx.cfg["n_latents"], 256
+    means, stds, captions = [], [], []
+    with torch.no_grad():
+        for start in tqdm(range(0, n, bs), desc="latents", mininterval=10, file=sys.stderr):
+            pics, caps, _ = data.batch(ctx.seed, start, min(bs, n - start))
+            post = vae.encode(data.to_tensor(pics).to(ctx.device)).latent_dist
+            means.append(post.mean.cpu())
+            stds.append(post.std.cpu())
+            captions += caps
+    mean, std = torch.cat(means), torch.cat(stds)
+    sample = mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(ctx.seed))
+    scaling = 1.0 / sample.std().item()
+    print(
+        f"[latents] {n} latents {tuple(mean.shape[1:])}, std {sample.std().item():.4f} -> scaling_factor {scaling:.5f}"
+    )
+    # Store the scaling factor with the final VAE weights so every later stage sees the same one.
+    state = load_file(vae_final(ctx))
+    state["__scaling_factor__"] = torch.tensor(scaling)
+    save_file(state, str(vae_final(ctx)))
+    ids = ctx.tokenize(captions)
+    save_atomic(
+        {
+            "mean": mean.half(),
+            "std": std.half(),
+            "ids": ids.to(torch.int32),
+            "scaling_factor": scaling,
+            "vae": vae_fingerprint(state),
+        },
+        path,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage: UNet + text encoder
+
+
+def unet_final(ctx) -> Path:
+    return ctx.ckpt / "unet_final.pt"
+
+
+def min_snr_weights(noise_sched, t: torch.Tensor) -> torch.Tensor:
+    ac = noise_sched.alphas_cumprod.to(t.device)[t]
+    snr = ac / (1 - ac)
+    return torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
+
+
+def load_base(ctx):
+    """(unet, text_encoder) of the finished base stage, EMA weights."""
+    state = torch.load(unet_final(ctx), map_location="cpu", weights_only=False)
+    unet, te = new_unet(), new_text_encoder(ctx.tokenizer)
+    unet.load_state_dict(state["unet"])
+    te.load_state_dict(state["text_encoder"])
+    return unet.to(ctx.device), te.to(ctx.device)
+
+
+def latent_batch(ctx, cache, g, batch: int, dropout: bool = True):
+    n = cache["mean"].shape[0]
+    idx = torch.randint(0, n, (batch,), generator=g)
+    mean, std = cache["mean"][idx].float(), cache["std"][idx].float()
+    lat = (mean + std * torch.randn(mean.shape, generator=g)) * cache["scaling_factor"]
+    ids = cache["ids"][idx].long()
+    if dropout:
+        drop = torch.rand(batch, generator=g) < CAPTION_DROPOUT
+        ids[drop] = ctx.empty_ids
+    return idx, lat.to(ctx.device), ids.to(ctx.device)
+
+
+def mismatch_low_noise_captions(ids: torch.Tensor, t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Give some low-noise samples another sample's caption.
+
+    In this world the caption pins the colours so reliably that, untreated, the model trusts it over
+    a barely-noised picture: img2img at strength 0.2 with a new prompt then repaints everything, as
+    classifier-free guidance amplifies the conflict. Swapping captions with probability falling from
+    ``MISMATCH_P`` at t=0 to 0 at ``MISMATCH_T`` teaches it that at low noise the picture decides, so
+    low strengths keep the input; txt2img is unaffected (its low-noise steps only refine a picture
+    that already matches the prompt).
+    """
+    p = MISMATCH_P * torch.clamp((MISMATCH_T - t.float().cpu()) / MISMATCH_T, 0, 1)
+    swap = torch.rand(ids.shape[0], generator=g) < p
+    if swap.any():
+        other = torch.randperm(ids.shape[0], generator=g).to(ids.device)
+        ids = ids.clone()
+        ids[swap.to(ids.device)] = ids[other][swap.to(ids.device)]
+    return ids
+
+
+def stage_unet(ctx):
+    if unet_final(ctx).exists():
+        print("[unet] done already:", unet_final(ctx))
+        return
+    cfg, dev = ctx.cfg, ctx.device
+    cache = load_cache(ctx)
+    ctx.empty_ids = ctx.tokenize([""])[0]
+    vae = load_vae(ctx)
+    torch.manual_seed(ctx.seed + 1)
+    unet, te = new_unet().to(dev), new_text_encoder(ctx.tokenizer).to(dev)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg["unet_lr"], weight_decay=0.01)
+    ema = EMA(params, cfg["ema"])
+    ck = ctx.ckpt / "unet.pt"
+    step = 0
+    if ck.exists():
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        unet.load_state_dict(state["unet"])
+        te.load_state_dict(state["text_encoder"])
+        restore_optimizer_state(opt, state["opt"])
+        ema.load_state_dict(state["ema"])
+        step = state["step"]
+        print(f"[unet] resumed at step {step}")
+    noise_sched = train_scheduler()
+    total = cfg["unet_steps"]
+    print(
+        f"[unet] UNet {n_params(unet):.3f}M + text encoder {n_params(te):.3f}M params, "
+        f"{total} steps x batch {cfg['unet_batch']} on {dev}"
+    )
+    bar = progress(total, step, "unet")
+    last_save, ema_loss, t0, s0 = time.time(), None, time.time(), step
+    while step < total:
+        g = ctx.gen("unet", step)
+        _, lat, ids = latent_batch(ctx, cache, g, cfg["unet_batch"])
+        noise = torch.randn(lat.shape, generator=g).to(dev)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (lat.shape[0],), generator=g).to(dev)
+        noisy = noise_sched.add_noise(lat, noise, t)
+        ids = mismatch_low_noise_captions(ids, t, g)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg["unet_lr"], cfg["warmup"], total, final=0.2)
+        hidden = te(ids)[0]
+        pred = unet(noisy, t, hidden).sample
+        per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per * min_snr_weights(noise_sched, t)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(step)
+        step += 1
+        ema_loss = loss.item() if ema_loss is None else 0.99 * ema_loss + 0.01 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema_loss:.4f}", refresh=False)
+        if time.time() - last_save > ctx.save_every or step == total:
+            save_atomic(
+                {
+                    "unet": unet.state_dict(),
+                    "text_encoder": te.state_dict(),
+                    "ema": ema.state_dict(),
+                    "opt": compact_optimizer_state(opt.state_dict()),
+                    "step": step,
+                },
+                ck,
+            )
+            last_save = time.time()
+            ctx.log(stage="unet", step=step, loss=ema_loss, it_s=(step - s0) / (time.time() - t0))
+            export_base(ctx, vae, unet, te, ema, params, step)
+    bar.close()
+    # Final: EMA weights only.
+    ema.copy_to(params)
+    save_atomic({"unet": unet.state_dict(), "text_encoder": te.state_dict(), "step": step}, unet_final(ctx))
+    ck.unlink(missing_ok=True)
+
+
+def export_base(ctx, vae, unet, te, ema, params, step):
+    """Write the pipeline (EMA weights) to ``--out`` atomically, keeping any variant folders."""
+    import copy
+
+    unet_e, te_e = copy.deepcopy(unet).cpu(), copy.deepcopy(te).cpu()
+    params_e = list(unet_e.parameters()) + list(te_e.parameters())
+    ema.copy_to(params_e)
+    write_pipeline(ctx, vae, unet_e, te_e, info={"unet_steps": step})
+
+
+def write_pipeline(ctx, vae, unet, te, info: dict):
+    import model_card
+    from diffusers import StableDiffusionPipeline
+
+    out = ctx.out
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    # VAE and UNet weights are stored in float16 (from_pretrained loads them back as float32 unless a
+    # torch_dtype is given); the small text encoder stays float32, as transformers loads checkpoints
+    # in their stored dtype.
+    pipe = StableDiffusionPipeline(
+        vae=copy_cpu(vae).to(STORE_DTYPE),
+        text_encoder=te.cpu(),
+        tokenizer=ctx.tokenizer,
+        unet=copy_cpu(unet).to(STORE_DTYPE),
+        scheduler=pipeline_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    old_info = {}
+    if (out / "training.json").exists():
+        old_info = json.loads((out / "training.json").read_text())
+    merged = {**old_info, **training_info(ctx), **info}
+    (tmp / "training.json").write_text(json.dumps(merged, indent=2))
+    if out.exists():
+        for extra in ("unet_inpaint", "controlnet_canny", "evaluation.json"):
+            src = out / extra
+            if src.is_dir():
+                shutil.copytree(src, tmp / extra)
+            elif src.exists():
+                shutil.copy2(src, tmp / extra)
+    model_card.write(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def copy_cpu(module):
+    import copy
+
+    return copy.deepcopy(module).cpu()
+
+
+def training_info(ctx) -> dict:
+    info = {
+        "schedule": "quick" if ctx.args.quick else "full",
+        "seed": ctx.seed,
+        "config": ctx.cfg,
+        "caption_dropout": CAPTION_DROPOUT,
+        "min_snr_gamma": MIN_SNR_GAMMA,
+        "low_noise_caption_swap": {"p_at_t0": MISMATCH_P, "until_t": MISMATCH_T},
+        "device": str(ctx.device),
+        "threads": torch.get_num_threads(),
+    }
+    vm = ctx.ckpt / "vae_metrics.json"
+    if vm.exists():
+        info["vae"] = json.loads(vm.read_text())
+    return info
+
+
+def stage_export(ctx):
+    """Export the finished base stage (EMA weights) to ``--out``."""
+    vae = load_vae(ctx)
+    unet, te = load_base(ctx)
+    step = torch.load(unet_final(ctx), map_location="cpu", weights_only=False)["step"]
+    write_pipeline(ctx, vae, unet, te, info={"unet_steps": step, "unet_finished": True})
+    print("[export] wrote", ctx.out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants: 9-channel inpainting UNet and canny ControlNet
+
+
+def random_masks(g, scenes, size: int) -> torch.Tensor:
+    """Nx1xHxW masks (1 = repaint): rectangles, ellipses, the shape's own box, or everything."""
+    n = len(scenes)
+    masks = torch.zeros(n, 1, size, size)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    for i, scene in enumerate(scenes):
+        kind = float(torch.rand(1, generator=g))
+        if kind < 0.15:
+            masks[i] = 1.0
+            continue
+        if kind < 0.55:  # a box around the shape, a little larger: "repaint the object"
+            pad = float(torch.randint(2, 10, (1,), generator=g))
+            h = scene.size / 2 + pad
+            m = (xx >= scene.cx - h) & (xx < scene.cx + h) & (yy >= scene.cy - h) & (yy < scene.cy + h)
+        else:
+            w, h = (torch.randint(16, 48, (2,), generator=g)).tolist()
+            x0, y0 = (
+                int(torch.randint(0, size - w + 1, (1,), generator=g)),
+                int(torch.randint(0, size - h + 1, (1,), generator=g)),
+            )
+            if kind < 0.8:
+                m = (xx >= x0) & (xx < x0 + w) & (yy >= y0) & (yy < y0 + h)
+            else:
+                cx, cy = x0 + w / 2, y0 + h / 2
+                m = ((xx - cx) / (w / 2)) ** 2 + ((yy - cy) / (h / 2)) ** 2 <= 1
+        masks[i, 0] = m.float()
+    return masks
+
+
+def stage_inpaint(ctx):
+    final = ctx.out / "unet_inpaint" / "diffusion_pytorch_model.safetensors"
+    done = ctx.ckpt / "inpaint_done.json"
+    if done.exists() and final.exists():
+        print("[inpaint] done already")
+        return
+    cfg, dev = ctx.cfg, ctx.device
+    cache = load_cache(ctx)
+    ctx.empty_ids = ctx.tokenize([""])[0]
+    vae = load_vae(ctx)
+    base, te = load_base(ctx)
+    te.requires_grad_(False)
+    unet = new_unet(in_channels=9).to(dev)
+    state = base.state_dict()
+    w = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat([w, torch.zeros(w.shape[0], 5, *w.shape[2:], device=w.device)], 1)
+    unet.load_state_dict(state)
+    params = list(unet.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg["inpaint_lr"], weight_decay=0.01)
+    ema = EMA(params, cfg["ema"])
+    ck = ctx.ckpt / "inpaint.pt"
+    step = 0
+    if ck.exists():
+        st = torch.load(ck, map_location="cpu", weights_only=False)
+        unet.load_state_dict(st["unet"])
+        restore_optimizer_state(opt, st["opt"])
+        ema.load_state_dict(st["ema"])
+        step = st["step"]
+        print(f"[inpaint] resumed at step {step}")
+    noise_sched = train_scheduler()
+    sf = cache["scaling_factor"]
+    total = cfg["inpaint_steps"]
+    print(f"[inpaint] 9-channel UNet {n_params(unet):.3f}M params, {total} steps x batch {cfg['inpaint_batch']}")
+    bar = progress(total, step, "inpaint")
+    last_save, ema_loss = time.time(), None
+    while step < total:
+        g = ctx.gen("inpaint", step)
+        idx, lat, ids = latent_batch(ctx, cache, g, cfg["inpaint_batch"])
+        scenes = [data.sample(ctx.seed, int(i))[2] for i in idx]
+        x = data.to_tensor(np.stack([data.render(s) for s in scenes])).to(dev)
+        mask = random_masks(g, scenes, data.RESOLUTION).to(dev)
+        with torch.no_grad():
+            masked = x * (mask < 0.5)
+            post = vae.encode(masked).latent_dist
+            masked_lat = (post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(dev)) * sf
+            hidden = te(ids)[0]
+        mask_lat = F.interpolate(mask, size=lat.shape[-2:])  # as StableDiffusionInpaintPipeline does
+        noise = torch.randn(lat.shape, generator=g).to(dev)
+        t = torch.randint(0, 1000, (lat.shape[0],), generator=g).to(dev)
+        noisy = noise_sched.add_noise(lat, noise, t)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg["inpaint_lr"], 50, total, final=0.2)
+        pred = unet(torch.cat([noisy, mask_lat, masked_lat], 1), t, hidden).sample
+        per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per * min_snr_weights(noise_sched, t)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(step)
+        step += 1
+        ema_loss = loss.item() if ema_loss is None else 0.99 * ema_loss + 0.01 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema_loss:.4f}", refresh=False)
+        if time.time() - last_save > ctx.save_every or step == total:
+            save_atomic(
+                {
+                    "unet": unet.state_dict(),
+                    "ema": ema.state_dict(),
+                    "opt": compact_optimizer_state(opt.state_dict()),
+                    "step": step,
+                },
+                ck,
+            )
+            last_save = time.time()
+            ctx.log(stage="inpaint", step=step, loss=ema_loss)
+            export_variant(ctx, unet, ema, params, "unet_inpaint", {"inpaint_steps": step})
+    bar.close()
+    done.write_text(json.dumps({"steps": step}))
+    ck.unlink(missing_ok=True)
+
+
+def export_variant(ctx, model, ema, params, folder: str, info: dict):
+    import copy
+
+    m = copy.deepcopy(model).cpu()
+    ema.copy_to(list(m.parameters()))
+    m = m.to(STORE_DTYPE)
+    dest = ctx.out / folder
+    tmp = ctx.out / (folder + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    m.save_pretrained(tmp, safe_serialization=True)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    ti = ctx.out / "training.json"
+    merged = json.loads(ti.read_text()) if ti.exists() else {}
+    merged.update(info)
+    ti.write_text(json.dumps(merged, indent=2))
+    import model_card
+
+    model_card.write(ctx.out)
+
+
+def control_images(scenes) -> torch.Tensor:
+    """Canny maps as the ControlNet pipeline feeds them: Nx3xHxW floats in [0, 1]."""
+    edges = np.stack([data.canny(data.render(s)) for s in scenes]).astype(np.float32) / 255.0
+    return torch.from_numpy(edges)[:, None].repeat(1, 3, 1, 1)
+
+
+def stage_controlnet(ctx):
+    final = ctx.out / "controlnet_canny" / "diffusion_pytorch_model.safetensors"
+    done = ctx.ckpt / "controlnet_done.json"
+    if done.exists() and final.exists():
+        print("[controlnet] done already")
+        return
+    from diffusers import ControlNetModel
+
+    cfg, dev = ctx.cfg, ctx.device
+    cache = load_cache(ctx)
+    ctx.empty_ids = ctx.tokenize([""])[0]
+    unet, te = load_base(ctx)
+    unet.requires_grad_(False)
+    te.requires_grad_(False)
+    torch.manual_seed(ctx.seed + 3)
+    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 64, 64)).to(dev)
+    params = list(cn.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg["controlnet_lr"], weight_decay=0.01)
+    ema = EMA(params, cfg["ema"])
+    ck = ctx.ckpt / "controlnet.pt"
+    step = 0
+    if ck.exists():
+        st = torch.load(ck, map_location="cpu", weights_only=False)
+        cn.load_state_dict(st["controlnet"])
+        restore_optimizer_state(opt, st["opt"])
+        ema.load_state_dict(st["ema"])
+        step = st["step"]
+        print(f"[controlnet] resumed at step {step}")
+    noise_sched = train_scheduler()
+    total = cfg["controlnet_steps"]
+    print(f"[controlnet] {n_params(cn):.3f}M params, {total} steps x batch {cfg['controlnet_batch']}")
+    bar = progress(total, step, "controlnet")
+    last_save, ema_loss = time.time(), None
+    while step < total:
+        g = ctx.gen("controlnet", step)
+        idx, lat, ids = latent_batch(ctx, cache, g, cfg["controlnet_batch"])
+        scenes = [data.sample(ctx.seed, int(i))[2] for i in idx]
+        cond = control_images(scenes).to(dev)
+        with torch.no_grad():
+            hidden = te(ids)[0]
+        noise = torch.randn(lat.shape, generator=g).to(dev)
+        t = torch.randint(0, 1000, (lat.shape[0],), generator=g).to(dev)
+        noisy = noise_sched.add_noise(lat, noise, t)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg["controlnet_lr"], 50, total, final=0.2)
+        down, mid = cn(noisy, t, hidden, controlnet_cond=cond, return_dict=False)
+        pred = unet(noisy, t, hidden, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per * min_snr_weights(noise_sched, t)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(step)
+        step += 1
+        ema_loss = loss.item() if ema_loss is None else 0.99 * ema_loss + 0.01 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema_loss:.4f}", refresh=False)
+        if time.time() - last_save > ctx.save_every or step == total:
+            save_atomic(
+                {
+                    "controlnet": cn.state_dict(),
+                    "ema": ema.state_dict(),
+                    "opt": compact_optimizer_state(opt.state_dict()),
+                    "step": step,
+                },
+                ck,
+            )
+            last_save = time.time()
+            ctx.log(stage="controlnet", step=step, loss=ema_loss)
+            export_variant(ctx, cn, ema, params, "controlnet_canny", {"controlnet_steps": step})
+    bar.close()
+    done.write_text(json.dumps({"steps": step}))
+    ck.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def stage_eval_all(ctx):
+    """All measurements (txt2img, img2img, both inpainting strategies, ControlNet) into the model card."""
+    import evaluate
+    import model_card
+
+    results = {
+        "txt2img": evaluate.evaluate_txt2img(
+            str(ctx.out), n_prompts=ctx.cfg["eval_prompts"], seed=ctx.seed, device=str(ctx.device)
+        )
+    }
+    evaluate.print_figures(results["txt2img"])
+    cases = max(4, ctx.cfg["eval_prompts"] // 2)
+    for name, fn in (
+        ("img2img", evaluate.evaluate_img2img),
+        ("inpaint", evaluate.evaluate_inpaint),
+        ("controlnet", evaluate.evaluate_controlnet),
+    ):
+        results[name] = fn(str(ctx.out), cases, ctx.seed, str(ctx.device))
+        print(name + ":", json.dumps(results[name]))
+    evaluate.save_figures(ctx.out, results)
+    ctx.log(stage="eval_all", **results)
+    model_card.write(ctx.out)
+
+
+def stage_eval(ctx):
+    import evaluate
+    import model_card
+
+    figures = evaluate.evaluate_txt2img(
+        str(ctx.out), n_prompts=ctx.cfg["eval_prompts"], seed=ctx.seed, device=str(ctx.device)
+    )
+    evaluate.print_figures(figures)
+    evaluate.save_figures(ctx.out, {"txt2img": figures})
+    ctx.log(stage="eval", **{k: v for k, v in figures.items() if not isinstance(v, dict)})
+    model_card.write(ctx.out)
+
+
+STAGES = {
+    "vae": stage_vae,
+    "latents": stage_latents,
+    "unet": stage_unet,
+    "export": stage_export,
+    "inpaint": stage_inpaint,
+    "controlnet": stage_controlnet,
+    "eval": stage_eval,
+    "eval_all": stage_eval_all,
+}
+ORDER = ["vae", "latents", "unet", "export", "eval", "inpaint", "controlnet", "eval_all"]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", default="all", choices=["all", *STAGES])
+    p.add_argument("--quick", action="store_true", help="tiny schedule for smoke tests (minutes)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="model folder (default models/demo; quick: training/checkpoints/quick/demo, so a smoke "
+        "test never overwrites the shipped weights)",
+    )
+    p.add_argument(
+        "--checkpoint-dir", default=None, help="default: training/checkpoints (quick: training/checkpoints/quick)"
+    )
+    p.add_argument("--cache-dir", default=str(HERE / "cache"))
+    p.add_argument("--log-dir", default=str(HERE / "logs"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (the full run uses 1 on a shared CPU)")
+    p.add_argument("--save-every", type=float, default=4.0, help="minutes between checkpoints")
+    for key in SCHEDULES["full"]:
+        kind = float if isinstance(SCHEDULES["full"][key], float) else int
+        p.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, default=None)
+    args = p.parse_args(argv)
+    if args.checkpoint_dir is None:
+        args.checkpoint_dir = str(HERE / "checkpoints" / ("quick" if args.quick else ""))
+    if args.out is None:
+        args.out = str(HERE / "checkpoints" / "quick" / "demo") if args.quick else str(ROOT / "models" / "demo")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ctx = Ctx(args)
+    print(
+        f"device {ctx.device}, threads {torch.get_num_threads()}, "
+        f"schedule {'quick' if args.quick else 'full'}: {ctx.cfg}"
+    )
+    stages = ORDER if args.stage == "all" else [args.stage]
+    for name in stages:
+        t = time.time()
+        STAGES[name](ctx)
+        print(f"[{name}] {time.time() - t:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
