@@ -56,7 +56,7 @@ class Engine:
         self.writer = OutputWriter(settings.output_dir)
         self.presets = PresetStore.load(settings.presets_dir, settings.user_dir)
         self.default_model, self.startup_notice = self._choose_default_model()
-        self._run_lock = threading.Lock()  # one pipeline run at a time per engine
+        self.run_lock = threading.Lock()  # one pipeline run at a time per engine
 
     def _choose_default_model(self) -> tuple[str, str]:
         """The configured default, or the offline model when the default cannot be had offline."""
@@ -89,7 +89,7 @@ class Engine:
         pipe = self.cache.pipeline(request.model, request.task)
         callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
         prepared = prepare(request)
-        with self._run_lock:
+        with self.run_lock:
             # Schedulers are stateful: every run gets a fresh one from the model's own config.
             pipe.scheduler = build_scheduler(loaded.scheduler_config, request.sampler, request.schedule)
             output = pipe(

@@ -1,0 +1,116 @@
+"""The sampler grid tab (X/Y plot): samplers × step counts or CFG scales, one labelled grid image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from backend.grid import GridRequest, GridResult, GridRunner, sampler_choices, split_list
+
+from .common import (
+    COMMON_FIELDS,
+    Studio,
+    TabHandle,
+    build_common_controls,
+    build_output_block,
+    stream_generation,
+    wire_generation,
+)
+
+# The common fields the grid takes: samplers are its X axis, and it always makes one image per cell.
+GRID_FIELDS = tuple(name for name in COMMON_FIELDS if name not in ("sampler", "batch_size"))
+DEFAULT_SAMPLERS = ["Euler a", "Euler", "DPM++ 2M", "DDIM"]
+
+
+def build_tab(studio: Studio) -> TabHandle:
+    runner = GridRunner(studio.engine)
+    with gr.Row():
+        with gr.Column(scale=1):
+            controls = build_common_controls(studio, "grid", fields=GRID_FIELDS)
+            samplers = gr.Dropdown(
+                sampler_choices(),
+                value=DEFAULT_SAMPLERS,
+                multiselect=True,
+                allow_custom_value=True,  # an unknown name gets the backend's message, not a list of 60 choices
+                label="Samplers (X axis)",
+                info="A plain name uses the Schedule type above where the sampler supports it; "
+                "“DPM++ 2M Karras” names its own.",
+                elem_id="grid-samplers",
+            )
+            steps_list = gr.Textbox(
+                "10, 20, 30",
+                label="Steps (Y axis)",
+                info="Comma-separated. CFG scale above applies to every cell.",
+                elem_id="grid-steps-list",
+            )
+            cfg_list = gr.Textbox(
+                "",
+                label="CFG scales (Y axis instead of steps)",
+                placeholder="4, 7, 10",
+                info="Clear the steps to use this; Steps above then applies to every cell.",
+                elem_id="grid-cfg-list",
+            )
+        with gr.Column(scale=1):
+            out = build_output_block("grid")
+            grid = gr.Image(label="Grid", type="filepath", format="png", interactive=False, elem_id="grid-image")
+            labels = gr.JSON(label="Cell labels", elem_id="grid-labels")
+
+    def sampler_grid(
+        prompt: str,
+        negative_prompt: str,
+        seed: int,
+        steps: int,
+        guidance_scale: float,
+        width: int,
+        height: int,
+        schedule: str,
+        model: str,
+        styles: list[str] | None,
+        samplers: list[str] | None,
+        steps_list: str,
+        cfg_list: str,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),
+    ):
+        """Compare samplers: one image per sampler × step count (or × CFG scale), same prompt and seed.
+
+        ``samplers``: names, or A1111's combined form with a schedule ("DPM++ 2M Karras"); ``steps_list`` or
+        ``cfg_list``: comma-separated numbers (give one). Returns the cell images (PNG, captioned with their
+        labels), the grid's infotext, the seed, the grid image (PNG) and the cell labels.
+        """
+        req = GridRequest(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            width=width,
+            height=height,
+            schedule=schedule,
+            model=model,
+            styles=tuple(styles or ()),
+            samplers=list(samplers or []),
+            steps_list=split_list(steps_list),
+            cfg_list=split_list(cfg_list),
+        )
+        yield from stream_generation(
+            studio, req, request.session_hash or "", progress, extras=_extras, runner=runner, final=_final
+        )
+
+    wire_generation(
+        studio, controls, out, sampler_grid, [samplers, steps_list, cfg_list], "sampler_grid", [grid, labels]
+    )
+    return TabHandle("sampler grid", controls, out)
+
+
+def _final(result: GridResult) -> tuple[list[Any], str, int]:
+    # Saved files carry each cell's infotext; unsaved images carry it in ``info``, which Gradio's PNG keeps.
+    images = [str(p) for p in result.paths] if result.paths else result.images
+    return list(zip(images, result.labels, strict=True)), result.infotext, result.seed
+
+
+def _extras(result: GridResult | None) -> tuple[Any, ...]:
+    if result is None:
+        return (None, None)  # only counted while running
+    return (str(result.grid_path) if result.grid_path else result.grid), result.labels
