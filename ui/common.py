@@ -6,6 +6,7 @@ never offer a value the backend rejects.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -232,6 +233,15 @@ def build_output_block(prefix: str) -> OutputControls:
     gallery.select(_selected_index, None, selected, queue=False, api_visibility="private")
     gallery.change(lambda: 0, None, selected, queue=False, api_visibility="private")
     return OutputControls(generate, stop, gallery, infotext, seed_used, selected, send)
+
+
+def build_request(cls: type[GenerationRequest], values: dict[str, Any], **overrides: Any) -> GenerationRequest:
+    """A tab handler's arguments (its ``locals()``) → the request: every field the request class has."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    chosen = {name: value for name, value in values.items() if name in names}
+    chosen.update(overrides)
+    chosen["styles"] = tuple(chosen.get("styles") or ())
+    return cls(**chosen)
 
 
 def _selected_index(evt: gr.SelectData) -> int:

@@ -14,6 +14,7 @@ from .common import (
     TabHandle,
     build_common_controls,
     build_output_block,
+    build_request,
     stream_generation,
     wire_generation,
 )
@@ -79,17 +80,9 @@ def build_tab(studio: Studio) -> TabHandle:
         ``cfg_list``: comma-separated numbers (give one). Returns the cell images (PNG, captioned with their
         labels), the grid's infotext, the seed, the grid image (PNG) and the cell labels.
         """
-        req = GridRequest(
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            seed=seed,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            width=width,
-            height=height,
-            schedule=schedule,
-            model=model,
-            styles=tuple(styles or ()),
+        req = build_request(
+            GridRequest,
+            locals(),
             samplers=list(samplers or []),
             steps_list=split_list(steps_list),
             cfg_list=split_list(cfg_list),

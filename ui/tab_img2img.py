@@ -7,7 +7,15 @@ import gradio as gr
 from backend.images import RESIZE_MODES
 from backend.requests import Img2ImgRequest, field_limits
 
-from .common import Studio, TabHandle, build_common_controls, build_output_block, stream_generation, wire_generation
+from .common import (
+    Studio,
+    TabHandle,
+    build_common_controls,
+    build_output_block,
+    build_request,
+    stream_generation,
+    wire_generation,
+)
 
 
 def build_strength(studio: Studio, prefix: str) -> gr.Slider:
@@ -54,23 +62,7 @@ def build_tab(studio: Studio) -> TabHandle:
         progress: gr.Progress = gr.Progress(),
     ):
         """Generate from an image and a prompt; width/height 0 follow the image."""
-        req = Img2ImgRequest(
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            seed=seed,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            width=width,
-            height=height,
-            batch_size=batch_size,
-            sampler=sampler,
-            schedule=schedule,
-            model=model,
-            styles=tuple(styles or ()),
-            image=image,
-            strength=strength,
-            resize_mode=resize_mode,
-        )
+        req = build_request(Img2ImgRequest, locals())
         yield from stream_generation(studio, req, request.session_hash or "", progress)
 
     wire_generation(

@@ -6,7 +6,15 @@ import gradio as gr
 
 from backend.requests import INPAINT_AREAS, InpaintRequest, field_limits
 
-from .common import Studio, TabHandle, build_common_controls, build_output_block, stream_generation, wire_generation
+from .common import (
+    Studio,
+    TabHandle,
+    build_common_controls,
+    build_output_block,
+    build_request,
+    stream_generation,
+    wire_generation,
+)
 from .editor import split_editor_value
 from .tab_img2img import build_strength
 
@@ -75,26 +83,7 @@ def build_tab(studio: Studio) -> TabHandle:
     ):
         """Repaint the masked area (white) of an image; everything outside the mask is kept."""
         picture, painted = split_editor_value(image, mask)
-        req = InpaintRequest(
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            seed=seed,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            width=width,
-            height=height,
-            batch_size=batch_size,
-            sampler=sampler,
-            schedule=schedule,
-            model=model,
-            styles=tuple(styles or ()),
-            image=picture,
-            mask=painted,
-            strength=strength,
-            mask_blur=mask_blur,
-            inpaint_area=inpaint_area,
-            padding=padding,
-        )
+        req = build_request(InpaintRequest, locals(), image=picture, mask=painted)
         session = request.session_hash or ""
         yield from stream_generation(
             studio, req, session, progress, lambda result: (result.extras.get("mask") if result else None,)

@@ -6,7 +6,15 @@ import gradio as gr
 
 from backend.requests import Txt2ImgRequest
 
-from .common import Studio, TabHandle, build_common_controls, build_output_block, stream_generation, wire_generation
+from .common import (
+    Studio,
+    TabHandle,
+    build_common_controls,
+    build_output_block,
+    build_request,
+    stream_generation,
+    wire_generation,
+)
 
 
 def build_tab(studio: Studio) -> TabHandle:
@@ -33,20 +41,7 @@ def build_tab(studio: Studio) -> TabHandle:
         progress: gr.Progress = gr.Progress(),
     ):
         """Generate images from a prompt. Returns the images (PNG) and the A1111-style infotext."""
-        req = Txt2ImgRequest(
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            seed=seed,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            width=width,
-            height=height,
-            batch_size=batch_size,
-            sampler=sampler,
-            schedule=schedule,
-            model=model,
-            styles=tuple(styles or ()),
-        )
+        req = build_request(Txt2ImgRequest, locals())
         yield from stream_generation(studio, req, request.session_hash or "", progress)
 
     wire_generation(studio, controls, out, txt2img, [], api_name="txt2img")
