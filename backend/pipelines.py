@@ -102,7 +102,13 @@ def load_pipeline(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> Diff
             source, use_safetensors=True, local_files_only=local_only, **kwargs
         )
     except (OSError, ValueError) as err:
-        raise ModelUnavailable(f"{spec.name}: could not load {spec.source}: {err}") from err
+        hint = ""
+        if spec.kind == "hub":
+            hint = (
+                " Check the network connection and the model id; without a network, pick a model from a local "
+                "folder or the demo model (python app.py --offline)."
+            )
+        raise ModelUnavailable(f"{spec.name}: could not load {spec.source}: {err}.{hint}") from err
 
 
 def load_inpaint_unet(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> UNet2DConditionModel:
