@@ -83,13 +83,16 @@ class Engine:
             request = request.replace(model=self.default_model)
         if request.seed == -1:
             request = request.replace(seed=random.randint(0, MAX_SEED))
-        loaded = self.cache.model(request.model)
-        if request.task != "inpaint" and is_inpainting_unet(loaded.base.unet):
-            raise ValidationError("model", f"{request.model} is an inpainting model: use it in the inpaint tab")
-        pipe = self.cache.pipeline(request.model, request.task)
-        callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
         prepared = prepare(request)
+        # Loading too happens under the lock: a model switch must never unload weights another run is using.
         with self.run_lock:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("generation stopped")
+            loaded = self.cache.model(request.model)
+            if request.task != "inpaint" and is_inpainting_unet(loaded.base.unet):
+                raise ValidationError("model", f"{request.model} is an inpainting model: use it in the inpaint tab")
+            pipe = self.cache.pipeline(request.model, request.task)
+            callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
             # Schedulers are stateful: every run gets a fresh one from the model's own config.
             pipe.scheduler = build_scheduler(loaded.scheduler_config, request.sampler, request.schedule)
             output = pipe(

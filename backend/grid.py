@@ -289,6 +289,12 @@ class GridRunner:
     ) -> GridResult:
         engine = self.engine
         plan = plan_grid(request, engine)
+        # The whole grid holds the engine's lock, loading included: see Engine.run.
+        with engine.run_lock:
+            return self._run_locked(plan, on_step, cancel)
+
+    def _run_locked(self, plan: GridPlan, on_step: StepCallback | None, cancel: threading.Event | None) -> GridResult:
+        engine = self.engine
         loaded = engine.cache.model(plan.model)
         if is_inpainting_unet(loaded.base.unet):
             raise ValidationError("model", f"{plan.model} is an inpainting model: use it in the inpaint tab")
@@ -308,21 +314,18 @@ class GridRunner:
         images: dict[int, Image.Image] = {}
         seconds = [0.0] * len(plan.cells)
         guided = any(cell.guidance_scale > 1 for cell in plan.cells)
-        # engine.run_lock: one pipeline run at a time per engine, a grid's encode and batches included.
-        with engine.run_lock:
-            start = time.perf_counter()
-            embeddings = encode_prompt(pipe, plan.cells[0].prompt, plan.cells[0].negative_prompt, guided)
-            encode_share = (time.perf_counter() - start) / len(plan.cells)
+        start = time.perf_counter()
+        embeddings = encode_prompt(pipe, plan.cells[0].prompt, plan.cells[0].negative_prompt, guided)
+        encode_share = (time.perf_counter() - start) / len(plan.cells)
         for chunk in chunks:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("generation stopped")
             progress.start(chunk[0] + 1, len(chunk))
             requests = [plan.cells[k] for k in chunk]
-            with engine.run_lock:
-                if batched:
-                    done, spent = _denoise_batch(pipe, config, requests, embeddings, progress, cancel)
-                else:
-                    done, spent = _run_cell(pipe, config, requests[0], embeddings, progress, cancel)
+            if batched:
+                done, spent = _denoise_batch(pipe, config, requests, embeddings, progress, cancel)
+            else:
+                done, spent = _run_cell(pipe, config, requests[0], embeddings, progress, cancel)
             for k, image, cell_seconds in zip(chunk, done, spent, strict=True):
                 images[k], seconds[k] = image, cell_seconds + encode_share
         return self._finish(plan, [images[k] for k in range(len(plan.cells))], seconds, batched)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image, ImageFilter, ImageOps
 
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
-SIZE_MULTIPLE = 8
+SIZE_MULTIPLE = 8  # also the request validator's rule (backend.requests imports it from here)
 
 
 def size_from_image(image: Image.Image, max_width: int, max_height: int) -> tuple[int, int]:

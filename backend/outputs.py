@@ -12,11 +12,15 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, PngImagePlugin
 
 PARAMETERS_KEY = "parameters"
+_UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
 _NUMBERED = re.compile(r"^(\d{5})-")
 
 
@@ -26,13 +30,16 @@ def png_info(infotext: str) -> PngImagePlugin.PngInfo:
     return info
 
 
-def write_png_atomic(image: Image.Image, path: Path, infotext: str) -> Path:
+def write_atomic(path: Path, write: Callable[[BinaryIO], None], suffix: str = ".tmp") -> Path:
+    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".png.tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=suffix, dir=path.parent)
     try:
+        # mkstemp creates 0600; give the file the mode a plain open() would (shared output folders).
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG", pnginfo=png_info(infotext))
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -40,6 +47,10 @@ def write_png_atomic(image: Image.Image, path: Path, infotext: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_png_atomic(image: Image.Image, path: Path, infotext: str) -> Path:
+    return write_atomic(path, lambda f: image.save(f, format="PNG", pnginfo=png_info(infotext)), ".png.tmp")
 
 
 def read_infotext(image: Image.Image) -> str | None:

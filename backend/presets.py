@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
+import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .outputs import write_atomic
 from .requests import GenerationRequest
 
 PLACEHOLDER = "{prompt}"
@@ -109,17 +109,8 @@ def read_presets_json(path: Path, user: bool = False) -> tuple[list[GenerationPr
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".json.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+    write_atomic(path, lambda f: f.write(text), ".json.tmp")
 
 
 @dataclass
@@ -129,6 +120,7 @@ class PresetStore:
     styles: dict[str, Style] = field(default_factory=dict)
     presets: dict[str, GenerationPreset] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    _save_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def user_file(self) -> Path:
@@ -141,15 +133,19 @@ class PresetStore:
         return store
 
     def reload(self) -> None:
-        self.styles, self.presets, self.problems = {}, {}, []
+        # Built aside and swapped in at once: a generation reading the styles never sees them half loaded.
+        styles: dict[str, Style] = {}
+        presets: dict[str, GenerationPreset] = {}
+        all_problems: list[str] = []
         for path in sorted(self.presets_dir.glob("*.csv")):
-            styles, problems = read_styles_csv(path)
-            self.problems += problems
-            self.styles.update((s.name, s) for s in styles)  # later files win on a name clash
+            found, problems = read_styles_csv(path)
+            all_problems += problems
+            styles.update((s.name, s) for s in found)  # later files win on a name clash
         for path, user in ((self.presets_dir / "generation.json", False), (self.user_file, True)):
-            presets, problems = read_presets_json(path, user)
-            self.problems += problems
-            self.presets.update((p.name, p) for p in presets)
+            found_presets, problems = read_presets_json(path, user)
+            all_problems += problems
+            presets.update((p.name, p) for p in found_presets)
+        self.styles, self.presets, self.problems = styles, presets, all_problems
 
     def style_list(self, names: list[str] | tuple[str, ...]) -> list[Style]:
         unknown = [n for n in names if n not in self.styles]
@@ -162,12 +158,17 @@ class PresetStore:
         name = name.strip()
         if not name:
             raise ValueError("give the preset a name")
+        with self._save_lock:  # two users saving at once must not lose one of the saves
+            return self._save(name, values)
+
+    def _save(self, name: str, values: dict[str, Any]) -> GenerationPreset:
         existing = self.presets.get(name)
         if existing is not None and not existing.user:
             raise ValueError(f"{name!r} is a shipped preset; save under another name")
         current, _ = read_presets_json(self.user_file, user=True)
         entries = [{"name": p.name, "values": p.values} for p in current if p.name != name]
-        clean = {k: v for k, v in values.items() if k in PRESET_FIELDS}
+        # Width/height 0 mean "follow the input image" (img2img, inpaint): not a size to carry to other tabs.
+        clean = {k: v for k, v in values.items() if k in PRESET_FIELDS and not (k in ("width", "height") and not v)}
         entries.append({"name": name, "values": clean})
         write_json_atomic(self.user_file, {"presets": entries})
         self.reload()

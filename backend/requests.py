@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .images import SIZE_MULTIPLE
 from .samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS, supported_schedules
 from .settings import Settings
 
-SIZE_MULTIPLE = 8
 MAX_PROMPT_CHARS = 4000
 
 
@@ -170,6 +170,15 @@ def _validate_image_fields(request: Img2ImgRequest, settings: Settings, limits: 
         raise ValidationError("image", "upload an image to start from")
     changes: dict[str, Any] = {"strength": _real("strength", request.strength)}
     _in_range("strength", changes["strength"], limits["strength"])
+    steps = _whole("steps", request.steps)
+    if int(steps * changes["strength"]) < 1:
+        # The pipelines run int(steps × strength) denoising steps; zero steps is no picture at all.
+        lowest = math.ceil(100 / max(steps, 1)) / 100
+        raise ValidationError(
+            "strength",
+            f"strength {changes['strength']:g} with {steps} steps runs no denoising step: use strength {lowest:g} "
+            "or more, or more steps",
+        )
     if request.resize_mode not in RESIZE_MODES:
         raise ValidationError("resize_mode", f"resize_mode must be one of: {', '.join(RESIZE_MODES)}")
     auto = size_from_image(request.image, settings.max_width, settings.max_height)

@@ -143,7 +143,9 @@ def test_paint_mask_and_inpaint(browser, app_url, tmp_path, test_image):
             break
         except PlaywrightTimeout:
             continue
-    page.wait_for_timeout(500)  # the editor zooms the picture to fit right after showing it
+    # The editor shows the picture, then zooms it to fit (to 150% in this viewport): paint after that.
+    editor.get_by_text("150%").wait_for(timeout=10_000)
+    page.wait_for_timeout(300)
     editor.get_by_role("button", name="Brush").first.click()
     box = editor.locator("canvas").first.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2  # the picture's centre

@@ -48,3 +48,25 @@ def test_uploaded_mask_wins_and_missing_background():
     assert split_editor_value(value, uploaded)[1] is uploaded
     assert split_editor_value({"background": None, "layers": [], "composite": None}) == (None, None)
     assert split_editor_value(None) == (None, None)
+
+
+def test_send_drops_values_our_dropdowns_cannot_hold():
+    from ui.send import unusable
+
+    assert unusable({"model": "v1-5-pruned-emaonly", "sampler": "DPM++ 2M", "schedule": "Karras"}, ["SD 1.5"]) == {
+        "model": "v1-5-pruned-emaonly"
+    }
+    assert unusable({"sampler": "Restart", "schedule": "Automatic"}, []) == {
+        "sampler": "Restart",
+        "schedule": "Automatic",
+    }
+    assert unusable({"sampler": "DDIM", "schedule": "Karras"}, []) == {"schedule": "Karras"}
+    assert unusable({"model": "SD 1.5", "sampler": "Euler", "schedule": "Karras"}, ["SD 1.5"]) == {}
+
+
+def test_strokes_on_the_empty_canvas_are_not_a_picture():
+    blank = Image.new("RGBA", (800, 800), (255, 255, 255, 255))
+    value = {"background": blank, "layers": [stroke_layer((800, 800), (0, 0, 50, 50))], "composite": blank}
+    assert split_editor_value(value) == (None, None)
+    white_photo = Image.new("RGB", (640, 480), "white")
+    assert split_editor_value({"background": white_photo, "layers": []})[0] is not None

@@ -210,3 +210,9 @@ def test_inpainting_model_is_refused_outside_inpaint(tmp_path, cache_dir, tiny_r
     )
     with pytest.raises(ValidationError, match="is an inpainting model: use it in the inpaint tab"):
         engine.run(tiny_request.replace(model="Inpaint only"))
+
+
+def test_strength_too_low_for_any_step_is_refused(shared_engine, img2img):
+    with pytest.raises(ValidationError, match=r"strength 0.05 with 10 steps runs no denoising step: use strength 0.1"):
+        shared_engine.run(img2img.replace(strength=0.05, steps=10))
+    assert shared_engine.run(img2img.replace(strength=0.1, steps=10)).images

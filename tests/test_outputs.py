@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 from PIL import Image
 
+from backend import outputs
 from backend.outputs import OutputWriter, read_infotext, write_png_atomic
 
 
@@ -35,3 +39,13 @@ def test_writer_numbers_files_per_day(tmp_path):
     second = writer.save(Image.new("RGB", (8, 8)), "b", 7)
     assert first.name == "00001-42.png" and second.name == "00002-7.png"
     assert first.parent == second.parent and first.parent.parent == tmp_path
+
+
+def test_files_get_the_usual_mode_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = write_png_atomic(Image.new("RGB", (8, 8)), tmp_path / "m.png", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~outputs._UMASK
+    assert stat.S_IMODE(path.stat().st_mode) & 0o044  # readable by others (the usual umask 022)

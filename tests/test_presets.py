@@ -116,3 +116,9 @@ def test_malformed_preset_file_is_reported_and_app_starts(tmp_path, cache_dir):
     demo = build_demo(engine)
     notices = [b.value for b in demo.blocks.values() if getattr(b, "elem_id", None) == "preset-problems"]
     assert notices and "presets.json: line 3" in notices[0]
+
+
+def test_follow_image_size_is_not_saved(tmp_path):
+    store = PresetStore.load(Settings().presets_dir, tmp_path / "user")
+    saved = store.save_user_preset("from img2img", {"width": 0, "height": 0, "steps": 9, "strength": 0.4})
+    assert saved.values == {"steps": 9, "strength": 0.4}

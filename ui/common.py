@@ -275,7 +275,7 @@ def stream_generation(
                 yield *(final or _final)(item), *extras(item)
     except ValidationError as err:
         raise gr.Error(f"{err.field}: {err}") from None
-    except ModelUnavailable as err:
+    except (ModelUnavailable, ValueError) as err:  # ValueError: a pipeline refusing its arguments
         raise gr.Error(str(err)) from None
     except Cancelled:
         yield [], "Stopped. Nothing was saved.", gr.skip(), *_skips(extras)

@@ -8,6 +8,16 @@ from PIL import Image, ImageChops
 
 from backend.images import binary_mask
 
+EDITOR_CANVAS = (800, 800)  # gr.ImageEditor's default canvas_size
+
+
+def is_blank_canvas(image: Image.Image) -> bool:
+    """The editor's empty canvas (strokes painted before any picture was uploaded), not a picture."""
+    if image.size != EDITOR_CANVAS:
+        return False
+    low, high = zip(*image.convert("RGB").getextrema(), strict=True)
+    return low == high
+
 
 def split_editor_value(value: Any, uploaded_mask: Image.Image | None = None) -> tuple[Image.Image | None, Any]:
     """(image, mask) from the editor; an uploaded mask wins over painted strokes.
@@ -21,7 +31,7 @@ def split_editor_value(value: Any, uploaded_mask: Image.Image | None = None) -> 
     if isinstance(value, Image.Image):
         return value.convert("RGB"), uploaded_mask
     background = value.get("background") or value.get("composite")
-    if background is None:
+    if background is None or is_blank_canvas(background):
         return None, uploaded_mask
     image = background.convert("RGB")
     if uploaded_mask is not None:

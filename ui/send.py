@@ -10,6 +10,7 @@ from PIL import Image
 
 from backend.infotext import parse_infotext
 from backend.outputs import read_infotext
+from backend.samplers import SAMPLERS, supported_schedules
 
 from .common import TabHandle
 
@@ -43,17 +44,36 @@ def carried_fields(target: TabHandle) -> list[str]:
     return names + [name for name in target.fields if name not in names]
 
 
+def unusable(fields: dict[str, Any], models: list[str]) -> dict[str, Any]:
+    """Values from another tool (an A1111 checkpoint name, a sampler we lack) that our dropdowns cannot hold."""
+    dropped = {}
+    if "model" in fields and fields["model"] not in models:
+        dropped["model"] = fields["model"]
+    sampler = fields.get("sampler")
+    if sampler is not None and sampler not in SAMPLERS:
+        dropped["sampler"] = sampler
+        if "schedule" in fields:
+            dropped["schedule"] = fields["schedule"]
+    elif sampler is not None and fields.get("schedule") not in supported_schedules(sampler):
+        dropped["schedule"] = fields.get("schedule")
+    return dropped
+
+
 def wire_send(
     button: gr.Button, inputs: list[gr.components.Component], load: Loader, target: TabHandle, tabs: gr.Tabs
 ) -> None:
     names = carried_fields(target)
+    registry_names = [value for _, value in target.controls.model.choices]  # Gradio keeps (label, value)
     controls = {name: getattr(target.controls, name, None) or target.fields.get(name) for name in names}
     image_out = [target.image_input] if target.image_input is not None else []
 
     def send(*values):
         image, infotext = load(*values)
         fields = parse_infotext(infotext).request_fields() if infotext else {}
-        sent = [fields.get(name, gr.skip()) for name in names]
+        dropped = unusable(fields, registry_names)
+        if dropped:
+            gr.Warning("Not carried over (unknown here): " + ", ".join(f"{k} {v!r}" for k, v in dropped.items()))
+        sent = [fields.get(name, gr.skip()) if name not in dropped else gr.skip() for name in names]
         picture = [image.convert("RGB") if image is not None else gr.skip()] if image_out else []
         return [*picture, *sent, gr.Tabs(selected=target.tab_id)]
 
