@@ -216,3 +216,13 @@ def test_strength_too_low_for_any_step_is_refused(shared_engine, img2img):
     with pytest.raises(ValidationError, match=r"strength 0.05 with 10 steps runs no denoising step: use strength 0.1"):
         shared_engine.run(img2img.replace(strength=0.05, steps=10))
     assert shared_engine.run(img2img.replace(strength=0.1, steps=10)).images
+
+
+def test_inpaint_resize_mode_crops_image_and_mask_together(shared_engine, inpaint, test_image, mask):
+    result = shared_engine.run(inpaint.replace(width=64, height=64, resize_mode="Crop and resize"))
+    out = pixels(result.images[0])
+    cropped = pixels(resize(test_image, 64, 64, "Crop and resize"))
+    cropped_mask = resize(mask, 64, 64, "Crop and resize").point(lambda v: 255 if v > 127 else 0)
+    outside = far_from(cropped_mask, 3 * inpaint.mask_blur)
+    assert out.shape == (64, 64, 3) and outside.sum() > 500
+    assert np.array_equal(out[outside], cropped[outside])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from backend.images import RESIZE_MODES
 from backend.requests import INPAINT_AREAS, InpaintRequest, field_limits
 
 from .common import (
@@ -48,6 +49,9 @@ def build_tab(studio: Studio) -> TabHandle:
             inpaint_area = gr.Radio(
                 list(INPAINT_AREAS), value=INPAINT_AREAS[0], label="Inpaint area", elem_id="inpaint-area"
             )
+            resize_mode = gr.Radio(
+                list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", elem_id="inpaint-resize-mode"
+            )
             controls = build_common_controls(studio, "inpaint", size_from_image=True)
         with gr.Column(scale=1):
             out = build_output_block("inpaint")
@@ -78,6 +82,7 @@ def build_tab(studio: Studio) -> TabHandle:
         mask_blur: int,
         inpaint_area: str,
         padding: int,
+        resize_mode: str,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),
     ):
@@ -94,7 +99,7 @@ def build_tab(studio: Studio) -> TabHandle:
         controls,
         out,
         inpaint,
-        [editor, mask, strength, mask_blur, inpaint_area, padding],
+        [editor, mask, strength, mask_blur, inpaint_area, padding, resize_mode],
         api_name="inpaint",
         extra_outputs=[mask_used],
         preset_fields={"strength": strength, "mask_blur": mask_blur},
