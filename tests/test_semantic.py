@@ -11,8 +11,10 @@ import pytest
 from PIL import Image
 
 from backend.engine import Engine
+from backend.models import ModelRegistry
 from backend.requests import Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 from backend.settings import Settings
+from tests.conftest import write_registry
 from training.data import PALETTE, Scene, classify_picture, nearest_colour, render
 
 DEMO = "Demo shapes (offline)"
@@ -54,15 +56,13 @@ def test_txt2img_follows_colours_and_shapes(demo):
 
 def test_negative_prompt_steers_away(demo):
     """With the prompt silent on colour, the negative prompt must remove the colour it names."""
-    base = Txt2ImgRequest(prompt="a circle on a black background", steps=16, guidance_scale=7.0)
-    reds = []
+    base = Txt2ImgRequest(prompt="a circle on a black background", steps=16, guidance_scale=6.0, batch_size=8)
+    reds = {}
     for negative in ("", "red"):
-        colours = [
-            classify_picture(im)["colour"]
-            for im in run(demo, base.replace(negative_prompt=negative, seed=3, batch_size=6)).images
-        ]
-        reds.append(colours.count("red"))
-    assert reds[1] == 0 and reds[1] <= reds[0]
+        images = [im for seed in (3, 11) for im in run(demo, base.replace(negative_prompt=negative, seed=seed)).images]
+        reds[negative] = [classify_picture(im)["colour"] for im in images].count("red")
+    # Measured: about 9 of 16 circles are red without the negative prompt, 0-1 with it.
+    assert reds[""] >= 5 and reds["red"] <= 2, reds
 
 
 def test_img2img_strength(demo):
@@ -77,7 +77,19 @@ def test_img2img_strength(demo):
     assert high["background"] == "green"  # strength 0.95 follows the new prompt
 
 
-def test_inpaint_paints_inside_and_keeps_outside(demo):
+@pytest.fixture(scope="module")
+def blending_demo(tmp_path_factory) -> Engine:
+    """The demo model listed without its inpainting UNet: inpaint falls back to latent blending."""
+    folder = tmp_path_factory.mktemp("blending")
+    registry = ModelRegistry.load(write_registry(folder / "models.json", [DEMO], source="models/demo"))
+    return Engine(Settings(offline=True, output_dir=folder, save_outputs=False, default_model=DEMO), registry)
+
+
+@pytest.mark.parametrize("strategy", ["dedicated 9-channel UNet", "latent blending"])
+def test_inpaint_paints_inside_and_keeps_outside(demo, blending_demo, strategy):
+    engine = demo if strategy.startswith("dedicated") else blending_demo
+    expected_channels = 9 if strategy.startswith("dedicated") else 4
+    assert engine.cache.pipeline(DEMO, "inpaint").unet.config.in_channels == expected_channels
     source = Image.new("RGB", (64, 64), PALETTE["blue"])
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))
@@ -91,7 +103,7 @@ def test_inpaint_paints_inside_and_keeps_outside(demo):
         strength=1.0,
         mask_blur=2,
     )
-    out = np.asarray(run(demo, request).images[0]).astype(int)
+    out = np.asarray(run(engine, request).images[0]).astype(int)
     inside = out[20:44, 20:44].reshape(-1, 3)
     yellow = np.mean([nearest_colour(px) == "yellow" for px in inside])
     assert yellow > 0.5, yellow
