@@ -239,3 +239,38 @@ def test_png_info_reads_and_sends_to_txt2img(browser, app_url, tmp_path):
     assert page.locator("#txt2img-cfg input[type=number]").input_value() == "4.5"
     assert page.locator("#txt2img-schedule input").input_value() == "Karras"
     page.close()
+
+
+def test_stop_cancels_a_queued_run_and_only_that_users(browser, app_url):
+    first, second = browser.new_page(), browser.new_page()  # two users, two sessions
+    for page, prompt in ((first, "a long picture"), (second, "a queued picture")):
+        page.goto(app_url)
+        page.locator("#txt2img-prompt textarea").fill(prompt)
+        set_number(page, "txt2img-steps", "150")
+    first.locator("#txt2img-generate").click()
+    first.wait_for_function(
+        "() => document.querySelector('#txt2img-infotext textarea').value.startsWith('Step ')", timeout=60_000
+    )
+    # Remember whether the second user's run ever draws a step.
+    second.evaluate(
+        "() => { window.sawStep = false; setInterval(() => { if (document.querySelector("
+        "'#txt2img-infotext textarea').value.startsWith('Step ')) window.sawStep = true; }, 20); }"
+    )
+    second.locator("#txt2img-generate").click()  # waits in the queue behind the first user's run
+    second.wait_for_timeout(500)
+    second.locator("#txt2img-stop").click()
+    # The second user's Stop did not stop the first user's run: it still advances.
+    step = first.locator("#txt2img-infotext textarea").input_value()
+    first.wait_for_function(
+        f"() => {{ const v = document.querySelector('#txt2img-infotext textarea').value; "
+        f"return v.startsWith('Step ') && v !== {step!r}; }}",
+        timeout=30_000,
+    )
+    first.locator("#txt2img-stop").click()  # frees the queue: the second run starts, sees its Stop, ends
+    for page in (first, second):
+        page.wait_for_function(
+            "() => document.querySelector('#txt2img-infotext textarea').value.startsWith('Stopped')", timeout=60_000
+        )
+    assert second.evaluate("() => window.sawStep") is False
+    first.close()
+    second.close()

@@ -311,7 +311,12 @@ def wire_generation(
     if controls.presets is not None:
         targets = {name: getattr(controls, name) for name in COMMON_FIELDS} | (preset_fields or {})
         wire_preset_row(studio.engine.presets, controls.presets, targets)
-    out.generate.click(
+
+    def enqueue(request: gr.Request) -> None:
+        studio.cancels.enqueue(request.session_hash or "")
+
+    # Registered at click time (no queue), so Stop also reaches a run still waiting in the queue.
+    out.generate.click(enqueue, queue=False, api_visibility="private").then(
         handler,
         inputs=controls.inputs() + extra_inputs,
         outputs=out.outputs() + (extra_outputs or []),

@@ -1,4 +1,8 @@
-"""Per-session stop buttons: a user's Stop cancels that user's run, never anybody else's."""
+"""Per-session stop buttons: a user's Stop cancels that user's run, never anybody else's.
+
+A run is registered when its Generate is clicked (``enqueue``), before it waits in the queue, so Stop also
+cancels a run that has not started yet; ``start`` then picks up that same event.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,15 @@ class CancelRegistry:
         self._events: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def start(self, session: str) -> threading.Event:
-        event = threading.Event()
+    def enqueue(self, session: str) -> None:
+        """Generate was clicked: a fresh, not yet cancelled event for this session's next run."""
         with self._lock:
-            self._events[session] = event
-        return event
+            self._events[session] = threading.Event()
+
+    def start(self, session: str) -> threading.Event:
+        """The run begins: the event registered at click time (possibly already set), or a new one."""
+        with self._lock:
+            return self._events.setdefault(session, threading.Event())
 
     def cancel(self, session: str) -> bool:
         with self._lock:
