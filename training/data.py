@@ -253,7 +253,7 @@ if __name__ == "__main__":  # a quick look: python training/data.py [out.png]
         .reshape(4 * RESOLUTION, 4 * RESOLUTION, 3)
     )
     Image.fromarray(grid).resize((512, 512), Image.NEAREST).save(
-        sys.argv[1] if len(sys.argv) > 1 else "/tmp/demo_grid.png"
+        sys.argv[1] if len(sys.argv) > 1 else "data_samples.png"
     )
     ok = sum(
         classify_picture(p)["shape"] == s.shape and classify_picture(p)["colour"] == s.colour
