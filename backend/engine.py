@@ -18,7 +18,7 @@ from PIL import Image
 from .infotext import format_infotext
 from .models import ModelRegistry
 from .outputs import OutputWriter
-from .pipelines import PipelineCache, is_cached, is_inpainting_unet
+from .pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from .presets import PresetStore, apply_styles
 from .preview import latents_to_rgb
 from .requests import GenerationRequest, GenerationResult, ValidationError, validate
@@ -43,9 +43,14 @@ class StepEvent:
 StepCallback = Callable[[StepEvent], None]
 
 
+def batch_seeds(seed: int, count: int) -> list[int]:
+    """The seeds of a batch: seed, seed+1, … wrapping at the largest seed."""
+    return [(seed + i) % (MAX_SEED + 1) for i in range(count)]
+
+
 def generators(seed: int, count: int) -> list[torch.Generator]:
     """One CPU generator per image (seed, seed+1, …): the same image on any device and batch size."""
-    return [torch.Generator("cpu").manual_seed((seed + i) % (MAX_SEED + 1)) for i in range(count)]
+    return [torch.Generator("cpu").manual_seed(s) for s in batch_seeds(seed, count)]
 
 
 class Engine:
@@ -88,9 +93,7 @@ class Engine:
         with self.run_lock:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("generation stopped")
-            loaded = self.cache.model(request.model)
-            if request.task != "inpaint" and is_inpainting_unet(loaded.base.unet):
-                raise ValidationError("model", f"{request.model} is an inpainting model: use it in the inpaint tab")
+            loaded = self.load_for(request.model, request.task)
             pipe = self.cache.pipeline(request.model, request.task)
             callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
             # Schedulers are stateful: every run gets a fresh one from the model's own config.
@@ -102,7 +105,7 @@ class Engine:
                 callback_on_step_end_tensor_inputs=["latents"],
             )
         images: list[Image.Image] = prepared.finish(list(output.images))
-        seeds = [(request.seed + i) % (MAX_SEED + 1) for i in range(len(images))]
+        seeds = batch_seeds(request.seed, len(images))
         infotexts = [format_infotext(request, seed, prepared.infotext) for seed in seeds]
         paths = []
         if self.settings.save_outputs:
@@ -110,6 +113,13 @@ class Engine:
                 self.writer.save(img, text, seed) for img, text, seed in zip(images, infotexts, seeds, strict=True)
             ]
         return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras)
+
+    def load_for(self, model: str, task: str) -> LoadedModel:
+        """The loaded model, refused with a clear message when it cannot do ``task`` (call under run_lock)."""
+        loaded = self.cache.model(model)
+        if task != "inpaint" and is_inpainting_unet(loaded.base.unet):
+            raise ValidationError("model", f"{model} is an inpainting model: use it in the inpaint tab")
+        return loaded
 
     def apply_styles(self, request: GenerationRequest) -> GenerationRequest:
         """The request with its styles merged into the prompts (what runs and what the infotext says)."""

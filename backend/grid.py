@@ -26,7 +26,6 @@ from PIL import Image, ImageDraw, ImageFont
 from .engine import MAX_SEED, Cancelled, Engine, StepCallback, StepEvent, generators
 from .infotext import format_infotext
 from .outputs import PARAMETERS_KEY
-from .pipelines import is_inpainting_unet
 from .preview import latents_to_rgb
 from .requests import Txt2ImgRequest, ValidationError, validate
 from .samplers import DEFAULT_SCHEDULE, SAMPLERS, SCHEDULES, build_scheduler, split_legacy_name, supported_schedules
@@ -295,9 +294,7 @@ class GridRunner:
 
     def _run_locked(self, plan: GridPlan, on_step: StepCallback | None, cancel: threading.Event | None) -> GridResult:
         engine = self.engine
-        loaded = engine.cache.model(plan.model)
-        if is_inpainting_unet(loaded.base.unet):
-            raise ValidationError("model", f"{plan.model} is an inpainting model: use it in the inpaint tab")
+        loaded = engine.load_for(plan.model, "txt2img")
         pipe = engine.cache.pipeline(plan.model, "txt2img")
         batched = self.batch and can_batch(pipe)
         chunks = _chunks(plan.cells, engine.settings.max_batch if batched else 1)

@@ -31,6 +31,10 @@ KEYS: dict[str, tuple[str, type]] = {
 }
 
 
+# Every key whose value a request field takes (the rest of a text's keys are kept as they are).
+REQUEST_KEYS = frozenset(KEYS) | {"Sampler", "Schedule type", "Size"}
+
+
 def _quote(value: Any) -> str:
     text = f"{value:g}" if isinstance(value, float) else str(value)
     if any(c in text for c in ',:"\n'):

@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from .infotext import InfoText, parse_infotext
+from .infotext import REQUEST_KEYS, InfoText, parse_infotext
 from .outputs import read_infotext
 
 EXIF_IFD = 0x8769
@@ -56,18 +56,5 @@ def parameters_dict(info: InfoText) -> dict[str, Any]:
     wanted = ("prompt", "negative_prompt", "steps", "sampler", "schedule", "guidance_scale", "seed", "width", "height")
     result: dict[str, Any] = {name: fields.get(name) for name in wanted}
     result.update({k: v for k, v in fields.items() if k not in result})
-    result["other"] = {k: v for k, v in info.params.items() if k not in _CONSUMED}
+    result["other"] = {k: v for k, v in info.params.items() if k not in REQUEST_KEYS}
     return result
-
-
-_CONSUMED = {
-    "Steps",
-    "Sampler",
-    "Schedule type",
-    "CFG scale",
-    "Seed",
-    "Size",
-    "Model",
-    "Denoising strength",
-    "Mask blur",
-}
