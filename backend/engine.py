@@ -15,16 +15,18 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .annotators import Annotators
+from .images import resize
 from .infotext import format_infotext
 from .models import ModelRegistry
 from .outputs import OutputWriter
 from .pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from .presets import PresetStore, apply_styles
 from .preview import latents_to_rgb
-from .requests import GenerationRequest, GenerationResult, ValidationError, validate
+from .requests import ControlNetRequest, GenerationRequest, GenerationResult, ValidationError, validate
 from .samplers import build_scheduler
 from .settings import Settings
-from .tasks import prepare
+from .tasks import pipeline_key, prepare
 
 MAX_SEED = 2**32 - 1
 
@@ -58,6 +60,7 @@ class Engine:
         self.settings = settings
         self.registry = registry or ModelRegistry.load(settings.models_file)
         self.cache = cache or PipelineCache(self.registry, settings)
+        self.annotators = Annotators(settings, self.cache.plan)
         self.writer = OutputWriter(settings.output_dir)
         self.presets = PresetStore.load(settings.presets_dir, settings.user_dir)
         self.default_model, self.startup_notice = self._choose_default_model()
@@ -88,13 +91,17 @@ class Engine:
             request = request.replace(model=self.default_model)
         if request.seed == -1:
             request = request.replace(seed=random.randint(0, MAX_SEED))
-        prepared = prepare(request)
         # Loading too happens under the lock: a model switch must never unload weights another run is using.
         with self.run_lock:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("generation stopped")
             loaded = self.load_for(request.model, request.task)
-            pipe = self.cache.pipeline(request.model, request.task)
+            context = {}
+            if isinstance(request, ControlNetRequest):
+                self._check_controlnets(loaded, request)
+                context["maps"] = self._control_maps(request)
+            prepared = prepare(request, **context)
+            pipe = self.cache.pipeline(request.model, *pipeline_key(request))
             callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
             # Schedulers are stateful: every run gets a fresh one from the model's own config.
             pipe.scheduler = build_scheduler(loaded.scheduler_config, request.sampler, request.schedule)
@@ -120,6 +127,35 @@ class Engine:
         if task != "inpaint" and is_inpainting_unet(loaded.base.unet):
             raise ValidationError("model", f"{model} is an inpainting model: use it in the inpaint tab")
         return loaded
+
+    def control_maps(self, request: ControlNetRequest) -> list[Image.Image]:
+        """Only the preprocessing of a ControlNet request: each unit's control map at the output size."""
+        request = validate(request, self.settings)
+        with self.run_lock:  # detectors may share the GPU with the pipelines
+            return self._control_maps(request)
+
+    def _control_maps(self, request: ControlNetRequest) -> list[Image.Image]:
+        size = (request.width, request.height)
+        maps = []
+        for unit in request.units:
+            if unit.preprocessor == "none":
+                maps.append(resize(unit.image.convert("RGB"), *size, request.resize_mode))
+            else:
+                maps.append(
+                    self.annotators.control_map(unit.control_type, unit.image, size, unit, request.resize_mode)
+                )
+        return maps
+
+    @staticmethod
+    def _check_controlnets(loaded: LoadedModel, request: ControlNetRequest) -> None:
+        for index, unit in enumerate(request.units):
+            if loaded.spec.controlnet(unit.control_type) is None:
+                have = ", ".join(t for t, _ in loaded.spec.controlnets) or "none"
+                raise ValidationError(
+                    "control_type" if index == 0 else f"control_type_{index + 1}",
+                    f"{loaded.spec.name} has no {unit.control_type} ControlNet (it has: {have}); pick another "
+                    "control type or model",
+                )
 
     def apply_styles(self, request: GenerationRequest) -> GenerationRequest:
         """The request with its styles merged into the prompts (what runs and what the infotext says)."""

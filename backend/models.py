@@ -3,6 +3,9 @@
 A model's ``source`` is a Hugging Face hub id, a local diffusers folder (relative paths are resolved
 against the project root), a single ``.safetensors``/``.ckpt`` checkpoint file, or ``builtin:<name>``
 for a model the project builds itself (see ``backend.tiny``).
+
+ControlNets are listed per family (``families.<family>.controlnets``: control type → source); a model's own
+``controlnets`` replace its family's (a model with its own architecture, like the demo model, needs its own).
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ class ModelSpec:
     latent_rgb_factors: tuple[tuple[float, float, float], ...]
     inpaint: str | None = None
     description: str = ""
+    controlnets: tuple[tuple[str, str], ...] = ()  # (control type, source) pairs
+
+    def controlnet(self, control_type: str) -> str | None:
+        """The source of this model's ControlNet for ``control_type``, if it has one."""
+        return dict(self.controlnets).get(control_type)
 
     @property
     def kind(self) -> str:
@@ -107,6 +115,7 @@ class ModelRegistry:
                     latent_rgb_factors=tuple(tuple(row) for row in family["latent_rgb_factors"]),
                     inpaint=entry.get("inpaint"),
                     description=entry.get("description", ""),
+                    controlnets=tuple(entry.get("controlnets", family.get("controlnets", {})).items()),
                 )
             except KeyError as err:
                 raise RegistryError(f"{where}: missing or unknown {err.args[0]!r}") from None

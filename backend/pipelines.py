@@ -21,6 +21,7 @@ from diffusers import (
     AutoPipelineForImage2Image,
     AutoPipelineForInpainting,
     AutoPipelineForText2Image,
+    ControlNetModel,
     DiffusionPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
@@ -35,6 +36,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 TASK_PIPELINES: dict[str, Any] = {
+    "txt2img": AutoPipelineForText2Image,
     "img2img": AutoPipelineForImage2Image,
     "inpaint": AutoPipelineForInpainting,
 }
@@ -50,34 +52,45 @@ class LoadedModel:
     base: DiffusionPipeline
     scheduler_config: dict[str, Any]
     memory_options: list[str] = field(default_factory=list)
-    derived: dict[str, DiffusionPipeline] = field(default_factory=dict)
+    derived: dict[tuple[str, ...], DiffusionPipeline] = field(default_factory=dict)  # (task, *ControlNet sources)
+    controlnets: dict[str, ControlNetModel] = field(default_factory=dict)  # source → model, loaded once
 
 
-def is_cached(repo_id: str) -> bool:
-    """Whether a hub model is in the local hub cache (no network)."""
+def is_cached(repo_id: str, marker: str = "model_index.json") -> bool:
+    """Whether a hub model is in the local hub cache (no network); ``marker`` is a file every copy has."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id, "model_index.json")
+    found = try_to_load_from_cache(repo_id, marker)
     return isinstance(found, str)
 
 
-BUILTIN_MODELS = {"tiny": {"inpaint": False}, "tiny-inpaint": {"inpaint": True}}
+# Built-in models: name → how to build it into a folder (once; later loads read the folder).
+BUILTIN_MODELS: dict[str, Callable[[Path], Path]] = {
+    "tiny": lambda path: tiny.ensure(path),
+    "tiny-inpaint": lambda path: tiny.ensure(path, inpaint=True),
+    "tiny-controlnet-canny": lambda path: tiny.ensure_controlnet(path, seed=1),
+    "tiny-controlnet-depth": lambda path: tiny.ensure_controlnet(path, seed=2),
+    "tiny-controlnet-pose": lambda path: tiny.ensure_controlnet(path, seed=3),
+}
 
 
-def resolve_source(name: str, source: str, settings: Settings) -> str:
-    """Where ``from_pretrained``/``from_single_file`` should read ``source`` from (``name`` for messages)."""
+def resolve_source(name: str, source: str, settings: Settings, marker: str = "model_index.json") -> str:
+    """Where ``from_pretrained``/``from_single_file`` should read ``source`` from (``name`` for messages).
+
+    ``marker``: a file a hub copy has in the cache (a pipeline's model_index.json, a lone model's config.json).
+    """
     kind = source_kind(source)
     if kind == "builtin":
         builtin = source.split(":", 1)[1]
         if builtin not in BUILTIN_MODELS:
             raise ModelUnavailable(f"{name}: unknown built-in model {builtin!r}")
-        return str(tiny.ensure(settings.cache_dir / builtin, **BUILTIN_MODELS[builtin]))
+        return str(BUILTIN_MODELS[builtin](settings.cache_dir / builtin))
     if kind in ("folder", "single_file"):
         path = local_path(source)
         if not path.exists():
             raise ModelUnavailable(f"{name}: {source} does not exist; fix its source in the models file")
         return str(path)
-    if settings.offline and not is_cached(source):
+    if settings.offline and not is_cached(source, marker):
         raise ModelUnavailable(
             f"{name} ({source}) is not available offline: its weights are not in the local "
             "Hugging Face cache. Run once with network access to download it, or list a local folder "
@@ -127,6 +140,28 @@ def load_inpaint_unet(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> 
     return unet
 
 
+def load_controlnet(spec: ModelSpec, control_type: str, settings: Settings, plan: DevicePlan) -> ControlNetModel:
+    """The model's ControlNet for ``control_type`` (a hub id, a diffusers folder or a built-in one)."""
+    where = spec.controlnet(control_type)
+    if where is None:
+        have = ", ".join(t for t, _ in spec.controlnets) or "none"
+        raise ModelUnavailable(
+            f"{spec.name} has no {control_type} ControlNet (it has: {have}). Add one under \"controlnets\" for "
+            f"its entry or its family ({spec.family}) in presets/models.json."
+        )
+    source = resolve_source(f"{spec.name}'s {control_type} ControlNet", where, settings, marker="config.json")
+    local_only = settings.offline or source_kind(where) != "hub"
+    try:
+        return ControlNetModel.from_pretrained(
+            source, dtype=plan.dtype, use_safetensors=True, local_files_only=local_only
+        )
+    except (OSError, ValueError) as err:
+        raise ModelUnavailable(
+            f"{spec.name}: could not load its {control_type} ControlNet {where}: {err}. Without a network, list a "
+            "local diffusers folder for it in presets/models.json."
+        ) from err
+
+
 def is_inpainting_unet(unet: Any) -> bool:
     """A dedicated inpainting UNet takes 9 channels: latents, mask, masked-image latents."""
     return unet.config.in_channels == 9
@@ -164,22 +199,41 @@ class PipelineCache:
             self._models[name] = loaded
             return loaded
 
-    def pipeline(self, name: str, task: str) -> DiffusionPipeline:
+    def controlnet(self, name: str, control_type: str) -> ControlNetModel:
+        """The model's ControlNet for ``control_type``, loaded once and kept with the model."""
         loaded = self.model(name)
-        if task == "txt2img":
-            return loaded.base
         with self._lock:
-            if task not in loaded.derived:
+            source = loaded.spec.controlnet(control_type) or ""
+            if source not in loaded.controlnets:
+                log.info("loading %s's %s ControlNet", name, control_type)
+                loaded.controlnets[source] = load_controlnet(loaded.spec, control_type, self.settings, self.plan)
+            return loaded.controlnets[source]
+
+    def pipeline(self, name: str, task: str, control_types: tuple[str, ...] = ()) -> DiffusionPipeline:
+        """The model's pipeline for ``task``, with the ControlNets of ``control_types`` attached (in order).
+
+        Every derived pipeline shares the base pipeline's modules: attaching or switching ControlNets never
+        loads or copies the base weights again.
+        """
+        loaded = self.model(name)
+        if task == "txt2img" and not control_types:
+            return loaded.base
+        controlnets = [self.controlnet(name, control_type) for control_type in control_types]
+        key = (task, *(loaded.spec.controlnet(t) or "" for t in control_types))
+        with self._lock:
+            if key not in loaded.derived:
                 components: dict[str, Any] = {}
                 if task == "inpaint" and loaded.spec.inpaint and not is_inpainting_unet(loaded.base.unet):
                     components["unet"] = load_inpaint_unet(loaded.spec, self.settings, self.plan)
+                if controlnets:
+                    components["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
                 # from_pipe casts to float32 unless told the dtype, which would convert the shared weights.
                 pipe = TASK_PIPELINES[task].from_pipe(loaded.base, dtype=loaded.base.dtype, **components)
                 pipe.set_progress_bar_config(disable=True)
                 if components:
                     apply_memory_options(pipe, self.settings, self.plan)
-                loaded.derived[task] = pipe
-            return loaded.derived[task]
+                loaded.derived[key] = pipe
+            return loaded.derived[key]
 
     def unload(self, name: str) -> None:
         with self._lock:
@@ -188,6 +242,7 @@ class PipelineCache:
                 return
             log.info("unloading %s", name)
             loaded.derived.clear()
+            loaded.controlnets.clear()
             if hasattr(loaded.base, "remove_all_hooks"):
                 loaded.base.remove_all_hooks()
             del loaded

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .annotators import CONTROL_TYPES, PREPROCESSORS
 from .images import SIZE_MULTIPLE
 from .samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS, supported_schedules
 from .settings import Settings
@@ -47,6 +48,12 @@ def field_limits(settings: Settings) -> dict[str, Limit]:
         "strength": Limit(0.0, 1.0, 0.01),
         "mask_blur": Limit(0, 64),
         "padding": Limit(0, 256),
+        "conditioning_scale": Limit(0.0, 2.0, 0.05),
+        "guidance_start": Limit(0.0, 1.0, 0.01),
+        "guidance_end": Limit(0.0, 1.0, 0.01),
+        "low_threshold": Limit(1, 255),
+        "high_threshold": Limit(1, 255),
+        "detect_resolution": Limit(0, max(settings.max_width, settings.max_height), SIZE_MULTIPLE),
     }
 
 
@@ -104,6 +111,45 @@ class InpaintRequest(Img2ImgRequest):
 
 
 INPAINT_AREAS = ("Whole picture", "Only masked")
+
+
+@dataclass
+class ControlUnit:
+    """One ControlNet: its reference picture, how that becomes a control map, and how strongly it steers."""
+
+    image: Any = None  # PIL image: a picture to preprocess, or a ready control map (preprocessor "none")
+    control_type: str = "canny"  # which ControlNet: canny | depth | pose
+    preprocessor: str = "auto"  # auto: the control type's detector; none: ``image`` already is the map
+    conditioning_scale: float = 1.0  # 0 = no effect
+    guidance_start: float = 0.0  # fraction of the steps where the ControlNet starts acting
+    guidance_end: float = 1.0  # … and where it stops
+    low_threshold: int = 100  # canny
+    high_threshold: int = 200  # canny
+    detect_resolution: int = 0  # the detector's working short side; 0 = the output's
+    pose_body: bool = True
+    pose_hands: bool = False
+    pose_face: bool = False
+
+    def replace(self, **changes: Any) -> ControlUnit:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class ControlNetRequest(GenerationRequest):
+    """ControlNet from noise, or from ``init_image`` with ``strength`` (img2img). Several units steer together.
+
+    ``width``/``height`` 0 = the size of the init image if there is one, else of the first unit's picture.
+    """
+
+    units: tuple[ControlUnit, ...] = ()
+    guess_mode: bool = False  # the ControlNet sees no prompt: it recognises the content from the map alone
+    init_image: Any = None  # PIL image; None = start from noise
+    strength: float = 0.75
+    resize_mode: str = "Crop and resize"  # how pictures and maps are fitted to the output size
+    width: int = 0
+    height: int = 0
+
+    task: ClassVar[str] = "controlnet"
 
 
 @dataclass
@@ -168,17 +214,7 @@ def _validate_image_fields(request: Img2ImgRequest, settings: Settings, limits: 
 
     if request.image is None or not hasattr(request.image, "size"):
         raise ValidationError("image", "upload an image to start from")
-    changes: dict[str, Any] = {"strength": _real("strength", request.strength)}
-    _in_range("strength", changes["strength"], limits["strength"])
-    steps = _whole("steps", request.steps)
-    if int(steps * changes["strength"]) < 1:
-        # The pipelines run int(steps × strength) denoising steps; zero steps is no picture at all.
-        lowest = math.ceil(100 / max(steps, 1)) / 100
-        raise ValidationError(
-            "strength",
-            f"strength {changes['strength']:g} with {steps} steps runs no denoising step: use strength {lowest:g} "
-            "or more, or more steps",
-        )
+    changes: dict[str, Any] = {"strength": _validate_strength(request.strength, request.steps, limits)}
     if request.resize_mode not in RESIZE_MODES:
         raise ValidationError("resize_mode", f"resize_mode must be one of: {', '.join(RESIZE_MODES)}")
     auto = size_from_image(request.image, settings.max_width, settings.max_height)
@@ -202,6 +238,79 @@ def _validate_image_fields(request: Img2ImgRequest, settings: Settings, limits: 
     return changes
 
 
+def _validate_strength(strength: Any, steps: Any, limits: dict[str, Limit]) -> float:
+    value = _real("strength", strength)
+    _in_range("strength", value, limits["strength"])
+    steps = _whole("steps", steps)
+    if int(steps * value) < 1:
+        # The pipelines run int(steps × strength) denoising steps; zero steps is no picture at all.
+        lowest = math.ceil(100 / max(steps, 1)) / 100
+        raise ValidationError(
+            "strength",
+            f"strength {value:g} with {steps} steps runs no denoising step: use strength {lowest:g} "
+            "or more, or more steps",
+        )
+    return value
+
+
+def _validate_unit(unit: ControlUnit, index: int, limits: dict[str, Limit], first_image: Any) -> ControlUnit:
+    def name(field_name: str) -> str:  # the API keyword: unit 1's fields are plain, unit 2's end in _2
+        return field_name if index == 0 else f"{field_name}_{index + 1}"
+
+    image = unit.image if unit.image is not None else first_image
+    if image is None or not hasattr(image, "size"):
+        raise ValidationError(name("image"), "upload a reference picture for the ControlNet")
+    if unit.control_type not in CONTROL_TYPES:
+        raise ValidationError(
+            name("control_type"), f"control type must be one of: {', '.join(CONTROL_TYPES)}; got {unit.control_type!r}"
+        )
+    if unit.preprocessor not in PREPROCESSORS:
+        raise ValidationError(name("preprocessor"), f"preprocessor must be one of: {', '.join(PREPROCESSORS)}")
+    changes: dict[str, Any] = {"image": image}
+    for field_name in ("conditioning_scale", "guidance_start", "guidance_end"):
+        changes[field_name] = _real(name(field_name), getattr(unit, field_name))
+        _in_range(name(field_name), changes[field_name], limits[field_name])
+    if changes["guidance_start"] >= changes["guidance_end"]:
+        raise ValidationError(
+            name("guidance_start"),
+            f"guidance start ({changes['guidance_start']:g}) must be below guidance end ({changes['guidance_end']:g})",
+        )
+    for field_name in ("low_threshold", "high_threshold", "detect_resolution"):
+        changes[field_name] = _whole(name(field_name), getattr(unit, field_name))
+        _in_range(name(field_name), changes[field_name], limits[field_name])
+    if changes["low_threshold"] > changes["high_threshold"]:
+        raise ValidationError(name("low_threshold"), "the canny low threshold must not be above the high threshold")
+    for field_name in ("pose_body", "pose_hands", "pose_face"):
+        changes[field_name] = bool(getattr(unit, field_name))
+    return unit.replace(**changes)
+
+
+def _validate_controlnet_fields(
+    request: ControlNetRequest, settings: Settings, limits: dict[str, Limit]
+) -> dict[str, Any]:
+    from .images import RESIZE_MODES, size_from_image
+
+    if not request.units:
+        raise ValidationError("control_type", "add at least one ControlNet unit")
+    first = request.units[0].image
+    units = tuple(_validate_unit(unit, i, limits, first) for i, unit in enumerate(request.units))
+    changes: dict[str, Any] = {"units": units, "guess_mode": bool(request.guess_mode)}
+    if request.init_image is not None:
+        if not hasattr(request.init_image, "size"):
+            raise ValidationError("init_image", "the init image must be a picture")
+        changes["strength"] = _validate_strength(request.strength, request.steps, limits)
+    if request.resize_mode not in RESIZE_MODES:
+        raise ValidationError("resize_mode", f"resize_mode must be one of: {', '.join(RESIZE_MODES)}")
+    sized_by = request.init_image if request.init_image is not None else units[0].image
+    auto = size_from_image(sized_by, settings.max_width, settings.max_height)
+    for index, name in enumerate(("width", "height")):
+        value = _whole(name, getattr(request, name))
+        if value != 0:
+            _in_range(name, value, limits[name])
+        changes[name] = value or auto[index]
+    return changes
+
+
 def validate(request: GenerationRequest, settings: Settings, models: Iterable[str] = ()) -> GenerationRequest:
     """Return a normalised copy of ``request`` or raise ``ValidationError`` naming the bad field."""
     limits = field_limits(settings)
@@ -210,9 +319,10 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
         "negative_prompt": _text("negative_prompt", request.negative_prompt),
         "styles": tuple(request.styles or ()),
     }
-    image_sizes = isinstance(request, Img2ImgRequest)
-    if image_sizes:
+    if isinstance(request, Img2ImgRequest):
         changes.update(_validate_image_fields(request, settings, limits))
+    elif isinstance(request, ControlNetRequest):
+        changes.update(_validate_controlnet_fields(request, settings, limits))
     for name in ("seed", "steps", "width", "height", "batch_size"):
         if name in changes:
             continue

@@ -36,6 +36,8 @@ class Settings:
     max_models: int = 1  # models kept resident; the least recently used one is unloaded
     offline: bool = False  # never touch the network; only local folders and the local hub cache
     cache_dir: Path = field(default_factory=_default_cache_dir)  # built-in models are written here
+    # ControlNet preprocessor weights (depth, pose): a hub repository or a local folder with the same files.
+    annotators: str = "lllyasviel/Annotators"
     # Device and memory.
     device: str = "auto"  # auto | cuda | mps | cpu
     dtype: str = "auto"  # auto | float16 | bfloat16 | float32

@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image
 
 from .images import blend_back, blur_mask, resize
-from .requests import GenerationRequest, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
+from .requests import ControlNetRequest, GenerationRequest, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 
 
 @dataclass
@@ -64,12 +64,70 @@ def prepare_inpaint(request: InpaintRequest) -> Prepared:
     return Prepared(kwargs, finish, extra, {"mask": soft})
 
 
-PREPARERS: dict[str, Callable[[Any], Prepared]] = {
+def prepare_controlnet(request: ControlNetRequest, maps: list[Image.Image]) -> Prepared:
+    """``maps``: each unit's control map at the output size (the engine runs the preprocessors)."""
+    units = request.units
+
+    def per_unit(values: list[Any]) -> Any:
+        # One ControlNet takes plain values; several (a MultiControlNetModel) take one value per unit.
+        return values[0] if len(values) == 1 else values
+
+    kwargs = {
+        **_common(request),
+        "controlnet_conditioning_scale": per_unit([u.conditioning_scale for u in units]),
+        "control_guidance_start": per_unit([u.guidance_start for u in units]),
+        "control_guidance_end": per_unit([u.guidance_end for u in units]),
+        "guess_mode": request.guess_mode,
+    }
+    extra: dict[str, Any] = {}
+    if request.init_image is not None:
+        init = resize(request.init_image, request.width, request.height, request.resize_mode)
+        kwargs.update(image=init, control_image=per_unit(maps), strength=request.strength)
+        extra["Denoising strength"] = request.strength
+    else:
+        kwargs["image"] = per_unit(maps)
+    if request.guess_mode:
+        extra["Guess mode"] = True
+    for index, unit in enumerate(units):
+        extra[f"ControlNet {index}"] = unit_infotext(unit, min(request.width, request.height))
+    return Prepared(kwargs, infotext=extra, extras={"control_maps": maps})
+
+
+def unit_infotext(unit: Any, output_side: int) -> str:
+    """A1111's per-unit ControlNet entry ("Module: …, Model: …, Weight: …"), with our type names."""
+    parts = {
+        "Module": unit.control_type if unit.preprocessor == "auto" else "none",
+        "Model": unit.control_type,
+        "Weight": f"{unit.conditioning_scale:g}",
+        "Guidance Start": f"{unit.guidance_start:g}",
+        "Guidance End": f"{unit.guidance_end:g}",
+    }
+    if unit.preprocessor == "auto":
+        parts["Processor Res"] = str(unit.detect_resolution or output_side)
+        if unit.control_type == "canny":
+            parts.update({"Threshold A": str(unit.low_threshold), "Threshold B": str(unit.high_threshold)})
+        if unit.control_type == "pose":
+            chosen = {"body": unit.pose_body, "hands": unit.pose_hands, "face": unit.pose_face}
+            parts["Pose"] = "+".join(name for name, on in chosen.items() if on) or "nothing"
+    return ", ".join(f"{key}: {value}" for key, value in parts.items())
+
+
+def pipeline_key(request: GenerationRequest) -> tuple[str, tuple[str, ...]]:
+    """Which pipeline runs ``request``: the task pipeline and the control types of its ControlNets."""
+    if isinstance(request, ControlNetRequest):
+        task = "img2img" if request.init_image is not None else "txt2img"
+        return task, tuple(unit.control_type for unit in request.units)
+    return request.task, ()
+
+
+PREPARERS: dict[str, Callable[..., Prepared]] = {
     "txt2img": prepare_txt2img,
     "img2img": prepare_img2img,
     "inpaint": prepare_inpaint,
+    "controlnet": prepare_controlnet,
 }
 
 
-def prepare(request: GenerationRequest) -> Prepared:
-    return PREPARERS[request.task](request)
+def prepare(request: GenerationRequest, **context: Any) -> Prepared:
+    """``context``: what the engine computed for the task beforehand (ControlNet: the control maps)."""
+    return PREPARERS[request.task](request, **context)

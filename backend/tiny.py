@@ -158,6 +158,41 @@ def save(path: Path, seed: int = TINY_SEED, *, inpaint: bool = False) -> Path:
     return path
 
 
+def build_controlnet(seed: int):
+    """A ControlNet made from the tiny UNet (``from_unet``), its conditioning embedding downsampling 2× like
+    the tiny VAE. ``from_unet`` zero-initialises the output convolutions, which would make the ControlNet a
+    no-op; random weights (seeded) there make every control map steer the result, as a trained one does."""
+    from diffusers import ControlNetModel
+
+    unet = build_components(TINY_SEED)["unet"]
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    generator = torch.Generator().manual_seed(seed)
+    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
+    with torch.no_grad():
+        for conv in [*zero_convs, controlnet.controlnet_cond_embedding.conv_out]:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * 0.05)
+    return controlnet
+
+
+def save_controlnet(path: Path, seed: int) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    build_controlnet(seed).save_pretrained(tmp, safe_serialization=True)
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path
+
+
+def ensure_controlnet(path: Path, seed: int) -> Path:
+    path = Path(path)
+    if not (path / "config.json").exists():
+        save_controlnet(path, seed)
+    return path
+
+
 def ensure(path: Path, seed: int = TINY_SEED, *, inpaint: bool = False) -> Path:
     """Return the saved tiny model at ``path``, building it first if it is not there yet."""
     path = Path(path)
