@@ -29,6 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", default=None, help="where images are saved (SDSTUDIO_OUTPUT_DIR)")
     p.add_argument("--offline", action="store_true", default=None, help="never use the network (SDSTUDIO_OFFLINE)")
     p.add_argument("--device", default=None, help="auto, cuda, mps or cpu (SDSTUDIO_DEVICE)")
+    p.add_argument(
+        "--annotators",
+        default=None,
+        help="ControlNet preprocessor weights: a local folder or a hub repository (SDSTUDIO_ANNOTATORS)",
+    )
     return p.parse_args(argv)
 
 
@@ -45,7 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     settings = Settings.from_env(
-        default_model=args.model, output_dir=args.output_dir, offline=args.offline, device=args.device
+        default_model=args.model,
+        output_dir=args.output_dir,
+        offline=args.offline,
+        device=args.device,
+        annotators=args.annotators,
     )
     engine = Engine(settings)
     if engine.startup_notice:

@@ -39,9 +39,13 @@ class Detector:
     files: tuple[str, ...] = ()  # weight files it reads from the annotator folder or repository
 
     def load(self, source: str, offline: bool) -> Any:
-        with warnings.catch_warnings():  # its import registers models twice and warns about it
+        # controlnet_aux warns about its own internals (double model registration, deprecated timm names).
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import controlnet_aux  # slow to import (it pulls in every detector): only when a map is needed
+            return self._load(source, offline)
+
+    def _load(self, source: str, offline: bool) -> Any:
+        import controlnet_aux  # slow to import (it pulls in every detector): only when a map is needed
 
         cls = getattr(controlnet_aux, self.cls_name)
         if not self.files:

@@ -167,10 +167,12 @@ def build_controlnet(seed: int):
     unet = build_components(TINY_SEED)["unet"]
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
     generator = torch.Generator().manual_seed(seed)
-    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
+    # Scales picked so that different maps give clearly different pictures (a mean pixel change of a few levels).
+    scaled = [(controlnet.controlnet_cond_embedding.conv_out, 1.0)]
+    scaled += [(conv, 0.1) for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]]
     with torch.no_grad():
-        for conv in [*zero_convs, controlnet.controlnet_cond_embedding.conv_out]:
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * 0.05)
+        for conv, scale in scaled:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * scale)
     return controlnet
 
 

@@ -72,7 +72,7 @@ def pixels(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
-def write_registry(path: Path, names: list[str], **fields: str) -> Path:
+def write_registry(path: Path, names: list[str], **fields: object) -> Path:
     """A models file listing several copies of the built-in tiny model (``fields`` override each entry)."""
     data = json.loads(Settings().models_file.read_text())
     entry = next(m for m in data["models"] if m["source"] == "builtin:tiny")
