@@ -138,3 +138,54 @@ def test_styles_through_the_api(app):
     assert "best quality" in infotext.split("\n")[0]
     with pytest.raises(AppError, match="No such style.*not in the list of choices"):
         client.predict(**{**ARGS, "styles": ["No such style"]}, api_name="/txt2img")
+
+
+def test_controlnet_endpoint_returns_the_map_and_the_images(app, tmp_path):
+    from gradio_client import handle_file
+
+    from backend.requests import ControlNetRequest, ControlUnit
+
+    engine, client = app
+    reference = Image.new("RGB", (96, 64), "black")
+    reference.paste((255, 255, 255), (24, 16, 72, 48))
+    src = tmp_path / "reference.png"
+    reference.save(src)
+    params = [
+        p["parameter_name"]
+        for p in client.view_api(return_format="dict")["named_endpoints"]["/controlnet"]["parameters"]
+    ]
+    assert params[: len(ARGS)] == list(ARGS)
+    assert params[len(ARGS) : len(ARGS) + 6] == [
+        "image",
+        "control_type",
+        "preprocessor",
+        "conditioning_scale",
+        "guidance_start",
+        "guidance_end",
+    ]
+    assert {"init_image", "strength", "guess_mode", "image_2", "control_type_2", "guidance_end_2"} <= set(params)
+    unit = dict(control_type="canny", conditioning_scale=0.8, guidance_start=0.0, guidance_end=0.75)
+    common = {**ARGS, "batch_size": 1, "width": 0, "height": 0}
+    gallery, infotext, seed, control_map, control_map_2 = client.predict(
+        **common, image=handle_file(str(src)), **unit, api_name="/controlnet"
+    )
+    assert seed == 77 and control_map_2 is None
+    assert 'ControlNet 0: "Module: canny, Model: canny, Weight: 0.8, Guidance Start: 0, Guidance End: 0.75' in infotext
+    direct = engine.run(ControlNetRequest(**{**common, "styles": ()}, units=(ControlUnit(image=reference, **unit),)))
+    with Image.open(gallery[0]["image"]) as img, Image.open(control_map) as used:
+        assert img.size == (96, 64)
+        assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(direct.images[0].convert("RGB")))
+        # The map is the canny outline of the white block: edges on its border, nothing inside it.
+        edges = np.asarray(used.convert("L"))
+        assert np.array_equal(edges, np.asarray(direct.extras["control_maps"][0].convert("L")))
+        assert edges[16:48, 24].max() == 255 and edges[24:40, 32:64].max() == 0
+    # The preview endpoint gives the same map without generating.
+    preview = client.predict(image=handle_file(str(src)), **unit, width=0, height=0, api_name="/controlnet_map")
+    with Image.open(preview) as shown:
+        assert np.array_equal(np.asarray(shown.convert("L")), edges)
+    with pytest.raises(AppError, match="guidance start .* must be below guidance end"):
+        client.predict(
+            **common, image=handle_file(str(src)), guidance_start=0.9, guidance_end=0.5, api_name="/controlnet"
+        )
+    with pytest.raises(AppError, match="upload a reference picture"):
+        client.predict(**common, image=None, api_name="/controlnet")

@@ -6,13 +6,19 @@ import gradio as gr
 
 from backend.engine import Engine
 
-from . import tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
+from . import tab_controlnet, tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
 from .common import Studio
 from .send import wire_gallery_sends, wire_send
 from .session import CancelRegistry
 
 TITLE = "SD Studio"
-TABS = {"txt2img": tab_txt2img, "img2img": tab_img2img, "inpaint": tab_inpaint, "sampler grid": tab_grid}
+TABS = {
+    "txt2img": tab_txt2img,
+    "img2img": tab_img2img,
+    "inpaint": tab_inpaint,
+    "controlnet": tab_controlnet,
+    "sampler grid": tab_grid,
+}
 
 
 def build_demo(engine: Engine) -> gr.Blocks:

@@ -214,7 +214,7 @@ class TabHandle:
     fields: dict[str, gr.components.Component] = field(default_factory=dict)  # tab-only request fields
 
 
-SEND_TARGETS = {"img2img": "Send to img2img", "inpaint": "Send to inpaint"}
+SEND_TARGETS = {"img2img": "Send to img2img", "inpaint": "Send to inpaint", "controlnet": "Send to ControlNet"}
 
 
 def build_output_block(prefix: str) -> OutputControls:

@@ -11,7 +11,7 @@ from backend.pnginfo import PngInfoError, parameters_dict, read_parameters
 
 from .common import Studio
 
-SEND_TO = ("txt2img", "img2img", "inpaint")
+SEND_TO = ("txt2img", "img2img", "inpaint", "controlnet")
 
 
 def build_tab(studio: Studio) -> tuple[dict[str, gr.Button], list[gr.components.Component]]:
