@@ -12,7 +12,7 @@ from PIL import Image
 
 from backend.engine import Engine
 from backend.models import ModelRegistry
-from backend.requests import Img2ImgRequest, InpaintRequest, Txt2ImgRequest
+from backend.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 from backend.settings import Settings
 from tests.conftest import write_registry
 from training.data import PALETTE, Scene, classify_picture, nearest_colour, render
@@ -108,3 +108,32 @@ def test_inpaint_paints_inside_and_keeps_outside(demo, blending_demo, strategy):
     yellow = np.mean([nearest_colour(px) == "yellow" for px in inside])
     assert yellow > 0.5, yellow
     assert np.array_equal(out[:8], np.asarray(source).astype(int)[:8])  # outside: untouched
+
+
+def shape_x(image: Image.Image, colour: str) -> float:
+    """Mean x of the pixels of ``colour``: where the shape was drawn."""
+    rgb = np.asarray(image.convert("RGB")).astype(int)
+    xs = np.nonzero(np.abs(rgb - np.array(PALETTE[colour])).sum(-1) < 120)[1]
+    return float(xs.mean()) if len(xs) else 32.0
+
+
+def test_canny_controlnet_places_the_shape(demo):
+    """The prompt says nothing of position; the canny map of a shape on the left or right says where.
+
+    Fails if the ControlNet is not attached (both maps would give the same pictures) or its map is ignored.
+    """
+    assert demo.registry.get(DEMO).controlnet("canny") == "models/demo/controlnet_canny"
+    xs: dict[int, list[float]] = {20: [], 44: []}
+    for shape in ("square", "circle", "triangle"):
+        for x in xs:
+            reference = Image.fromarray(render(Scene(shape, "white", "black", 28, x, 32)))
+            unit = ControlUnit(image=reference, control_type="canny")
+            for seed in (0, 1, 2):
+                request = ControlNetRequest(
+                    prompt=f"a red {shape} on a blue background", seed=seed, steps=16, guidance_scale=6.0, units=(unit,)
+                )
+                xs[x].append(shape_x(run(demo, request).images[0], "red"))
+    left, right = np.mean(xs[20]), np.mean(xs[44])
+    # Measured: about 21 and 42.
+    assert left < 27 and right > 37 and right - left > 14, (xs, left, right)
+
