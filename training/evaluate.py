@@ -284,11 +284,19 @@ def evaluate_controlnet(path: str, n: int = 24, seed: int = 0, device: str = "cp
     }
 
 
-def save_figures(model_dir, figures: dict):
+def now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def save_figures(model_dir, figures: dict, stamp: bool = True):
+    """Merge ``figures`` into evaluation.json; ``stamp``: they are the main figures (their date is the card's)."""
     path = Path(model_dir) / "evaluation.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     old.update(figures)
-    old["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if not stamp:
+        path.write_text(json.dumps(old, indent=2))
+        return
+    old["measured"] = now()
     info = Path(model_dir) / "training.json"
     if info.exists():  # which weights were measured (models/demo is re-exported during training)
         old["measured_unet_steps"] = json.loads(info.read_text()).get("unet_steps")
@@ -319,7 +327,8 @@ def evaluate_samplers(args) -> dict[str, dict]:
     for name in SAMPLERS:
         steps = SAMPLER_STEPS.get(name, args.steps)
         f = evaluate_txt2img(args.model, args.prompts, steps, args.guidance, name, args.seed, args.device)
-        table[name] = f
+        keys = ("steps", "shape_colour_right", "background_colour_right", "shape_kind_right")
+        table[name] = {key: f[key] for key in keys}
         print(
             f"{name:14} {steps:5}  {f['shape_colour_right']:11.0%}  {f['background_colour_right']:10.0%}"
             f"  {f['shape_kind_right']:10.0%}"
@@ -345,7 +354,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.samplers:
-        return evaluate_samplers(args)
+        table = evaluate_samplers(args)
+        if args.card:
+            import model_card
+
+            figures = {"prompts": args.prompts, "guidance": args.guidance, "measured": now(), "table": table}
+            save_figures(args.model, {"samplers": figures}, stamp=False)
+            model_card.write(Path(args.model))
+        return table
     f = evaluate_txt2img(
         args.model, args.prompts, args.steps, args.guidance, args.scheduler, args.seed, args.device, save_grid=args.grid
     )
