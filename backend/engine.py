@@ -103,15 +103,8 @@ class Engine:
             prepared = prepare(request, **context)
             pipe = self.cache.pipeline(request.model, *pipeline_key(request))
             callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
-            # Schedulers are stateful: every run gets a fresh one from the model's own config.
-            pipe.scheduler = build_scheduler(loaded.scheduler_config, request.sampler, request.schedule)
-            output = pipe(
-                **prepared.kwargs,
-                generator=generators(request.seed, request.batch_size),
-                callback_on_step_end=callback,
-                callback_on_step_end_tensor_inputs=["latents"],
-            )
-        images: list[Image.Image] = prepared.finish(list(output.images))
+            raw = call_pipeline(pipe, loaded.scheduler_config, request, prepared.kwargs, callback)
+        images: list[Image.Image] = prepared.finish(raw)
         seeds = batch_seeds(request.seed, len(images))
         infotexts = [format_infotext(request, seed, prepared.infotext) for seed in seeds]
         paths = []
@@ -172,15 +165,41 @@ class Engine:
         every = self.settings.preview_every
         size = (request.width, request.height)
 
-        def callback(pipe, step: int, timestep, tensors: dict[str, Any]) -> dict[str, Any]:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("generation stopped")
+        def report(done: int, total: int, latents: torch.Tensor) -> None:
             if on_step is not None:
-                done = step + 1
-                preview = None
-                if every and done % every == 0:
-                    preview = latents_to_rgb(tensors["latents"], factors, size)
-                on_step(StepEvent(done, pipe.num_timesteps, preview))
-            return tensors
+                preview = latents_to_rgb(latents, factors, size) if every and done % every == 0 else None
+                on_step(StepEvent(done, total, preview))
 
-        return callback
+        return step_callback(cancel, report)
+
+
+PipelineCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
+
+
+def step_callback(
+    cancel: threading.Event | None, report: Callable[[int, int, torch.Tensor], None]
+) -> PipelineCallback:
+    """A diffusers ``callback_on_step_end`` that stops on ``cancel`` and reports (steps done, total, latents)."""
+
+    def callback(pipe, step: int, timestep, tensors: dict[str, Any]) -> dict[str, Any]:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("generation stopped")
+        report(step + 1, pipe.num_timesteps, tensors["latents"])
+        return tensors
+
+    return callback
+
+
+def call_pipeline(
+    pipe: Any, scheduler_config: dict[str, Any], request: GenerationRequest, kwargs: dict[str, Any], callback
+) -> list[Image.Image]:
+    """One pipeline call as every run makes it: a fresh scheduler, one CPU generator per image, the step callback."""
+    # Schedulers are stateful: every run gets a fresh one from the model's own config.
+    pipe.scheduler = build_scheduler(scheduler_config, request.sampler, request.schedule)
+    output = pipe(
+        **kwargs,
+        generator=generators(request.seed, request.batch_size),
+        callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=["latents"],
+    )
+    return list(output.images)

@@ -23,7 +23,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retri
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageDraw, ImageFont
 
-from .engine import MAX_SEED, Cancelled, Engine, StepCallback, StepEvent, generators
+from .engine import MAX_SEED, Cancelled, Engine, StepCallback, StepEvent, call_pipeline, generators, step_callback
 from .infotext import format_infotext
 from .outputs import PARAMETERS_KEY
 from .preview import latents_to_rgb
@@ -397,22 +397,8 @@ def _run_cell(pipe, config, cell: Txt2ImgRequest, embeddings, progress: _Progres
     start = time.perf_counter()
     kwargs = prepare(cell).kwargs
     del kwargs["prompt"], kwargs["negative_prompt"]
-
-    def callback(pipe, step: int, timestep, tensors: dict[str, Any]) -> dict[str, Any]:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("generation stopped")
-        progress.tick(step + 1, pipe.num_timesteps, tensors["latents"])
-        return tensors
-
-    pipe.scheduler = build_scheduler(config, cell.sampler, cell.schedule)  # stateful: a fresh one per run
-    output = pipe(
-        **kwargs,
-        **embeddings,
-        generator=generators(cell.seed, 1),
-        callback_on_step_end=callback,
-        callback_on_step_end_tensor_inputs=["latents"],
-    )
-    return list(output.images), [time.perf_counter() - start]
+    images = call_pipeline(pipe, config, cell, {**kwargs, **embeddings}, step_callback(cancel, progress.tick))
+    return images, [time.perf_counter() - start]
 
 
 @dataclass
