@@ -39,7 +39,9 @@ def render(folder: Path) -> str:
     if (folder / "controlnet_canny").is_dir():
         variants.append(
             f"- `controlnet_canny/`: canny ControlNet (`ControlNetModel.from_unet`), "
-            f"{info.get('controlnet_steps', '?')} steps."
+            f"{info.get('controlnet_steps', '?')} steps; SD Studio lists it as this model's canny ControlNet. "
+            "Limitation: with an init picture at low strength (0.2) it pulls the colours towards the prompt far "
+            "more than plain img2img does; it is meant to be used from noise."
         )
     variants_text = "\n".join(variants) or "- none yet (the inpaint and controlnet stages have not run)"
     psnr = vae.get("psnr_db")
