@@ -43,7 +43,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, cache_dir):
-    engine = Engine(Settings(offline=True, output_dir=tmp_path_factory.mktemp("browser-out"), cache_dir=cache_dir))
+    out = tmp_path_factory.mktemp("browser-out")
+    engine = Engine(Settings(offline=True, output_dir=out, cache_dir=cache_dir, user_dir=out / "user"))
     with serve(engine) as url:
         yield url
 
@@ -310,4 +311,21 @@ def test_controlnet_tab_previews_the_map_and_generates_with_it(browser, app_url,
     assert not page.locator("#controlnet-low_threshold").is_visible()
     page.locator("#controlnet-generate").click()
     page.get_by_text("has no pose ControlNet").first.wait_for(timeout=30_000)
+    page.close()
+
+
+def test_preset_saved_in_one_tab_is_offered_in_another(browser, app_url):
+    page = browser.new_page()
+    page.goto(app_url)
+    page.get_by_text("Presets").first.click()
+    set_number(page, "txt2img-steps", "7")
+    page.locator("#txt2img-preset-name textarea").fill("Seven steps")
+    page.locator("#txt2img-preset-save").click()
+    page.wait_for_function("() => document.querySelector('#txt2img-preset input').value === 'Seven steps'")
+    page.get_by_role("tab", name="img2img").click()
+    page.get_by_text("Presets").nth(1).click()
+    page.locator("#img2img-preset input").click()
+    page.get_by_role("option", name="Seven steps").click()
+    page.locator("#img2img-preset-apply").click()
+    page.wait_for_function("() => document.querySelector('#img2img-steps input[type=number]').value === '7'")
     page.close()

@@ -50,5 +50,7 @@ def wire_preset_row(store: PresetStore, row: PresetRow, targets: dict[str, gr.co
         gr.Info(f"Saved preset {saved.name!r}")
         return gr.Dropdown(choices=list(store.presets), value=saved.name)
 
+    # Presets saved in another tab (or by another user) show up as soon as the list is opened.
+    row.choice.focus(lambda: gr.Dropdown(choices=list(store.presets)), None, row.choice, **quiet)
     row.apply.click(apply, row.choice, components, **quiet)
     row.save.click(save, [row.name, *components], row.choice, **quiet)
