@@ -98,13 +98,29 @@ def detector_kwargs(control_type: str, options: MapOptions, resolution: int) -> 
     return kwargs
 
 
+class PreprocessError(ValueError):
+    """A detector failed on a picture (the message says which detector)."""
+
+
+MIN_DETECT_RESOLUTION = 64  # controlnet_aux rounds sizes to multiples of 64: below that a side becomes 0
+
+
+def fit_map(detected: Image.Image, picture_size: tuple[int, int], size: tuple[int, int], mode: str) -> Image.Image:
+    """A detector's map → the output size. controlnet_aux rounds both sides of its working size to multiples of 64,
+    which stretches the picture; the map goes back to the picture's own shape first, so ``mode`` fits it exactly as
+    it fits the picture and the map lines up with it."""
+    unstretched = detected.convert("RGB").resize(picture_size, Image.Resampling.BILINEAR)
+    return resize(unstretched, *size, mode, fill="black")
+
+
 class Annotators:
     """Loads each detector once (like the pipeline cache does for models) and turns pictures into maps."""
 
     def __init__(self, settings: Settings, plan: DevicePlan):
         self.source = settings.annotators
         self.offline = settings.offline
-        self.plan = plan
+        # With CPU offload the GPU is kept for the pipeline; the detectors run on the CPU.
+        self.device = "cpu" if settings.cpu_offload else plan.device
         self._loaded: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -118,7 +134,7 @@ class Annotators:
                 log.info("loading the %s preprocessor", control_type)
                 detector = DETECTORS[control_type].load(self.source, self.offline)
                 if hasattr(detector, "to"):
-                    detector = detector.to(self.plan.device)
+                    detector = detector.to(self.device)
                 self._loaded[control_type] = detector
             return self._loaded[control_type]
 
@@ -126,7 +142,13 @@ class Annotators:
         self, control_type: str, image: Image.Image, size: tuple[int, int], options: MapOptions, resize_mode: str
     ) -> Image.Image:
         """The control map of ``image`` for ``control_type``, at ``size`` (width, height)."""
-        resolution = options.detect_resolution or min(size)
+        resolution = max(options.detect_resolution or min(size), MIN_DETECT_RESOLUTION)
         detector = self.detector(control_type)
-        detected = detector(image.convert("RGB"), **detector_kwargs(control_type, options, resolution))
-        return resize(detected.convert("RGB"), *size, resize_mode)
+        picture = image.convert("RGB")
+        try:
+            detected = detector(picture, **detector_kwargs(control_type, options, resolution))
+        except Exception as err:  # OpenCV and torch errors from inside the detector: a message, not a crash
+            raise PreprocessError(
+                f"the {control_type} preprocessor failed on this picture ({type(err).__name__}: {err})"
+            ) from err
+        return fit_map(detected, picture.size, size, resize_mode)

@@ -132,7 +132,7 @@ class Engine:
         maps = []
         for unit in request.units:
             if unit.preprocessor == "none":
-                maps.append(resize(unit.image.convert("RGB"), *size, request.resize_mode))
+                maps.append(resize(unit.image.convert("RGB"), *size, request.resize_mode, fill="black"))
             else:
                 maps.append(
                     self.annotators.control_map(unit.control_type, unit.image, size, unit, request.resize_mode)

@@ -15,8 +15,9 @@ def size_from_image(image: Image.Image, max_width: int, max_height: int) -> tupl
     return tuple(max(SIZE_MULTIPLE, round(v * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE) for v in (width, height))
 
 
-def resize(image: Image.Image, width: int, height: int, mode: str = "Just resize") -> Image.Image:
-    """A1111's resize modes: stretch, cover-and-crop, or fit-and-fill (the borders from a blurred stretch)."""
+def resize(image: Image.Image, width: int, height: int, mode: str = "Just resize", fill: str = "blur") -> Image.Image:
+    """A1111's resize modes: stretch, cover-and-crop, or fit-and-fill. ``fill``: the borders of fit-and-fill come
+    from a blurred stretch ("blur", for pictures) or are black ("black", for control maps: no control there)."""
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
     if image.size == (width, height):
@@ -26,7 +27,10 @@ def resize(image: Image.Image, width: int, height: int, mode: str = "Just resize
     if mode == "Crop and resize":
         return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
     if mode == "Resize and fill":
-        canvas = image.resize((width, height), Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(16))
+        if fill == "black":
+            canvas = Image.new(image.mode, (width, height))
+        else:
+            canvas = image.resize((width, height), Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(16))
         fitted = ImageOps.contain(image, (width, height), Image.Resampling.LANCZOS)
         canvas.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
         return canvas

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .annotators import CONTROL_TYPES, PREPROCESSORS
+from .annotators import CONTROL_TYPES, MIN_DETECT_RESOLUTION, PREPROCESSORS
 from .images import SIZE_MULTIPLE
 from .samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS, supported_schedules
 from .settings import Settings
@@ -53,7 +53,7 @@ def field_limits(settings: Settings) -> dict[str, Limit]:
         "guidance_end": Limit(0.0, 1.0, 0.01),
         "low_threshold": Limit(1, 255),
         "high_threshold": Limit(1, 255),
-        "detect_resolution": Limit(0, max(settings.max_width, settings.max_height), SIZE_MULTIPLE),
+        "detect_resolution": Limit(0, max(settings.max_width, settings.max_height), MIN_DETECT_RESOLUTION),
     }
 
 
@@ -278,6 +278,12 @@ def _validate_unit(unit: ControlUnit, index: int, limits: dict[str, Limit], firs
     for field_name in ("low_threshold", "high_threshold", "detect_resolution"):
         changes[field_name] = _whole(name(field_name), getattr(unit, field_name))
         _in_range(name(field_name), changes[field_name], limits[field_name])
+    if 0 < changes["detect_resolution"] < MIN_DETECT_RESOLUTION:
+        raise ValidationError(
+            name("detect_resolution"),
+            f"detect resolution must be 0 (the output size) or at least {MIN_DETECT_RESOLUTION}, "
+            f"got {changes['detect_resolution']}",
+        )
     if changes["low_threshold"] > changes["high_threshold"]:
         raise ValidationError(name("low_threshold"), "the canny low threshold must not be above the high threshold")
     for field_name in ("pose_body", "pose_hands", "pose_face"):

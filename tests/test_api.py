@@ -178,7 +178,7 @@ def test_controlnet_endpoint_returns_the_map_and_the_images(app, tmp_path):
         # The map is the canny outline of the white block: edges on its border, nothing inside it.
         edges = np.asarray(used.convert("L"))
         assert np.array_equal(edges, np.asarray(direct.extras["control_maps"][0].convert("L")))
-        assert edges[16:48, 24].max() == 255 and edges[24:40, 32:64].max() == 0
+        assert edges[32, 20:28].max() > 100 and edges[32, 8:20].max() == 0 and edges[32, 30:66].max() == 0
     # The preview endpoint gives the same map without generating.
     preview = client.predict(image=handle_file(str(src)), **unit, width=0, height=0, api_name="/controlnet_map")
     with Image.open(preview) as shown:

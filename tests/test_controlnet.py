@@ -13,11 +13,12 @@ import torch
 from diffusers import ControlNetModel, MultiControlNetModel
 from PIL import Image, ImageDraw
 
-from backend.annotators import Annotators, AnnotatorUnavailable
+from backend.annotators import Annotators, AnnotatorUnavailable, PreprocessError
+from backend.devices import DevicePlan
 from backend.engine import Engine
 from backend.infotext import parse_infotext
 from backend.models import ModelRegistry
-from backend.pipelines import ModelUnavailable
+from backend.pipelines import ModelUnavailable, load_controlnet
 from backend.requests import ControlNetRequest, ControlUnit, Txt2ImgRequest, ValidationError
 from backend.settings import Settings
 
@@ -108,6 +109,34 @@ def test_annotators_offline_without_cache_say_how_to_fix(cache_dir):
     annotators = Annotators(settings, Engine(settings).cache.plan)
     with pytest.raises(AnnotatorUnavailable, match="--annotators FOLDER"):
         annotators.detector("depth")
+
+
+def test_map_lines_up_with_the_picture(engine):
+    """controlnet_aux works at sizes rounded to 64 (96x64 → 128x64); the map must still match the picture."""
+    picture = Image.new("RGB", (96, 64), "black")
+    ImageDraw.Draw(picture).rectangle([24, 16, 71, 47], fill="white")
+    for mode in ("Crop and resize", "Just resize"):
+        (control_map,) = engine.control_maps(cn_request(picture, resize_mode=mode))
+        row = np.asarray(control_map.convert("L"))[32]
+        columns = np.nonzero(row > 0)[0]
+        assert abs(columns.min() - 24) <= 1 and abs(columns.max() - 71) <= 1, (mode, columns)
+
+
+def test_resize_and_fill_pads_maps_with_black(engine):
+    wide = Image.new("RGB", (128, 64), "white")
+    request = cn_request(wide, ControlUnit(image=wide, preprocessor="none"), width=64, height=64)
+    (control_map,) = engine.control_maps(request.replace(resize_mode="Resize and fill"))
+    rgb = pixels(control_map)
+    assert rgb[:10].max() == 0 and rgb[-10:].max() == 0 and rgb[28:36].min() == 255
+
+
+def test_a_failing_detector_gives_a_message(engine, square, monkeypatch):
+    def broken(picture, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setitem(engine.annotators._loaded, "canny", broken)
+    with pytest.raises(PreprocessError, match="the canny preprocessor failed on this picture .*out of memory"):
+        engine.control_maps(cn_request(square))
 
 
 def test_preprocessor_none_uses_the_picture_as_the_map(engine, circle):
@@ -232,6 +261,7 @@ def test_size_follows_the_reference_picture(engine, test_image):
         (ControlUnit(low_threshold=200, high_threshold=100), "low_threshold", "not be above"),
         (ControlUnit(conditioning_scale=3), "conditioning_scale", "between 0 and 2"),
         (ControlUnit(preprocessor="hed"), "preprocessor", "auto, none"),
+        (ControlUnit(detect_resolution=32), "detect_resolution", "0 .the output size. or at least 64"),
     ],
 )
 def test_bad_unit_settings_are_refused(engine, square, unit, field, message):
@@ -291,4 +321,10 @@ def test_the_controlnet_weights_are_not_copied(engine):
         return {p.data_ptr() for module in (pipe.unet, pipe.vae, pipe.text_encoder) for p in module.parameters()}
 
     assert pointers(derived) == pointers(base)
-    assert all(p.dtype == torch.float32 for p in derived.controlnet.parameters())
+
+
+def test_controlnets_load_in_the_planned_dtype(engine):
+    """On a GPU the ControlNet must be fp16 like the base model; the loader is told the plan's dtype."""
+    spec = engine.registry.get(TINY)
+    controlnet = load_controlnet(spec, "canny", engine.settings, DevicePlan("cpu", torch.float16))
+    assert {p.dtype for p in controlnet.parameters()} == {torch.float16}

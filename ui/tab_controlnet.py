@@ -90,9 +90,10 @@ def build_unit(studio: Studio, prefix: str, optional: bool) -> UnitControls:
         label="Preprocessor",
         elem_id=f"{prefix}-preprocessor",
     )
+    canny = choices[0] == "canny"
     with gr.Row():
-        low = slider("low_threshold", "Canny low threshold", defaults.low_threshold)
-        high = slider("high_threshold", "Canny high threshold", defaults.high_threshold)
+        low = slider("low_threshold", "Canny low threshold", defaults.low_threshold, visible=canny)
+        high = slider("high_threshold", "Canny high threshold", defaults.high_threshold, visible=canny)
     with gr.Row(visible=False) as pose_row:
         pose_body = gr.Checkbox(value=defaults.pose_body, label="Body", elem_id=f"{prefix}-pose-body")
         pose_hands = gr.Checkbox(value=defaults.pose_hands, label="Hands", elem_id=f"{prefix}-pose-hands")
