@@ -227,8 +227,8 @@ class PipelineCache:
                     components["unet"] = load_inpaint_unet(loaded.spec, self.settings, self.plan)
                 if controlnets:
                     components["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
-                # from_pipe casts to float32 unless told the dtype, which would convert the shared weights.
-                pipe = TASK_PIPELINES[task].from_pipe(loaded.base, dtype=loaded.base.dtype, **components)
+                # AutoPipeline.from_pipe reuses the base modules as they are: no copy and no dtype cast.
+                pipe = TASK_PIPELINES[task].from_pipe(loaded.base, **components)
                 pipe.set_progress_bar_config(disable=True)
                 if components:
                     apply_memory_options(pipe, self.settings, self.plan)
