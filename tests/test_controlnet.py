@@ -283,21 +283,22 @@ def test_no_reference_picture_is_refused(engine):
     assert err.value.field == "image"
 
 
+def engine_with_controlnets(folder, cache_dir, name: str, controlnets: dict[str, str]) -> Engine:
+    """An engine whose only model is the tiny one under ``name``, with these ControlNets."""
+    models = write_registry(folder / "models.json", [name], controlnets=controlnets)
+    settings = Settings(offline=True, cache_dir=cache_dir, models_file=models, default_model=name)
+    return Engine(settings, ModelRegistry.load(models))
+
+
 def test_model_without_that_controlnet_is_refused_by_name(tmp_path, cache_dir, square):
-    only_canny = {"canny": "builtin:tiny-controlnet-canny"}
-    models = write_registry(tmp_path / "models.json", ["Tiny canny only"], controlnets=only_canny)
-    settings = Settings(offline=True, cache_dir=cache_dir, models_file=models, default_model="Tiny canny only")
-    engine = Engine(settings, ModelRegistry.load(models))
+    engine = engine_with_controlnets(tmp_path, cache_dir, "Tiny canny", {"canny": "builtin:tiny-controlnet-canny"})
     with pytest.raises(ValidationError, match="has no depth ControlNet .it has: canny.") as err:
-        engine.run(cn_request(square, ControlUnit(image=square, control_type="depth"), model="Tiny canny only"))
+        engine.run(cn_request(square, ControlUnit(image=square, control_type="depth"), model="Tiny canny"))
     assert err.value.field == "control_type"
 
 
 def test_controlnet_not_available_offline_says_what_to_do(tmp_path, cache_dir, square):
-    from_hub = {"canny": "nobody/no-such-controlnet"}
-    models = write_registry(tmp_path / "models.json", ["Tiny hub cn"], controlnets=from_hub)
-    settings = Settings(offline=True, cache_dir=cache_dir, models_file=models, default_model="Tiny hub cn")
-    engine = Engine(settings, ModelRegistry.load(models))
+    engine = engine_with_controlnets(tmp_path, cache_dir, "Tiny hub cn", {"canny": "nobody/no-such-controlnet"})
     with pytest.raises(ModelUnavailable, match="not available offline.*local folder"):
         engine.run(cn_request(square, model="Tiny hub cn"))
     # The model itself still works.
