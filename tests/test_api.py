@@ -183,6 +183,14 @@ def test_controlnet_endpoint_returns_the_map_and_the_images(app, tmp_path):
     preview = client.predict(image=handle_file(str(src)), **unit, width=0, height=0, api_name="/controlnet_map")
     with Image.open(preview) as shown:
         assert np.array_equal(np.asarray(shown.convert("L")), edges)
+    # A second unit through the API: no picture of its own (the first one's), its map returned too.
+    unit_2 = dict(control_type_2="depth", preprocessor_2="none", conditioning_scale_2=0.5)
+    _, infotext, _, _, control_map_2 = client.predict(
+        **common, image=handle_file(str(src)), **unit, **unit_2, api_name="/controlnet"
+    )
+    assert 'ControlNet 1: "Module: none, Model: depth, Weight: 0.5' in infotext
+    with Image.open(control_map_2) as second:
+        assert np.array_equal(np.asarray(second.convert("RGB")), np.asarray(reference))
     with pytest.raises(AppError, match="guidance start .* must be below guidance end"):
         client.predict(
             **common, image=handle_file(str(src)), guidance_start=0.9, guidance_end=0.5, api_name="/controlnet"

@@ -94,6 +94,38 @@ def test_depth_and_pose_annotators_load_once_from_a_local_folder(engine, test_im
     assert np.asarray(depth).std() > 0
 
 
+def test_each_option_reaches_its_detector(engine, test_image, monkeypatch):
+    calls: list[dict] = []
+
+    def recording(picture, **kwargs):
+        calls.append(kwargs)
+        return picture
+
+    for control_type in ("canny", "pose"):
+        monkeypatch.setitem(engine.annotators._loaded, control_type, recording)
+    unit = ControlUnit(low_threshold=11, high_threshold=22, detect_resolution=128, pose_hands=True, pose_face=True)
+    engine.annotators.control_map("canny", test_image, (96, 64), unit, "Just resize")
+    engine.annotators.control_map("pose", test_image, (96, 64), unit.replace(pose_body=False), "Just resize")
+    engine.annotators.control_map("pose", test_image, (96, 64), unit.replace(detect_resolution=0), "Just resize")
+    assert calls[0] | {"output_type": None} == {
+        "low_threshold": 11,
+        "high_threshold": 22,
+        "detect_resolution": 128,
+        "image_resolution": 128,
+        "output_type": None,
+    }
+    assert (calls[1]["include_body"], calls[1]["include_hand"], calls[1]["include_face"]) == (False, True, True)
+    assert calls[2]["detect_resolution"] == 64  # 0 = the output's short side
+
+
+def test_detect_resolution_changes_the_canny_map(engine, test_image):
+    def edge_map(resolution: int) -> np.ndarray:
+        unit = ControlUnit(detect_resolution=resolution, low_threshold=50, high_threshold=100)
+        return pixels(engine.annotators.control_map("canny", test_image, (96, 64), unit, "Just resize"))
+
+    assert np.abs(edge_map(64) - edge_map(256)).mean() > 1
+
+
 def test_missing_annotator_files_are_named(tmp_path, cache_dir, test_image):
     (tmp_path / "body_pose_model.pth").write_bytes(b"")
     settings = Settings(offline=True, cache_dir=cache_dir, annotators=str(tmp_path))
