@@ -142,13 +142,9 @@ class Engine:
     @staticmethod
     def _check_controlnets(loaded: LoadedModel, request: ControlNetRequest) -> None:
         for index, unit in enumerate(request.units):
-            if loaded.spec.controlnet(unit.control_type) is None:
-                have = ", ".join(t for t, _ in loaded.spec.controlnets) or "none"
-                raise ValidationError(
-                    "control_type" if index == 0 else f"control_type_{index + 1}",
-                    f"{loaded.spec.name} has no {unit.control_type} ControlNet (it has: {have}); pick another "
-                    "control type or model",
-                )
+            refusal = loaded.spec.missing_controlnet(unit.control_type)
+            if refusal:
+                raise ValidationError("control_type" if index == 0 else f"control_type_{index + 1}", refusal)
 
     def apply_styles(self, request: GenerationRequest) -> GenerationRequest:
         """The request with its styles merged into the prompts (what runs and what the infotext says)."""

@@ -49,6 +49,16 @@ class ModelSpec:
         """The source of this model's ControlNet for ``control_type``, if it has one."""
         return dict(self.controlnets).get(control_type)
 
+    def missing_controlnet(self, control_type: str) -> str | None:
+        """Why this model cannot run ``control_type`` (None when it can)."""
+        if self.controlnet(control_type) is not None:
+            return None
+        have = ", ".join(t for t, _ in self.controlnets) or "none"
+        return (
+            f"{self.name} has no {control_type} ControlNet (it has: {have}); pick another control type or model, "
+            f"or list one under \"controlnets\" for it or its family ({self.family}) in presets/models.json"
+        )
+
     @property
     def kind(self) -> str:
         return source_kind(self.source)

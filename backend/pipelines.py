@@ -144,11 +144,7 @@ def load_controlnet(spec: ModelSpec, control_type: str, settings: Settings, plan
     """The model's ControlNet for ``control_type`` (a hub id, a diffusers folder or a built-in one)."""
     where = spec.controlnet(control_type)
     if where is None:
-        have = ", ".join(t for t, _ in spec.controlnets) or "none"
-        raise ModelUnavailable(
-            f"{spec.name} has no {control_type} ControlNet (it has: {have}). Add one under \"controlnets\" for "
-            f"its entry or its family ({spec.family}) in presets/models.json."
-        )
+        raise ModelUnavailable(spec.missing_controlnet(control_type))
     source = resolve_source(f"{spec.name}'s {control_type} ControlNet", where, settings, marker="config.json")
     local_only = settings.offline or source_kind(where) != "hub"
     try:

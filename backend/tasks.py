@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image
 
 from .images import blend_back, blur_mask, resize
-from .requests import ControlNetRequest, GenerationRequest, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
+from .requests import ControlNetRequest, ControlUnit, GenerationRequest, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 
 
 @dataclass
@@ -93,7 +93,7 @@ def prepare_controlnet(request: ControlNetRequest, maps: list[Image.Image]) -> P
     return Prepared(kwargs, infotext=extra, extras={"control_maps": maps})
 
 
-def unit_infotext(unit: Any, output_side: int) -> str:
+def unit_infotext(unit: ControlUnit, output_side: int) -> str:
     """A1111's per-unit ControlNet entry ("Module: …, Model: …, Weight: …"), with our type names."""
     parts = {
         "Module": unit.control_type if unit.preprocessor == "auto" else "none",
