@@ -138,17 +138,19 @@ def build_common_controls(
         schedule = gr.Dropdown(
             supported_schedules("DPM++ 2M"), value="Karras", label="Schedule type", elem_id=f"{prefix}-schedule"
         )
-    steps = _slider("Steps", limits["steps"], spec.defaults.steps, f"{prefix}-steps")
-    guidance = _slider("CFG scale", limits["guidance_scale"], spec.defaults.guidance_scale, f"{prefix}-cfg")
+    steps = limit_slider("Steps", limits["steps"], spec.defaults.steps, f"{prefix}-steps")
+    guidance = limit_slider("CFG scale", limits["guidance_scale"], spec.defaults.guidance_scale, f"{prefix}-cfg")
     with gr.Row():
         w_limit, h_limit = limits["width"], limits["height"]
         if size_from_image:
             w_limit, h_limit = (replace(lim, minimum=0) for lim in (w_limit, h_limit))
-        width = _slider("Width" + size_note, w_limit, 0 if size_from_image else spec.defaults.width, f"{prefix}-width")
-        height = _slider(
+        width = limit_slider(
+            "Width" + size_note, w_limit, 0 if size_from_image else spec.defaults.width, f"{prefix}-width"
+        )
+        height = limit_slider(
             "Height" + size_note, h_limit, 0 if size_from_image else spec.defaults.height, f"{prefix}-height"
         )
-    batch = _slider("Batch size", limits["batch_size"], 1, f"{prefix}-batch")
+    batch = limit_slider("Batch size", limits["batch_size"], 1, f"{prefix}-batch")
     with gr.Row(equal_height=True):
         seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, scale=4, elem_id=f"{prefix}-seed")
         random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{prefix}-random-seed")
@@ -178,8 +180,10 @@ def build_common_controls(
     return controls
 
 
-def _slider(label: str, limit: Any, value: float, elem_id: str) -> gr.Slider:
-    return gr.Slider(limit.minimum, limit.maximum, value=value, step=limit.step, label=label, elem_id=elem_id)
+def limit_slider(label: str, limit: Any, value: float, elem_id: str, **kwargs: Any) -> gr.Slider:
+    """A slider over a validator limit (``field_limits``): its range and (unless given) step are the backend's."""
+    options = {"step": limit.step, **kwargs}
+    return gr.Slider(limit.minimum, limit.maximum, value=value, label=label, elem_id=elem_id, **options)
 
 
 def _wire_control_updates(studio: Studio, c: CommonControls, size_from_image: bool) -> None:

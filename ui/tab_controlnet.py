@@ -22,6 +22,7 @@ from .common import (
     build_common_controls,
     build_output_block,
     build_request,
+    limit_slider,
     stream_generation,
     wire_generation,
 )
@@ -63,16 +64,7 @@ def build_unit(studio: Studio, prefix: str, optional: bool) -> UnitControls:
     defaults = ControlUnit()
 
     def slider(name: str, label: str, value: float, **kwargs: Any) -> gr.Slider:
-        limit = limits[name]
-        return gr.Slider(
-            limit.minimum,
-            limit.maximum,
-            value=value,
-            step=limit.step,
-            label=label,
-            elem_id=f"{prefix}-{name}",
-            **kwargs,
-        )
+        return limit_slider(label, limits[name], value, f"{prefix}-{name}", **kwargs)
 
     label = "Reference picture" + (" (empty = the first unit's)" if optional else "")
     with gr.Row():
@@ -114,20 +106,20 @@ def build_unit(studio: Studio, prefix: str, optional: bool) -> UnitControls:
 
     control_type.change(show_options, control_type, [low, high, pose_row], queue=False, api_visibility="private")
     return UnitControls(
-        image,
-        control_type,
-        preprocessor,
-        scale,
-        start,
-        end,
-        low,
-        high,
-        detect,
-        pose_body,
-        pose_hands,
-        pose_face,
-        preview,
-        control_map,
+        image=image,
+        control_type=control_type,
+        preprocessor=preprocessor,
+        conditioning_scale=scale,
+        guidance_start=start,
+        guidance_end=end,
+        low_threshold=low,
+        high_threshold=high,
+        detect_resolution=detect,
+        pose_body=pose_body,
+        pose_hands=pose_hands,
+        pose_face=pose_face,
+        preview=preview,
+        control_map=control_map,
     )
 
 

@@ -13,6 +13,7 @@ from .common import (
     build_common_controls,
     build_output_block,
     build_request,
+    limit_slider,
     stream_generation,
     wire_generation,
 )
@@ -20,14 +21,7 @@ from .common import (
 
 def build_strength(studio: Studio, prefix: str) -> gr.Slider:
     limit = field_limits(studio.engine.settings)["strength"]
-    return gr.Slider(
-        limit.minimum,
-        limit.maximum,
-        value=0.75,
-        step=limit.step,
-        label="Denoising strength",
-        elem_id=f"{prefix}-strength",
-    )
+    return limit_slider("Denoising strength", limit, 0.75, f"{prefix}-strength")
 
 
 def build_tab(studio: Studio) -> TabHandle:

@@ -13,6 +13,7 @@ from .common import (
     build_common_controls,
     build_output_block,
     build_request,
+    limit_slider,
     stream_generation,
     wire_generation,
 )
@@ -38,14 +39,9 @@ def build_tab(studio: Studio) -> TabHandle:
                 mask = gr.Image(label="Mask", type="pil", image_mode="L", format="png", elem_id="inpaint-mask")
             strength = build_strength(studio, "inpaint")
             with gr.Row():
-                blur = limits["mask_blur"]
-                mask_blur = gr.Slider(
-                    blur.minimum, blur.maximum, value=4, step=1, label="Mask blur", elem_id="inpaint-mask-blur"
-                )
-                pad = limits["padding"]
-                padding = gr.Slider(
-                    pad.minimum, pad.maximum, value=32, step=4, label="Only masked padding", elem_id="inpaint-padding"
-                )
+                mask_blur = limit_slider("Mask blur", limits["mask_blur"], 4, "inpaint-mask-blur")
+                # Steps of 4 on the slider; the API takes any whole number in range.
+                padding = limit_slider("Only masked padding", limits["padding"], 32, "inpaint-padding", step=4)
             inpaint_area = gr.Radio(
                 list(INPAINT_AREAS), value=INPAINT_AREAS[0], label="Inpaint area", elem_id="inpaint-area"
             )
