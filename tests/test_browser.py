@@ -329,3 +329,22 @@ def test_preset_saved_in_one_tab_is_offered_in_another(browser, app_url):
     page.locator("#img2img-preset-apply").click()
     page.wait_for_function("() => document.querySelector('#img2img-steps input[type=number]').value === '7'")
     page.close()
+
+
+def test_send_to_controlnet_carries_the_picture_as_reference(browser, app_url):
+    page = browser.new_page()
+    page.goto(app_url)
+    page.locator("#txt2img-prompt textarea").fill("a white square on a black background")
+    set_number(page, "txt2img-seed", "5")
+    set_number(page, "txt2img-steps", "2")
+    page.locator("#txt2img-generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-infotext textarea').value.includes('Seed: 5')", timeout=60_000
+    )
+    page.locator("#txt2img-send-controlnet").click()
+    page.locator("#controlnet-image img").first.wait_for(timeout=30_000)
+    assert page.locator("#controlnet-prompt textarea").input_value() == "a white square on a black background"
+    assert page.locator("#controlnet-seed input").input_value() == "5"
+    page.locator("#controlnet-preview").click()
+    page.locator("#controlnet-map img").first.wait_for(timeout=60_000)
+    page.close()
