@@ -27,6 +27,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from diffusers.models.controlnets.controlnet import ControlNetOutput
 
 from . import tiny
 from .devices import DevicePlan, apply_memory_options, plan_device
@@ -158,6 +159,31 @@ def load_controlnet(spec: ModelSpec, control_type: str, settings: Settings, plan
         ) from err
 
 
+def skip_inactive_steps(controlnet: ControlNetModel) -> ControlNetModel:
+    """Make the ControlNet skip its work on steps where it has no effect.
+
+    diffusers runs a ControlNet on every step and multiplies its residuals by 0 outside guidance start/end (and at
+    weight 0). Those calls can only give zeros; this returns zeros of the shapes the ControlNet gave for the same
+    input shape before, so it runs only on the steps where it acts. The result is identical.
+    """
+    original = controlnet.forward
+    seen: dict[tuple[int, ...], list[tuple[torch.Size, torch.dtype]]] = {}  # input shape → residual shapes
+
+    def forward(sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0, **kwargs):
+        shapes = seen.get(tuple(sample.shape))
+        if conditioning_scale == 0 and shapes is not None:
+            zeros = [torch.zeros(shape, dtype=dtype, device=sample.device) for shape, dtype in shapes]
+            down, mid = tuple(zeros[:-1]), zeros[-1]
+            return ControlNetOutput(down, mid) if kwargs.get("return_dict", True) else (down, mid)
+        out = original(sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale, **kwargs)
+        down, mid = out if isinstance(out, tuple) else (out.down_block_res_samples, out.mid_block_res_sample)
+        seen[tuple(sample.shape)] = [(t.shape, t.dtype) for t in (*down, mid)]
+        return out
+
+    controlnet.forward = forward
+    return controlnet
+
+
 def is_inpainting_unet(unet: Any) -> bool:
     """A dedicated inpainting UNet takes 9 channels: latents, mask, masked-image latents."""
     return unet.config.in_channels == 9
@@ -202,7 +228,8 @@ class PipelineCache:
             source = loaded.spec.controlnet(control_type) or ""
             if source not in loaded.controlnets:
                 log.info("loading %s's %s ControlNet", name, control_type)
-                loaded.controlnets[source] = load_controlnet(loaded.spec, control_type, self.settings, self.plan)
+                controlnet = load_controlnet(loaded.spec, control_type, self.settings, self.plan)
+                loaded.controlnets[source] = skip_inactive_steps(controlnet)
             return loaded.controlnets[source]
 
     def pipeline(self, name: str, task: str, control_types: tuple[str, ...] = ()) -> DiffusionPipeline:

@@ -13,6 +13,7 @@ import torch
 from diffusers import ControlNetModel, MultiControlNetModel
 from PIL import Image, ImageDraw
 
+from backend import pipelines
 from backend.annotators import Annotators, AnnotatorUnavailable, PreprocessError
 from backend.devices import DevicePlan
 from backend.engine import Engine
@@ -202,23 +203,47 @@ def _common_fields(request: ControlNetRequest) -> dict:
     return {name: getattr(request, name) for name in names}
 
 
-def test_guidance_start_end_limit_the_steps_the_controlnet_acts(engine, square):
+def test_guidance_start_end_limit_the_steps_the_controlnet_runs(engine, square):
     controlnet = engine.cache.controlnet(TINY, "canny")
-    scales: list[float] = []
+    scales: list[float] = []  # the weight diffusers asks for at each step
+    computed: list[int] = []  # the steps where the ControlNet really computed (its map encoder ran)
 
     def record(module, args, kwargs):
         scales.append(float(kwargs["conditioning_scale"]))
 
-    handle = controlnet.register_forward_pre_hook(record, with_kwargs=True)
+    hooks = [
+        controlnet.register_forward_pre_hook(record, with_kwargs=True),
+        controlnet.controlnet_cond_embedding.register_forward_hook(lambda *_: computed.append(len(scales))),
+    ]
+    windowed = cn_request(square, ControlUnit(image=square, guidance_start=0.2, guidance_end=0.6), steps=10)
     try:
         engine.run(cn_request(square, steps=10))
-        assert sum(s > 0 for s in scales) == 10
-        scales.clear()
-        engine.run(cn_request(square, ControlUnit(image=square, guidance_start=0.2, guidance_end=0.6), steps=10))
-        # Steps 3-6 of 10 (fractions 0.2-0.6); diffusers calls it with scale 0 on the others.
+        assert sum(s > 0 for s in scales) == 10 and computed == list(range(1, 11))
+        scales.clear(), computed.clear()
+        engine.run(windowed)
+        # Steps 3-6 of 10 (fractions 0.2-0.6); diffusers asks for weight 0 on the others, and there the
+        # ControlNet does not run at all.
         assert [s > 0 for s in scales] == [False] * 2 + [True] * 4 + [False] * 4
+        assert computed == [3, 4, 5, 6]
+        scales.clear(), computed.clear()
+        engine.run(cn_request(square, ControlUnit(image=square, conditioning_scale=0.0), steps=10))
+        assert computed == []
     finally:
-        handle.remove()
+        for hook in hooks:
+            hook.remove()
+
+
+def test_skipping_inactive_steps_changes_nothing(engine, square, monkeypatch):
+    windowed = cn_request(square, ControlUnit(image=square, guidance_start=0.2, guidance_end=0.6), steps=10)
+    skipped = engine.run(windowed)
+    # The same request with diffusers' own behaviour: the ControlNet computes on every step.
+    monkeypatch.setattr(pipelines, "skip_inactive_steps", lambda controlnet: controlnet)
+    every_step = Engine(engine.settings)
+    computed: list[int] = []
+    embedding = every_step.cache.controlnet(TINY, "canny").controlnet_cond_embedding
+    embedding.register_forward_hook(lambda *_: computed.append(1))
+    assert np.array_equal(pixels(every_step.run(windowed).images[0]), pixels(skipped.images[0]))
+    assert len(computed) == 10
 
 
 def test_switching_control_type_keeps_the_base_weights(engine, square):
