@@ -55,6 +55,14 @@ def set_number(page, elem_id: str, value: str) -> None:
     field.press("Tab")
 
 
+def generate(page, tab: str, seed: str) -> None:
+    """Click the tab's Generate and wait until its parameters show the seed."""
+    page.locator(f"#{tab}-generate").click()
+    page.wait_for_function(
+        f"() => document.querySelector('#{tab}-infotext textarea').value.includes('Seed: {seed}')", timeout=60_000
+    )
+
+
 def test_generate_shows_images_seed_and_parameters(browser, app_url):
     page = browser.new_page()
     page.goto(app_url)
@@ -90,10 +98,7 @@ def test_bad_size_shows_error_and_app_keeps_working(browser, app_url):
     page.get_by_text("not a multiple of 8").first.wait_for(timeout=30_000)
     set_number(page, "txt2img-width", "64")
     set_number(page, "txt2img-seed", "9")
-    page.locator("#txt2img-generate").click()
-    page.wait_for_function(
-        "() => document.querySelector('#txt2img-infotext textarea').value.includes('Seed: 9')", timeout=60_000
-    )
+    generate(page, "txt2img", "9")
     page.close()
 
 
@@ -157,10 +162,7 @@ def test_paint_mask_and_inpaint(browser, app_url, tmp_path, test_image):
     page.locator("#inpaint-prompt textarea").fill("a red circle")
     set_number(page, "inpaint-steps", "2")
     set_number(page, "inpaint-seed", "5")
-    page.locator("#inpaint-generate").click()
-    page.wait_for_function(
-        "() => document.querySelector('#inpaint-infotext textarea').value.includes('Seed: 5')", timeout=60_000
-    )
+    generate(page, "inpaint", "5")
     assert "Mask blur: 4" in page.locator("#inpaint-infotext textarea").input_value()
     mask = np.asarray(fetch_image(page, "#inpaint-mask-used img").convert("L"))
     assert mask.shape == (192, 256)  # aligned to the picture, whatever the canvas size
@@ -180,10 +182,7 @@ def test_send_to_inpaint_carries_image_and_parameters(browser, app_url):
     page.locator("#txt2img-prompt textarea").fill("a green square")
     set_number(page, "txt2img-seed", "31")
     set_number(page, "txt2img-steps", "2")
-    page.locator("#txt2img-generate").click()
-    page.wait_for_function(
-        "() => document.querySelector('#txt2img-infotext textarea').value.includes('Seed: 31')", timeout=60_000
-    )
+    generate(page, "txt2img", "31")
     page.locator("#txt2img-send-img2img").click()
     page.locator("#img2img-image img").first.wait_for(timeout=30_000)
     assert page.locator("#img2img-prompt textarea").input_value() == "a green square"
@@ -208,10 +207,7 @@ def test_preset_fills_controls_and_reaches_the_request(browser, app_url):
     page.locator("#txt2img-preset-apply").click()
     page.wait_for_function("() => document.querySelector('#txt2img-steps input[type=number]').value === '12'")
     set_number(page, "txt2img-seed", "3")
-    page.locator("#txt2img-generate").click()
-    page.wait_for_function(
-        "() => document.querySelector('#txt2img-infotext textarea').value.includes('Seed: 3')", timeout=60_000
-    )
+    generate(page, "txt2img", "3")
     text = page.locator("#txt2img-infotext textarea").input_value()
     assert "Steps: 12, Sampler: Euler a, Schedule type: Automatic, CFG scale: 6" in text
     assert page.locator("#txt2img-gallery img").count() == 4  # the preset's batch size
@@ -337,10 +333,7 @@ def test_send_to_controlnet_carries_the_picture_as_reference(browser, app_url):
     page.locator("#txt2img-prompt textarea").fill("a white square on a black background")
     set_number(page, "txt2img-seed", "5")
     set_number(page, "txt2img-steps", "2")
-    page.locator("#txt2img-generate").click()
-    page.wait_for_function(
-        "() => document.querySelector('#txt2img-infotext textarea').value.includes('Seed: 5')", timeout=60_000
-    )
+    generate(page, "txt2img", "5")
     page.locator("#txt2img-send-controlnet").click()
     page.locator("#controlnet-image img").first.wait_for(timeout=30_000)
     assert page.locator("#controlnet-prompt textarea").input_value() == "a white square on a black background"
