@@ -333,11 +333,14 @@ def test_send_to_controlnet_carries_the_picture_as_reference(browser, app_url):
     page.locator("#txt2img-prompt textarea").fill("a white square on a black background")
     set_number(page, "txt2img-seed", "5")
     set_number(page, "txt2img-steps", "2")
+    set_number(page, "txt2img-width", "96")
     generate(page, "txt2img", "5")
     page.locator("#txt2img-send-controlnet").click()
     page.locator("#controlnet-image img").first.wait_for(timeout=30_000)
     assert page.locator("#controlnet-prompt textarea").input_value() == "a white square on a black background"
     assert page.locator("#controlnet-seed input").input_value() == "5"
+    # The ControlNet tab has its own size (not the picture's): the size is carried too.
+    assert page.locator("#controlnet-width input[type=number]").input_value() == "96"
     page.locator("#controlnet-preview").click()
     page.locator("#controlnet-map img").first.wait_for(timeout=60_000)
     page.close()

@@ -65,6 +65,7 @@ class CommonControls:
     reuse_seed: gr.Button
     presets: PresetRow | None = None
     fields: tuple[str, ...] = COMMON_FIELDS  # the fields this tab's handler takes (the others are hidden)
+    size_from_image: bool = False  # width/height start at 0 = the input image's size
 
     def inputs(self) -> list[gr.components.Component]:
         return [getattr(self, name) for name in self.fields]
@@ -117,18 +118,25 @@ def build_prompt_block(studio: Studio, prefix: str) -> tuple[gr.Textbox, gr.Text
 
 
 def build_common_controls(
-    studio: Studio, prefix: str, size_from_image: bool = False, fields: Sequence[str] = COMMON_FIELDS
+    studio: Studio,
+    prefix: str,
+    size_from_image: bool = False,
+    fields: Sequence[str] = COMMON_FIELDS,
+    zero_size_allowed: bool = False,
 ) -> CommonControls:
     """Prompt, negative prompt, sampler, steps, CFG, size, batch, seed and model, with their limits.
 
     ``size_from_image``: width/height start at 0, meaning "the input image's size".
+    ``zero_size_allowed``: 0 is a valid width/height ("the input image's size") though they start at the
+    model's size.
     ``fields``: the common fields the tab's handler takes; the others are built hidden (a tab that sets one its
     own way, e.g. the sampler grid's sampler axis) and are not inputs.
     """
     engine = studio.engine
     limits = field_limits(engine.settings)
     spec = engine.registry.get(engine.default_model)
-    size_note = " (0 = from image)" if size_from_image else ""
+    zero_size_allowed = zero_size_allowed or size_from_image
+    size_note = " (0 = from image)" if zero_size_allowed else ""
     presets = build_preset_row(engine.presets, prefix)
     prompt, negative, styles = build_prompt_block(studio, prefix)
     with gr.Row():
@@ -142,7 +150,7 @@ def build_common_controls(
     guidance = limit_slider("CFG scale", limits["guidance_scale"], spec.defaults.guidance_scale, f"{prefix}-cfg")
     with gr.Row():
         w_limit, h_limit = limits["width"], limits["height"]
-        if size_from_image:
+        if zero_size_allowed:
             w_limit, h_limit = (replace(lim, minimum=0) for lim in (w_limit, h_limit))
         width = limit_slider(
             "Width" + size_note, w_limit, 0 if size_from_image else spec.defaults.width, f"{prefix}-width"
@@ -172,6 +180,7 @@ def build_common_controls(
         reuse_seed=reuse_seed,
         presets=presets,
         fields=tuple(fields),
+        size_from_image=size_from_image,
     )
     for name in COMMON_FIELDS:
         if name not in fields:

@@ -14,7 +14,7 @@ from backend.samplers import SAMPLERS, supported_schedules
 
 from .common import TabHandle
 
-# Request fields every target receives. Size goes only to tabs without an input image (those follow it).
+# Request fields every target receives. Size goes only to tabs whose size does not follow their input image.
 CARRIED = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "sampler", "schedule", "model")
 SIZE = ("width", "height")
 
@@ -40,7 +40,7 @@ def from_gallery(gallery: Any, index: int | None, infotext: str) -> tuple[Image.
 
 
 def carried_fields(target: TabHandle) -> list[str]:
-    names = list(CARRIED) + ([] if target.image_input is not None else list(SIZE))
+    names = list(CARRIED) + ([] if target.controls.size_from_image else list(SIZE))
     return names + [name for name in target.fields if name not in names]
 
 

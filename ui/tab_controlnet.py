@@ -151,7 +151,9 @@ def build_tab(studio: Studio) -> TabHandle:
             resize_mode = gr.Radio(
                 list(RESIZE_MODES), value="Crop and resize", label="Resize mode", elem_id="controlnet-resize-mode"
             )
-            controls = build_common_controls(studio, "controlnet", size_from_image=True)
+            # The model's own size by default (a large photo as reference must not make a huge picture);
+            # 0 still means the picture's size.
+            controls = build_common_controls(studio, "controlnet", zero_size_allowed=True)
         with gr.Column(scale=1):
             out = build_output_block("controlnet")
 
