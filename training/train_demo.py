@@ -550,16 +550,13 @@ def stage_unet(ctx):
     while step < total:
         g = ctx.gen("unet", step)
         _, lat, ids = latent_batch(ctx, cache, g, cfg["unet_batch"])
-        noise = torch.randn(lat.shape, generator=g).to(dev)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (lat.shape[0],), generator=g).to(dev)
-        noisy = noise_sched.add_noise(lat, noise, t)
+        noise, t, noisy = diffuse(noise_sched, lat, g)
         ids = mismatch_low_noise_captions(ids, t, g)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg["unet_lr"], cfg["warmup"], total, final=0.2)
         hidden = te(ids)[0]
         pred = unet(noisy, t, hidden).sample
-        per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per * min_snr_weights(noise_sched, t)).mean()
+        loss = snr_loss(noise_sched, pred, noise, t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -722,26 +719,12 @@ def stage_inpaint(ctx):
     w = state["conv_in.weight"]
     state["conv_in.weight"] = torch.cat([w, torch.zeros(w.shape[0], 5, *w.shape[2:], device=w.device)], 1)
     unet.load_state_dict(state)
-    params = list(unet.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg["inpaint_lr"], weight_decay=0.01)
-    ema = EMA(params, cfg["ema"])
-    ck = ctx.ckpt / "inpaint.pt"
-    step = 0
-    if ck.exists():
-        st = torch.load(ck, map_location="cpu", weights_only=False)
-        unet.load_state_dict(st["unet"])
-        restore_optimizer_state(opt, st["opt"])
-        ema.load_state_dict(st["ema"])
-        step = st["step"]
-        print(f"[inpaint] resumed at step {step}")
     noise_sched = train_scheduler()
     sf = cache["scaling_factor"]
-    total = cfg["inpaint_steps"]
-    print(f"[inpaint] 9-channel UNet {n_params(unet):.3f}M params, {total} steps x batch {cfg['inpaint_batch']}")
-    bar = progress(total, step, "inpaint")
-    last_save, ema_loss = time.time(), None
-    while step < total:
-        g = ctx.gen("inpaint", step)
+    steps, batch = cfg["inpaint_steps"], cfg["inpaint_batch"]
+    print(f"[inpaint] 9-channel UNet {n_params(unet):.3f}M params, {steps} steps x batch {batch}")
+
+    def loss_of(g: torch.Generator) -> torch.Tensor:
         idx, lat, ids = latent_batch(ctx, cache, g, cfg["inpaint_batch"])
         scenes = [data.sample(ctx.seed, int(i))[2] for i in idx]
         x = data.to_tensor(np.stack([data.render(s) for s in scenes])).to(dev)
@@ -752,14 +735,49 @@ def stage_inpaint(ctx):
             masked_lat = (post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(dev)) * sf
             hidden = te(ids)[0]
         mask_lat = F.interpolate(mask, size=lat.shape[-2:])  # as StableDiffusionInpaintPipeline does
-        noise = torch.randn(lat.shape, generator=g).to(dev)
-        t = torch.randint(0, 1000, (lat.shape[0],), generator=g).to(dev)
-        noisy = noise_sched.add_noise(lat, noise, t)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg["inpaint_lr"], 50, total, final=0.2)
+        noise, t, noisy = diffuse(noise_sched, lat, g)
         pred = unet(torch.cat([noisy, mask_lat, masked_lat], 1), t, hidden).sample
-        per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per * min_snr_weights(noise_sched, t)).mean()
+        return snr_loss(noise_sched, pred, noise, t)
+
+    train_variant(ctx, "inpaint", unet, "unet", "unet_inpaint", loss_of)
+
+
+def diffuse(noise_sched, lat: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noise, timesteps and noised latents for a training batch (drawn from ``g``)."""
+    noise = torch.randn(lat.shape, generator=g).to(lat.device)
+    t = torch.randint(0, noise_sched.config.num_train_timesteps, (lat.shape[0],), generator=g).to(lat.device)
+    return noise, t, noise_sched.add_noise(lat, noise, t)
+
+
+def snr_loss(noise_sched, pred: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Epsilon-prediction MSE with min-SNR-5 weighting."""
+    per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+    return (per * min_snr_weights(noise_sched, t)).mean()
+
+
+def train_variant(ctx, stage: str, model, key: str, folder: str, loss_of) -> None:
+    """The loop both variant stages run: AdamW and EMA on ``model``, resumable checkpoints (``model`` under
+    ``key``), periodic export to ``folder``. ``loss_of(g)`` draws one batch from ``g`` and returns its loss."""
+    cfg = ctx.cfg
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg[f"{stage}_lr"], weight_decay=0.01)
+    ema = EMA(params, cfg["ema"])
+    ck, done = ctx.ckpt / f"{stage}.pt", ctx.ckpt / f"{stage}_done.json"
+    step = 0
+    if ck.exists():
+        st = torch.load(ck, map_location="cpu", weights_only=False)
+        model.load_state_dict(st[key])
+        restore_optimizer_state(opt, st["opt"])
+        ema.load_state_dict(st["ema"])
+        step = st["step"]
+        print(f"[{stage}] resumed at step {step}")
+    total = cfg[f"{stage}_steps"]
+    bar = progress(total, step, stage)
+    last_save, ema_loss = time.time(), None
+    while step < total:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg[f"{stage}_lr"], 50, total, final=0.2)
+        loss = loss_of(ctx.gen(stage, step))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -772,7 +790,7 @@ def stage_inpaint(ctx):
         if time.time() - last_save > ctx.save_every or step == total:
             save_atomic(
                 {
-                    "unet": unet.state_dict(),
+                    key: model.state_dict(),
                     "ema": ema.state_dict(),
                     "opt": compact_optimizer_state(opt.state_dict()),
                     "step": step,
@@ -780,8 +798,8 @@ def stage_inpaint(ctx):
                 ck,
             )
             last_save = time.time()
-            ctx.log(stage="inpaint", step=step, loss=ema_loss)
-            export_variant(ctx, unet, ema, params, "unet_inpaint", {"inpaint_steps": step})
+            ctx.log(stage=stage, step=step, loss=ema_loss)
+            export_variant(ctx, model, ema, params, folder, {f"{stage}_steps": step})
     bar.close()
     done.write_text(json.dumps({"steps": step}))
     ck.unlink(missing_ok=True)
@@ -832,64 +850,20 @@ def stage_controlnet(ctx):
     te.requires_grad_(False)
     torch.manual_seed(ctx.seed + 3)
     cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 64, 64)).to(dev)
-    params = list(cn.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg["controlnet_lr"], weight_decay=0.01)
-    ema = EMA(params, cfg["ema"])
-    ck = ctx.ckpt / "controlnet.pt"
-    step = 0
-    if ck.exists():
-        st = torch.load(ck, map_location="cpu", weights_only=False)
-        cn.load_state_dict(st["controlnet"])
-        restore_optimizer_state(opt, st["opt"])
-        ema.load_state_dict(st["ema"])
-        step = st["step"]
-        print(f"[controlnet] resumed at step {step}")
     noise_sched = train_scheduler()
-    total = cfg["controlnet_steps"]
-    print(f"[controlnet] {n_params(cn):.3f}M params, {total} steps x batch {cfg['controlnet_batch']}")
-    bar = progress(total, step, "controlnet")
-    last_save, ema_loss = time.time(), None
-    while step < total:
-        g = ctx.gen("controlnet", step)
+    print(f"[controlnet] {n_params(cn):.3f}M params, {cfg['controlnet_steps']} steps x batch {cfg['controlnet_batch']}")
+
+    def loss_of(g: torch.Generator) -> torch.Tensor:
         idx, lat, ids = latent_batch(ctx, cache, g, cfg["controlnet_batch"])
-        scenes = [data.sample(ctx.seed, int(i))[2] for i in idx]
-        cond = control_images(scenes).to(dev)
+        cond = control_images([data.sample(ctx.seed, int(i))[2] for i in idx]).to(dev)
         with torch.no_grad():
             hidden = te(ids)[0]
-        noise = torch.randn(lat.shape, generator=g).to(dev)
-        t = torch.randint(0, 1000, (lat.shape[0],), generator=g).to(dev)
-        noisy = noise_sched.add_noise(lat, noise, t)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg["controlnet_lr"], 50, total, final=0.2)
+        noise, t, noisy = diffuse(noise_sched, lat, g)
         down, mid = cn(noisy, t, hidden, controlnet_cond=cond, return_dict=False)
         pred = unet(noisy, t, hidden, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
-        per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per * min_snr_weights(noise_sched, t)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema.update(step)
-        step += 1
-        ema_loss = loss.item() if ema_loss is None else 0.99 * ema_loss + 0.01 * loss.item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{ema_loss:.4f}", refresh=False)
-        if time.time() - last_save > ctx.save_every or step == total:
-            save_atomic(
-                {
-                    "controlnet": cn.state_dict(),
-                    "ema": ema.state_dict(),
-                    "opt": compact_optimizer_state(opt.state_dict()),
-                    "step": step,
-                },
-                ck,
-            )
-            last_save = time.time()
-            ctx.log(stage="controlnet", step=step, loss=ema_loss)
-            export_variant(ctx, cn, ema, params, "controlnet_canny", {"controlnet_steps": step})
-    bar.close()
-    done.write_text(json.dumps({"steps": step}))
-    ck.unlink(missing_ok=True)
+        return snr_loss(noise_sched, pred, noise, t)
+
+    train_variant(ctx, "controlnet", cn, "controlnet", "controlnet_canny", loss_of)
 
 
 # ---------------------------------------------------------------------------------------------
