@@ -70,11 +70,29 @@ def build_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
+def build_text_encoder(tokenizer, width: int):
+    """A small CLIP text encoder (2 layers, 4 heads) for ``tokenizer``'s vocabulary, ``width`` wide."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    # transformers 5 defaults bos/eos to the real CLIP ids (49406/49407): point them at our vocab.
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer.get_vocab()),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=width,
+    )
+    return CLIPTextModel(config)
+
+
 def build_components(seed: int = TINY_SEED, *, unet_in_channels: int = 4) -> dict[str, object]:
     """Random-weight components of a tiny SD 1.x pipeline (deterministic for a seed)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -99,20 +117,7 @@ def build_components(seed: int = TINY_SEED, *, unet_in_channels: int = 4) -> dic
         norm_num_groups=32,
         sample_size=TINY_RESOLUTION,
     )
-    # transformers 5 defaults bos/eos to the real CLIP ids (49406/49407): point them at our vocab.
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer.get_vocab()),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        projection_dim=32,
-    )
-    text_encoder = CLIPTextModel(text_config)
+    text_encoder = build_text_encoder(tokenizer, width=32)
     # SD 1.x's scheduler config: scaled-linear betas over 1000 training steps.
     scheduler = DDIMScheduler(
         beta_start=0.00085,

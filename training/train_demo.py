@@ -132,22 +132,9 @@ def new_vae():
 
 
 def new_text_encoder(tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from backend.tiny import build_text_encoder
 
-    # transformers 5 defaults bos/eos to the real CLIP ids (49406/49407): point them at our vocab.
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer.get_vocab()),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        projection_dim=64,
-    )
-    return CLIPTextModel(config)
+    return build_text_encoder(tokenizer, width=64)
 
 
 def new_unet(in_channels: int = 4):
