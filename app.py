@@ -34,6 +34,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="ControlNet preprocessor weights: a local folder or a hub repository (SDSTUDIO_ANNOTATORS)",
     )
+    p.add_argument(
+        "--workers",
+        choices=("local", "ray"),
+        default=None,
+        help="where generation runs: in this process, or on Ray Serve replicas (SDSTUDIO_WORKERS)",
+    )
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster, e.g. auto (SDSTUDIO_RAY_ADDRESS)")
+    p.add_argument("--ray-replicas", type=int, default=None, help="engine replicas on Ray (SDSTUDIO_RAY_REPLICAS)")
     return p.parse_args(argv)
 
 
@@ -46,6 +54,17 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def build_engine(settings: Settings) -> Engine:
+    """The in-process engine, or with ``workers=ray`` a front end whose runs go to Ray Serve replicas."""
+    if settings.workers == "ray":
+        from backend.remote import connect  # Ray is imported only when chosen
+
+        return connect(settings)
+    if settings.workers != "local":
+        raise SystemExit(f"SDSTUDIO_WORKERS must be local or ray, not {settings.workers!r}")
+    return Engine(settings)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
@@ -55,8 +74,11 @@ def main(argv: list[str] | None = None) -> None:
         offline=args.offline,
         device=args.device,
         annotators=args.annotators,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        ray_replicas=args.ray_replicas,
     )
-    engine = Engine(settings)
+    engine = build_engine(settings)
     if engine.startup_notice:
         logging.warning(engine.startup_notice)
 

@@ -56,6 +56,8 @@ def generators(seed: int, count: int) -> list[torch.Generator]:
 
 
 class Engine:
+    concurrency = 1  # runs the front end may start at once: one per engine (one GPU)
+
     def __init__(self, settings: Settings, registry: ModelRegistry | None = None, cache: PipelineCache | None = None):
         self.settings = settings
         self.registry = registry or ModelRegistry.load(settings.models_file)
@@ -113,6 +115,12 @@ class Engine:
                 self.writer.save(img, text, seed) for img, text, seed in zip(images, infotexts, seeds, strict=True)
             ]
         return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras)
+
+    def grid_runner(self) -> Any:
+        """What runs a ``GridRequest`` (``run``'s signature): the grid runner on this engine's pipelines."""
+        from .grid import GridRunner  # grid builds on this module
+
+        return GridRunner(self)
 
     def load_for(self, model: str, task: str) -> LoadedModel:
         """The loaded model, refused with a clear message when it cannot do ``task`` (call under run_lock)."""

@@ -54,6 +54,12 @@ class Settings:
     save_outputs: bool = True
     queue_size: int = 16
     preview_every: int = 1  # decode a live preview every N steps (0 = never)
+    # Where generation runs: "local" (in this process) or "ray" (a Ray Serve deployment; see backend/remote.py).
+    workers: str = "local"
+    ray_address: str = ""  # an existing Ray cluster ("auto", "ray://head:10001"); empty = start a local one
+    ray_replicas: int = 1  # engine replicas (the minimum when autoscaling)
+    ray_max_replicas: int = 0  # above ray_replicas: autoscale up to this many; 0 = a fixed count
+    ray_gpus_per_replica: float = -1.0  # -1 = one GPU each when the cluster has GPUs, else CPU replicas
 
     def __post_init__(self) -> None:
         # Accept str for path fields (CLI and tests pass plain strings).

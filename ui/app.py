@@ -40,6 +40,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
         wire_gallery_sends(handles, tabs)
         for target, button in send_buttons.items():
             wire_send(button, info_inputs, tab_pnginfo.load_from_pnginfo, handles[target], tabs)
-    # One pipeline run at a time (one GPU); a bounded queue so a crowd gets "queue full", not a stall.
-    demo.queue(default_concurrency_limit=1, max_size=engine.settings.queue_size)
+    # One pipeline run per engine (one GPU; a Ray deployment has one per replica), FIFO; a bounded queue so a
+    # crowd gets "queue full", not a stall.
+    demo.queue(default_concurrency_limit=engine.concurrency, max_size=engine.settings.queue_size)
     return demo

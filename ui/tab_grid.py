@@ -6,7 +6,7 @@ from typing import Any
 
 import gradio as gr
 
-from backend.grid import GridRequest, GridResult, GridRunner, sampler_choices, split_list
+from backend.grid import GridRequest, GridResult, sampler_choices, split_list
 
 from .common import (
     COMMON_FIELDS,
@@ -25,7 +25,7 @@ DEFAULT_SAMPLERS = ["Euler a", "Euler", "DPM++ 2M", "DDIM"]
 
 
 def build_tab(studio: Studio) -> TabHandle:
-    runner = GridRunner(studio.engine)
+    runner = studio.engine.grid_runner()
     with gr.Row():
         with gr.Column(scale=1):
             controls = build_common_controls(studio, "grid", fields=GRID_FIELDS)
