@@ -231,6 +231,9 @@ def classify_picture(picture) -> dict:
         "shape": best,
         "shape_iou": best_iou,
         "area": int(mask.sum()),
+        "size": float(size),  # robust bounding-box side, pixels
+        "cx": float(cx),
+        "cy": float(cy),
     }
 
 

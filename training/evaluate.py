@@ -284,6 +284,59 @@ def evaluate_controlnet(path: str, n: int = 24, seed: int = 0, device: str = "cp
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# Size and position words: does the picture follow them?
+
+SIDES = ("left", "right", "top", "bottom")
+
+
+def on_side(side: str, cx: float, cy: float) -> bool:
+    """The shape's centre lies in the named third of the picture."""
+    third = data.RESOLUTION / 3
+    return {
+        "left": cx < third,
+        "right": cx > 2 * third,
+        "top": cy < third,
+        "bottom": cy > 2 * third,
+    }[side]
+
+
+def evaluate_words(path: str, n: int = 16, seed: int = 0, device: str = "cpu") -> dict:
+    """Position and size words against the same prompts and seeds without them.
+
+    Positions: for each side, ``n`` prompts "a red circle on the left on a blue background"; a picture counts when
+    the shape's centre is in the named third. The same prompts without the position word (same seeds) give the
+    chance level. Sizes: the mean bounding-box side with "small" and with "large" (training sizes 20-28 and 38-46 px).
+    """
+    pipe = load_pipeline(path, "dpm++", device)
+    triples = eval_prompts(n, seed + 1)  # other colour triples than the main figures
+    plain = [data.plain_caption(c, s, b) for c, s, b in triples]
+    base = [data.classify_picture(im) for im in _run(pipe, plain, seed)]
+    positions = {}
+    for side in SIDES:
+        phrase = data.POSITION_PHRASE[side]
+        prompts = [f"a {c} {s} {phrase} on a {b} background" for c, s, b in triples]
+        got = [data.classify_picture(im) for im in _run(pipe, prompts, seed)]
+        positions[side] = {
+            "with_word": sum(g["colour"] is not None and on_side(side, g["cx"], g["cy"]) for g in got) / n,
+            "without_word": sum(g["colour"] is not None and on_side(side, g["cx"], g["cy"]) for g in base) / n,
+        }
+    sizes = {}
+    for word in data.SIZES:
+        prompts = [f"a {word} {c} {s} on a {b} background" for c, s, b in triples]
+        got = [data.classify_picture(im) for im in _run(pipe, prompts, seed)]
+        sizes[word] = float(np.mean([g["size"] for g in got if g["colour"] is not None]))
+    sizes["no size word"] = float(np.mean([g["size"] for g in base if g["colour"] is not None]))
+    return {"prompts_per_word": n, "positions": positions, "sizes_px": sizes, "measured": now()}
+
+
+def print_words(f: dict) -> None:
+    print(f"position words ({f['prompts_per_word']} prompts each): shape centre in the named third")
+    for side, v in f["positions"].items():
+        print(f"  {side:7} with the word {v['with_word']:6.1%}, same prompts and seeds without {v['without_word']:.1%}")
+    print("size words: mean bounding-box side " + ", ".join(f"{k} {v:.1f} px" for k, v in f["sizes_px"].items()))
+
+
 def now() -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
@@ -351,8 +404,18 @@ def main(argv=None):
     p.add_argument("--cases", type=int, default=24, help="test pictures for the --all measurements")
     p.add_argument("--card", action="store_true", help="store figures in evaluation.json and rewrite the model card")
     p.add_argument("--samplers", action="store_true", help="colour accuracy of every sampler of the app, then stop")
+    p.add_argument("--words", action="store_true", help="do position and size words work? then stop")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.words:
+        words = evaluate_words(args.model, max(4, args.prompts // 4), args.seed, args.device)
+        print_words(words)
+        if args.card:
+            import model_card
+
+            save_figures(args.model, {"words": words}, stamp=False)
+            model_card.write(Path(args.model))
+        return words
     if args.samplers:
         table = evaluate_samplers(args)
         if args.card:

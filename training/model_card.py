@@ -67,11 +67,10 @@ Status: **{status}**. Weights: {_size_mb(folder):.1f} MB of safetensors.
 
 64x64 pictures of one flat shape on a flat background of another colour.
 
-- Prompt form: `a red circle on a blue background`; optional size and position words:
-  `a small red circle on the left on a blue background`.
+- Prompt form: `a red circle on a blue background`; optional size word: `a small red circle on a blue background`.
 - Colours: {", ".join(data.COLOURS)} (a fixed palette; other colour words were never seen).
 - Shapes: {", ".join(data.SHAPES)}.
-- Sizes: {", ".join(data.SIZES)}. Positions: {", ".join(data.POSITION_PHRASE.values())}.
+{_word_figures(ev.get("words"))}
 - Trained with 10% caption dropout, so classifier-free guidance (guidance 5-7) and negative prompts work.
 
 Default size 64x64; 20 steps of DPM++ 2M / Euler / DDIM (built with `from_config` from the saved
@@ -109,6 +108,29 @@ colour and shape-template IoU; measured {ev.get("measured", "never")} on the wei
 
 {_other_figures(ev)}
 """
+
+
+def _word_figures(words: dict | None) -> str:
+    phrases = ", ".join(f"`{p}`" for p in data.POSITION_PHRASE.values())
+    if not words:
+        return (
+            f"- Sizes: {', '.join(data.SIZES)}; position words ({phrases}) were in the training captions. Whether the "
+            "model follows them is not measured yet (`python training/evaluate.py --words --card`)."
+        )
+    phrases = ", ".join(f"`{data.POSITION_PHRASE[side]}`" for side in words["positions"])
+    px = words["sizes_px"]
+    with_word = [v["with_word"] for v in words["positions"].values()]
+    without = [v["without_word"] for v in words["positions"].values()]
+    n = words["prompts_per_word"]
+    return (
+        f"- Sizes: small, large. Measured mean bounding-box side: small {px['small']:.1f} px, large "
+        f"{px['large']:.1f} px, no size word {px['no size word']:.1f} px ({n} prompts each).\n"
+        f"- **Position words do not work.** {phrases} were in 35% of the training captions, but the model "
+        f"ignores them: the shape's centre lands in the named third {min(with_word):.0%}-{max(with_word):.0%} of "
+        f"the time with the word and {min(without):.0%}-{max(without):.0%} with the same prompts and seeds "
+        f"without it ({n} prompts per side).\n"
+        f"  Measured by `python training/evaluate.py --words --card` on {words['measured']}."
+    )
 
 
 def _other_figures(ev: dict) -> str:
