@@ -237,6 +237,32 @@ def classify_picture(picture) -> dict:
     }
 
 
+SPECK_DISTANCE = 60.0  # RGB distance from the shape/background blend line that counts as off-palette
+SPECK_PIXELS = 3  # a blob of this many connected off-palette pixels is a speck
+
+
+def specks(picture: np.ndarray, colour: str, background: str) -> int:
+    """Off-palette blobs of >= ``SPECK_PIXELS`` pixels in a picture of a ``colour`` shape on ``background``.
+
+    A clean picture holds the two colours and, on anti-aliased edges, blends of them: points on the line segment
+    between the two in RGB. A pixel farther than ``SPECK_DISTANCE`` from that segment is off-palette; blobs are its
+    8-connected components.
+    """
+    from scipy import ndimage
+
+    a = np.array(PALETTE[background], np.float32)
+    b = np.array(PALETTE[colour], np.float32)
+    p = np.asarray(picture, np.float32)[..., :3]
+    ab = b - a
+    t = np.clip(((p - a) @ ab) / max(float(ab @ ab), 1e-6), 0.0, 1.0)
+    distance = np.linalg.norm(p - (a + t[..., None] * ab), axis=-1)
+    labels, count = ndimage.label(distance > SPECK_DISTANCE, structure=np.ones((3, 3)))
+    if count == 0:
+        return 0
+    sizes = np.bincount(labels.ravel())[1:]
+    return int((sizes >= SPECK_PIXELS).sum())
+
+
 def canny(picture: np.ndarray, low: int = 100, high: int = 200) -> np.ndarray:
     """Canny edge map (uint8 HxW, 0/255) of a uint8 picture, as the ControlNet stage uses it."""
     import cv2

@@ -330,6 +330,37 @@ def evaluate_words(path: str, n: int = 16, seed: int = 0, device: str = "cpu") -
     return {"prompts_per_word": n, "positions": positions, "sizes_px": sizes, "measured": now()}
 
 
+def evaluate_specks(path: str, n: int = 64, seed: int = 0, device: str = "cpu") -> dict:
+    """Off-palette specks (``data.specks``) in VAE round trips of clean pictures and in generated pictures."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True).float().to(device)
+    samples = [data.sample(seed + 4242, i) for i in range(n)]
+    pictures = np.stack([pic for pic, _, _ in samples])
+    with torch.no_grad():
+        decoded = vae.decode(vae.encode(data.to_tensor(pictures).to(device)).latent_dist.mean).sample
+    trips = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    mse = float(((trips.astype(np.float64) - pictures) ** 2).mean())
+    scenes = [scene for _, _, scene in samples]
+    pipe = load_pipeline(path, "dpm++", device)
+    triples = eval_prompts(n, seed)
+    generated = _run(pipe, [data.plain_caption(c, s, b) for c, s, b in triples], seed)
+
+    def rate(pictures, pairs) -> float:
+        found = [data.specks(pic, colour, bg) > 0 for pic, (colour, bg) in zip(pictures, pairs, strict=True)]
+        return float(np.mean(found))
+
+    pairs = [(sc.colour, sc.background) for sc in scenes]
+    return {
+        "pictures": n,
+        "clean_with_speck": rate(pictures, pairs),
+        "round_trip_with_speck": rate(trips, pairs),
+        "round_trip_psnr_db": 10 * float(np.log10(255**2 / max(mse, 1e-9))),
+        "generated_with_speck": rate(generated, [(c, b) for c, _, b in triples]),
+        "measured": now(),
+    }
+
+
 def print_words(f: dict) -> None:
     print(f"position words ({f['prompts_per_word']} prompts each): shape centre in the named third")
     for side, v in f["positions"].items():
@@ -405,8 +436,18 @@ def main(argv=None):
     p.add_argument("--card", action="store_true", help="store figures in evaluation.json and rewrite the model card")
     p.add_argument("--samplers", action="store_true", help="colour accuracy of every sampler of the app, then stop")
     p.add_argument("--words", action="store_true", help="do position and size words work? then stop")
+    p.add_argument("--specks", action="store_true", help="off-palette specks in VAE round trips and pictures")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.specks:
+        specks = evaluate_specks(args.model, args.prompts, args.seed, args.device)
+        print(json.dumps(specks, indent=2))
+        if args.card:
+            import model_card
+
+            save_figures(args.model, {"specks": specks}, stamp=False)
+            model_card.write(Path(args.model))
+        return specks
     if args.words:
         words = evaluate_words(args.model, max(4, args.prompts // 4), args.seed, args.device)
         print_words(words)

@@ -107,6 +107,8 @@ colour and shape-template IoU; measured {ev.get("measured", "never")} on the wei
 | all three right | {_pct(t2i.get("all_three_right"))} | |
 
 {_other_figures(ev)}
+
+{_speck_figures(ev.get("specks"))}
 """
 
 
@@ -130,6 +132,18 @@ def _word_figures(words: dict | None) -> str:
         f"the time with the word and {min(without):.0%}-{max(without):.0%} with the same prompts and seeds "
         f"without it ({n} prompts per side).\n"
         f"  Measured by `python training/evaluate.py --words --card` on {words['measured']}."
+    )
+
+
+def _speck_figures(specks: dict | None) -> str:
+    if not specks:
+        return "VAE specks: not measured yet (`python training/evaluate.py --specks --card`)."
+    return (
+        f"**Known flaw: a small off-palette speck.** {specks['round_trip_with_speck']:.0%} of VAE encode-decode round "
+        f"trips of clean drawn pictures and {specks['generated_with_speck']:.0%} of generated pictures have at least "
+        f"one blob of 3 or more connected pixels far from the two colours and their edge blends (0% of the clean "
+        f"pictures; round-trip PSNR {specks['round_trip_psnr_db']:.1f} dB; {specks['pictures']} pictures each). It "
+        f"comes from the VAE. Measured by `python training/evaluate.py --specks --card` on {specks['measured']}."
     )
 
 
