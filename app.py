@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     if engine.startup_notice:
         logging.warning(engine.startup_notice)
 
-    from ui.app import build_demo  # gradio is imported only when serving
+    from ui.app import build_demo, launch_options  # gradio is imported only when serving
 
     demo = build_demo(engine)
     demo.launch(
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         server_port=args.port,
         share=args.share,
         auth=parse_auth(args.auth),
-        allowed_paths=[str(settings.output_dir.resolve())],
+        **launch_options(engine),
     )
 
 

@@ -19,7 +19,7 @@ from .annotators import Annotators
 from .images import resize
 from .infotext import format_infotext
 from .models import ModelRegistry
-from .outputs import OutputWriter
+from .outputs import PARAMETERS_KEY, OutputWriter
 from .pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from .presets import PresetStore, apply_styles
 from .preview import latents_to_rgb
@@ -109,6 +109,8 @@ class Engine:
         images: list[Image.Image] = prepared.finish(raw)
         seeds = batch_seeds(request.seed, len(images))
         infotexts = [format_infotext(request, seed, prepared.infotext) for seed in seeds]
+        for image, text in zip(images, infotexts, strict=True):
+            image.info[PARAMETERS_KEY] = text  # whoever serves or saves the picture keeps its parameters
         paths = []
         if self.settings.save_outputs:
             paths = [

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
-from PIL import Image, ImageFilter, ImageOps
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
 SIZE_MULTIPLE = 8  # also the request validator's rule (backend.requests imports it from here)
+
+
+def check_picture_file(path: str | Path, max_pixels: int) -> None:
+    """Refuse a file that is not a picture, or declares more than ``max_pixels``, from its header alone.
+
+    Raises ``ValueError`` with what to do. Nothing is decoded: a 30000×30000 PNG costs a few bytes to send and
+    gigabytes to decode.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+    except Image.DecompressionBombError:
+        width = height = 0  # PIL's own guard: far over any limit
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ValueError("this file is not a picture (upload a PNG, JPEG or WebP)") from None
+    if width * height > max_pixels or not width:
+        declared = f"{width}×{height} ({width * height:,} pixels)" if width else "far larger than that"
+        raise ValueError(
+            f"the picture is {declared}; this server takes at most {max_pixels:,} pixels "
+            f"(e.g. {int(max_pixels**0.5)}×{int(max_pixels**0.5)}): upload a smaller picture"
+        )
 
 
 def size_from_image(image: Image.Image, max_width: int, max_height: int) -> tuple[int, int]:

@@ -52,6 +52,9 @@ class Settings:
     # Outputs and serving.
     output_dir: Path = Path("outputs")
     save_outputs: bool = True
+    max_upload_mb: int = 20  # largest file a browser or API client may upload
+    max_image_pixels: int = 4096 * 4096  # an uploaded picture with more pixels is refused before it is decoded
+    cache_max_age: int = 3600  # seconds Gradio keeps uploads and served results in its cache
     queue_size: int = 16
     preview_every: int = 1  # decode a live preview every N steps (0 = never)
     # Where generation runs: "local" (in this process) or "ray" (a Ray Serve deployment; see backend/remote.py).

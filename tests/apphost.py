@@ -7,7 +7,7 @@ import socket
 from collections.abc import Iterator
 
 from backend.engine import Engine
-from ui.app import build_demo
+from ui.app import build_demo, launch_options
 
 
 def free_port() -> int:
@@ -25,7 +25,7 @@ def serve(engine: Engine) -> Iterator[str]:
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
-        allowed_paths=[str(engine.settings.output_dir.resolve())],
+        **launch_options(engine),
     )
     try:
         yield f"http://127.0.0.1:{port}/"

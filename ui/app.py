@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
 from backend.engine import Engine
@@ -21,9 +23,21 @@ TABS = {
 }
 
 
+def launch_options(engine: Engine) -> dict[str, Any]:
+    """``launch`` arguments every server of the app uses (the CLI and the tests).
+
+    No ``allowed_paths``: the output folder is the server owner's and is never served. Users get the copies Gradio
+    caches for their own session.
+    """
+    return {"max_file_size": f"{engine.settings.max_upload_mb}mb"}
+
+
 def build_demo(engine: Engine) -> gr.Blocks:
     studio = Studio(engine=engine, cancels=CancelRegistry())
-    with gr.Blocks(title=TITLE) as demo:
+    age = engine.settings.cache_max_age
+    # Uploads and served results are deleted from Gradio's cache after ``age`` (checked every quarter of it), so a
+    # long-running demo does not fill its disk.
+    with gr.Blocks(title=TITLE, delete_cache=(max(60, age // 4), age)) as demo:
         gr.Markdown(f"# {TITLE}")
         if engine.startup_notice:
             gr.Markdown(f"**Note:** {engine.startup_notice}", elem_id="startup-notice")

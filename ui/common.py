@@ -301,8 +301,9 @@ def _skips(extras: Callable[[GenerationResult | None], tuple[Any, ...]]) -> tupl
 
 
 def _final(result: GenerationResult) -> tuple[list[Any], str, int]:
-    # Saved files carry the infotext in their PNG chunk; hand those to the gallery so downloads keep it.
-    images = [str(p) for p in result.paths] if result.paths else result.images
+    # Never the saved files: the output folder is the server owner's, not served to anyone. Each picture carries
+    # its infotext in ``info``, which Gradio writes into the PNG it caches for this session, so downloads keep it.
+    images = result.images
     captions = [f"seed {s}" for s in result.seeds]
     return list(zip(images, captions, strict=True)), result.infotext, result.seeds[0]
 

@@ -26,6 +26,7 @@ from .common import (
     stream_generation,
     wire_generation,
 )
+from .inputs import PictureInput, picture_input
 from .tab_img2img import build_strength
 
 # ControlUnit's fields in the order each unit's controls are inputs (and the API takes them).
@@ -68,7 +69,15 @@ def build_unit(studio: Studio, prefix: str, optional: bool) -> UnitControls:
 
     label = "Reference picture" + (" (empty = the first unit's)" if optional else "")
     with gr.Row():
-        image = gr.Image(label=label, type="pil", image_mode="RGB", format="png", elem_id=f"{prefix}-image")
+        image = picture_input(
+            PictureInput,
+            label=label,
+            max_pixels=studio.engine.settings.max_image_pixels,
+            type="pil",
+            image_mode="RGB",
+            format="png",
+            elem_id=f"{prefix}-image",
+        )
         control_map = gr.Image(
             label="Control map", type="pil", format="png", interactive=False, elem_id=f"{prefix}-map"
         )
@@ -140,8 +149,10 @@ def build_tab(studio: Studio) -> TabHandle:
             with gr.Accordion("Second unit (multi-ControlNet, e.g. pose + depth)", open=False):
                 second = build_unit(studio, "controlnet-2", optional=True)
             with gr.Accordion("Start from a picture (img2img)", open=False):
-                init_image = gr.Image(
+                init_image = picture_input(
+                    PictureInput,
                     label="Init picture (empty = start from noise)",
+                    max_pixels=studio.engine.settings.max_image_pixels,
                     type="pil",
                     image_mode="RGB",
                     format="png",

@@ -98,12 +98,11 @@ def build_tab(studio: Studio) -> TabHandle:
 
 
 def _final(result: GridResult) -> tuple[list[Any], str, int]:
-    # Saved files carry each cell's infotext; unsaved images carry it in ``info``, which Gradio's PNG keeps.
-    images = [str(p) for p in result.paths] if result.paths else result.images
-    return list(zip(images, result.labels, strict=True)), result.infotext, result.seed
+    # Each cell carries its infotext in ``info``, which Gradio's PNG keeps (never the saved files: see common._final).
+    return list(zip(result.images, result.labels, strict=True)), result.infotext, result.seed
 
 
 def _extras(result: GridResult | None) -> tuple[Any, ...]:
     if result is None:
         return (None, None)  # only counted while running
-    return (str(result.grid_path) if result.grid_path else result.grid), result.labels
+    return result.grid, result.labels

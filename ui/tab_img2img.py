@@ -17,6 +17,7 @@ from .common import (
     stream_generation,
     wire_generation,
 )
+from .inputs import PictureInput, picture_input
 
 
 def build_strength(studio: Studio, prefix: str) -> gr.Slider:
@@ -27,7 +28,15 @@ def build_strength(studio: Studio, prefix: str) -> gr.Slider:
 def build_tab(studio: Studio) -> TabHandle:
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(label="Image", type="pil", image_mode="RGB", format="png", elem_id="img2img-image")
+            image = picture_input(
+                PictureInput,
+                label="Image",
+                max_pixels=studio.engine.settings.max_image_pixels,
+                type="pil",
+                image_mode="RGB",
+                format="png",
+                elem_id="img2img-image",
+            )
             strength = build_strength(studio, "img2img")
             resize_mode = gr.Radio(
                 list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", elem_id="img2img-resize-mode"

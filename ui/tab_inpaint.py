@@ -18,6 +18,7 @@ from .common import (
     wire_generation,
 )
 from .editor import split_editor_value
+from .inputs import PictureEditor, PictureInput, picture_input
 from .tab_img2img import build_strength
 
 
@@ -25,8 +26,10 @@ def build_tab(studio: Studio) -> TabHandle:
     limits = field_limits(studio.engine.settings)
     with gr.Row():
         with gr.Column(scale=1):
-            editor = gr.ImageEditor(
+            editor = picture_input(
+                PictureEditor,
                 label="Image — paint the area to repaint",
+                max_pixels=studio.engine.settings.max_image_pixels,
                 type="pil",
                 format="png",
                 image_mode="RGBA",
@@ -36,7 +39,15 @@ def build_tab(studio: Studio) -> TabHandle:
                 elem_id="inpaint-editor",
             )
             with gr.Accordion("Upload a mask instead (white = repaint)", open=False):
-                mask = gr.Image(label="Mask", type="pil", image_mode="L", format="png", elem_id="inpaint-mask")
+                mask = picture_input(
+                    PictureInput,
+                    label="Mask",
+                    max_pixels=studio.engine.settings.max_image_pixels,
+                    type="pil",
+                    image_mode="L",
+                    format="png",
+                    elem_id="inpaint-mask",
+                )
             strength = build_strength(studio, "inpaint")
             with gr.Row():
                 mask_blur = limit_slider("Mask blur", limits["mask_blur"], 4, "inpaint-mask-blur")

@@ -1,0 +1,119 @@
+"""A demo shared with strangers: each finding of the hardening review reproduced through the API, then fixed."""
+
+from __future__ import annotations
+
+import zlib
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from backend.engine import Engine
+from backend.infotext import parse_infotext
+from backend.outputs import read_infotext
+from backend.settings import Settings
+
+from .apphost import serve
+from .conftest import TINY
+
+pytestmark = pytest.mark.api
+
+ARGS = dict(
+    prompt="a red circle",
+    negative_prompt="",
+    seed=3,
+    steps=2,
+    guidance_scale=5.0,
+    width=64,
+    height=64,
+    batch_size=1,
+    sampler="Euler",
+    schedule="Automatic",
+    model=TINY,
+    styles=[],
+)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, cache_dir):
+    settings = Settings(
+        offline=True, output_dir=tmp_path_factory.mktemp("hardening-out"), cache_dir=cache_dir, max_upload_mb=1
+    )
+    engine = Engine(settings)
+    with serve(engine) as url:
+        yield engine, Client(url, verbose=False), url
+
+
+def _still_serving(client: Client) -> None:
+    _, _, seed = client.predict(**ARGS, api_name="/txt2img")
+    assert seed == ARGS["seed"]
+
+
+def test_saved_outputs_are_not_served_and_results_keep_their_parameters(app):
+    engine, client, url = app
+    gallery, infotext, _ = client.predict(**ARGS, api_name="/txt2img")
+    saved = sorted(engine.settings.output_dir.rglob("*.png"))
+    assert saved, "the server owner still gets the saved copy"
+    # The file a user downloads is the session's cached copy, with its parameters; never the output folder's.
+    with Image.open(gallery[0]["image"]) as img:
+        assert parse_infotext(read_infotext(img)).params["Seed"] == str(ARGS["seed"])
+    assert str(engine.settings.output_dir) not in str(gallery[0].get("url") or "")
+    for path in saved:
+        response = httpx.get(f"{url}gradio_api/file={path.resolve()}")
+        assert response.status_code in (403, 404), f"{path.name} is readable by anyone: {response.status_code}"
+
+
+def _png(width: int, height: int) -> bytes:
+    """A valid PNG header declaring ``width``×``height`` with a tiny (wrong-size) body: decoding must never start."""
+    import struct
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+UNIT = dict(control_type="canny", preprocessor="canny", conditioning_scale=1.0, guidance_start=0.0, guidance_end=1.0)
+
+
+def _control_map(client: Client, path) -> str:
+    return client.predict(image=handle_file(str(path)), **UNIT, width=0, height=0, api_name="/controlnet_map")
+
+
+def test_a_declared_huge_picture_is_refused_before_decoding(app, tmp_path):
+    _, client, _ = app
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png(30000, 30000))
+    with pytest.raises(AppError, match="16777216|4096"):
+        _control_map(client, bomb)
+    _still_serving(client)
+
+
+def test_uploads_over_the_size_limit_are_refused(app, tmp_path):
+    _, client, _ = app
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (800, 800, 3), dtype=np.uint8)).save(big)
+    assert big.stat().st_size > 1_000_000
+    with pytest.raises(Exception, match="(?i)file size|too large|exceeds"):
+        _control_map(client, big)
+    _still_serving(client)
+
+
+def test_non_pictures_and_truncated_pictures_get_a_message_naming_the_field(app, tmp_path, test_image):
+    _, client, _ = app
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture at all")
+    with pytest.raises(AppError, match="Reference picture: this file is not a picture"):
+        _control_map(client, text)
+    whole = tmp_path / "whole.png"
+    test_image.save(whole)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(AppError, match="Reference picture: this picture could not be decoded"):
+        _control_map(client, cut)
+    _still_serving(client)
