@@ -13,12 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .requests import GenerationRequest
+from .requests import NEGATIVE_MARK, GenerationRequest
 from .samplers import SAMPLERS, SCHEDULES, split_legacy_name
 
-_PARAM = re.compile(r'\s*(\w[\w \-/+]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# Keys are short ("Schedule type", "ControlNet 0"): bounding their length keeps parsing linear in the text's
+# length (an unbounded key made a long line without colons take quadratic time).
+_PARAM = re.compile(r'\s*(\w[\w \-/+]{0,63}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
-NEGATIVE = "Negative prompt:"
+NEGATIVE = NEGATIVE_MARK
+MAX_NUMBER = 2**53  # larger numbers in a parameters text are not taken (seeds stop at 2**32 - 1)
 
 # Infotext key → (request field, converter). Keys not listed here are kept in ``InfoText.extra``.
 KEYS: dict[str, tuple[str, type]] = {
@@ -84,8 +87,10 @@ class InfoText:
             if key in self.params:
                 try:
                     values[name] = convert(float(self.params[key])) if convert is int else convert(self.params[key])
-                except ValueError:
+                except (ValueError, OverflowError):
                     pass  # an unreadable value leaves the field at its default
+                if convert is not str and not abs(values.get(name, 0)) < MAX_NUMBER:
+                    values.pop(name)  # absurd (or inf/nan): no request takes it, and JSON cannot carry it
         size = _SIZE.match(self.params.get("Size", ""))
         if size:
             values["width"], values["height"] = int(size.group(1)), int(size.group(2))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
 from .infotext import REQUEST_KEYS, InfoText, parse_infotext
-from .outputs import read_infotext
+from .outputs import PARAMETERS_KEY, read_infotext
 
 EXIF_IFD = 0x8769
 EXIF_USER_COMMENT = 0x9286  # where A1111 writes parameters into JPEG/WebP files
@@ -33,15 +34,36 @@ def _user_comment(image: Image.Image) -> str | None:
     return raw or None
 
 
-def read_parameters(path: str | Path) -> tuple[str, InfoText]:
-    """The raw parameters text and its parsed form, or ``PngInfoError``."""
+MAX_PARAMETERS_CHARS = 65536  # A1111's longest real texts are a few thousand characters
+
+
+def read_parameters(path: str | Path, max_pixels: int = 4096 * 4096) -> tuple[str, InfoText]:
+    """The raw parameters text and its parsed form, or ``PngInfoError``.
+
+    Pixels are decoded only for a PNG whose parameters follow the picture data, and only up to ``max_pixels``;
+    compressed text chunks are bounded by Pillow (``PngImagePlugin.MAX_TEXT_CHUNK``).
+    """
     try:
-        with Image.open(path) as image:
-            image.load()
-            text = read_infotext(image) if image.format == "PNG" else _user_comment(image)
-            kind = image.format or "image"
-    except (UnidentifiedImageError, OSError, SyntaxError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                kind = image.format or "image"
+                if kind == "PNG":
+                    text = image.info.get(PARAMETERS_KEY)
+                    width, height = image.size
+                    if text is None and width * height <= max_pixels:
+                        image.load()  # text chunks after the picture data are read with it
+                        text = read_infotext(image)
+                else:
+                    text = _user_comment(image)
+    except Image.DecompressionBombError:
+        raise PngInfoError("This picture declares an absurd size: SD Studio and A1111 make no such pictures.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):  # ValueError: a text chunk too large
         raise PngInfoError("This file is not a readable image. Drop a PNG made by SD Studio or A1111.") from None
+    if text and len(text) > MAX_PARAMETERS_CHARS:
+        raise PngInfoError(
+            f"Its parameters text is {len(text):,} characters long; PNG info reads at most {MAX_PARAMETERS_CHARS:,}."
+        )
     if not text:
         raise PngInfoError(
             f"This {kind} has no generation parameters: it was not made by SD Studio or the A1111 web UI, "

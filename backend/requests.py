@@ -20,6 +20,7 @@ from .samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS, supported_sch
 from .settings import Settings
 
 MAX_PROMPT_CHARS = 4000
+NEGATIVE_MARK = "Negative prompt:"  # the infotext line that starts the negative prompt (backend.infotext)
 
 
 class ValidationError(ValueError):
@@ -206,6 +207,15 @@ def _text(name: str, value: Any) -> str:
         raise ValidationError(name, f"{name} must be text, got {type(value).__name__}")
     if len(value) > MAX_PROMPT_CHARS:
         raise ValidationError(name, f"{name} is {len(value)} characters long; the limit is {MAX_PROMPT_CHARS}")
+    if "\x00" in value:
+        raise ValidationError(name, f"{name} contains a NUL character: remove it")
+    # In the saved parameters such a line would start (or restart) the negative prompt, so PNG info would read
+    # back another request than the one that ran. The negative prompt's own first line follows the mark anyway.
+    lines = value.split("\n")[1:] if name == "negative_prompt" else value.split("\n")
+    if any(line.startswith(NEGATIVE_MARK) for line in lines):
+        raise ValidationError(
+            name, f"{name} has a line starting with {NEGATIVE_MARK!r}: put the negative prompt in its own box"
+        )
     return value
 
 

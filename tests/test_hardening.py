@@ -117,3 +117,60 @@ def test_non_pictures_and_truncated_pictures_get_a_message_naming_the_field(app,
     with pytest.raises(AppError, match="Reference picture: this picture could not be decoded"):
         _control_map(client, cut)
     _still_serving(client)
+
+
+def _png_with_chunks(*chunks: tuple[bytes, bytes], size: int = 8) -> bytes:
+    import struct
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
+    pixels = zlib.compress(b"".join(b"\0" + b"\0" * 3 * size for _ in range(size)))
+    extra = b"".join(chunk(kind, data) for kind, data in chunks)
+    return b"\x89PNG\r\n\x1a\n" + header + extra + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def test_png_info_survives_crafted_files(app, tmp_path):
+    _, client, _ = app
+    bomb = tmp_path / "ztxt-bomb.png"  # a zTXt chunk inflating to 50 MB
+    bomb.write_bytes(_png_with_chunks((b"zTXt", b"parameters\0\0" + zlib.compress(b"a" * 50_000_000, 9))))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(AppError, match="not a readable image"):
+        client.predict(image=handle_file(str(bomb)), api_name="/png_info")
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png(30000, 30000))
+    with pytest.raises(AppError, match="absurd size|no generation parameters"):
+        client.predict(image=handle_file(str(huge)), api_name="/png_info")
+    absurd = tmp_path / "absurd-seed.png"
+    text = b"a cat\nSteps: 20, Sampler: Euler, Seed: -99999999999999999999, CFG scale: nan"
+    absurd.write_bytes(_png_with_chunks((b"tEXt", b"parameters\0" + text)))
+    raw, parsed = client.predict(image=handle_file(str(absurd)), api_name="/png_info")
+    assert raw == text.decode() and parsed["seed"] is None and parsed["steps"] == 20
+    _still_serving(client)
+
+
+def test_infotext_parsing_is_linear():
+    import time
+
+    from backend.infotext import parse_infotext
+
+    line = "Steps 20 " * 25_000  # 225k characters, no colon: quadratic parsing took minutes on this
+    start = time.perf_counter()
+    parse_infotext("a cat\n" + line)
+    assert time.perf_counter() - start < 5
+
+
+def test_a_prompt_cannot_forge_its_own_negative_prompt(app):
+    from backend.requests import Txt2ImgRequest, ValidationError, validate
+
+    _, client, _ = app
+    with pytest.raises(AppError, match="prompt has a line starting with 'Negative prompt:'"):
+        client.predict(**{**ARGS, "prompt": "a cat\nNegative prompt: dogs"}, api_name="/txt2img")
+    with pytest.raises(ValidationError, match="negative_prompt has a line"):
+        validate(Txt2ImgRequest(negative_prompt="blurry\nNegative prompt: x"), Settings())
+    # A multi-line prompt and a negative prompt that starts with the words round-trip exactly.
+    prompt, negative = "a cat\non a mat", "Negative prompt: is fine on its first line"
+    _, infotext, _ = client.predict(**{**ARGS, "prompt": prompt, "negative_prompt": negative}, api_name="/txt2img")
+    info = parse_infotext(infotext)
+    assert (info.prompt, info.negative_prompt) == (prompt, negative)

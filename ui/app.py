@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import gradio as gr
@@ -53,7 +54,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
                 send_buttons, info_inputs = tab_pnginfo.build_tab(studio)
         wire_gallery_sends(handles, tabs)
         for target, button in send_buttons.items():
-            wire_send(button, info_inputs, tab_pnginfo.load_from_pnginfo, handles[target], tabs)
+            load = partial(tab_pnginfo.load_from_pnginfo, max_pixels=engine.settings.max_image_pixels)
+            wire_send(button, info_inputs, load, handles[target], tabs)
     # One pipeline run per engine (one GPU; a Ray deployment has one per replica), FIFO; a bounded queue so a
     # crowd gets "queue full", not a stall.
     demo.queue(default_concurrency_limit=engine.concurrency, max_size=engine.settings.queue_size)

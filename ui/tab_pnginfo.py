@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from backend.images import check_picture_file
 from backend.pnginfo import PngInfoError, parameters_dict, read_parameters
 
 from .common import Studio
@@ -16,6 +17,7 @@ SEND_TO = ("txt2img", "img2img", "inpaint", "controlnet")
 
 def build_tab(studio: Studio) -> tuple[dict[str, gr.Button], list[gr.components.Component]]:
     """The tab, its "Send to …" buttons and the inputs those buttons read."""
+    max_pixels = studio.engine.settings.max_image_pixels
     with gr.Row():
         with gr.Column(scale=1):
             # A file input, not gr.Image: Gradio would decode an image first and hide why a bad file fails.
@@ -32,27 +34,31 @@ def build_tab(studio: Studio) -> tuple[dict[str, gr.Button], list[gr.components.
         if not image:
             return "", {}
         try:
-            text, info = read_parameters(image)
+            text, info = read_parameters(image, max_pixels)
         except PngInfoError as err:
             raise gr.Error(str(err)) from None
         return text, parameters_dict(info)
 
     def show(image: str | None) -> str | None:
+        # Runs outside the queue: the header alone, never a decode (the png_info event says what is wrong).
         try:
-            with Image.open(image) as img:
-                img.verify()
-            return image
-        except Exception:  # the png_info event reports what is wrong with the file
+            check_picture_file(image, max_pixels)
+        except (ValueError, TypeError):
             return None
+        return image
 
     image.change(png_info, inputs=image, outputs=[raw, parsed], api_name="png_info")
     image.change(show, inputs=image, outputs=preview, queue=False, api_visibility="private")
     return buttons, [image, raw]
 
 
-def load_from_pnginfo(path: str | None, raw: str) -> tuple[Image.Image | None, str]:
+def load_from_pnginfo(path: str | None, raw: str, max_pixels: int) -> tuple[Image.Image | None, str]:
     if not path:
         raise gr.Error("Drop an image first")
+    try:
+        check_picture_file(path, max_pixels)
+    except ValueError as err:
+        raise gr.Error(f"Image: {err}") from None
     with Image.open(path) as img:
         img.load()
         return img.copy(), raw
