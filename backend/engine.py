@@ -6,10 +6,12 @@ the API endpoints, benchmarks and tests. State lives on the instance, never in m
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +31,7 @@ from .settings import Settings
 from .tasks import pipeline_key, prepare
 
 MAX_SEED = 2**32 - 1
+log = logging.getLogger(__name__)
 
 
 class Cancelled(Exception):
@@ -111,12 +114,28 @@ class Engine:
         infotexts = [format_infotext(request, seed, prepared.infotext) for seed in seeds]
         for image, text in zip(images, infotexts, strict=True):
             image.info[PARAMETERS_KEY] = text  # whoever serves or saves the picture keeps its parameters
-        paths = []
-        if self.settings.save_outputs:
-            paths = [
-                self.writer.save(img, text, seed) for img, text, seed in zip(images, infotexts, seeds, strict=True)
-            ]
-        return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras)
+        paths, warnings = self.save(images, infotexts, seeds)
+        return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras, warnings)
+
+    def save(self, images: list[Image.Image], infotexts: list[str], seeds: list[int]) -> tuple[list[Path], list[str]]:
+        """Save what can be saved; a full disk or an unwritable folder loses no picture the user sees."""
+        paths: list[Path] = []
+        failed: dict[str, list[int]] = {}
+        if not self.settings.save_outputs:
+            return paths, []
+        for image, text, seed in zip(images, infotexts, seeds, strict=True):
+            try:
+                paths.append(self.writer.save(image, text, seed))
+            except OSError as err:
+                failed.setdefault(err.strerror or str(err), []).append(seed)
+        warnings = [
+            f"{len(which)} of {len(images)} pictures (seeds {', '.join(map(str, which))}) could not be saved in the "
+            f"output folder: {reason}. They are shown here: download the ones you want to keep."
+            for reason, which in failed.items()
+        ]
+        for warning in warnings:
+            log.error("%s (output folder %s)", warning, self.settings.output_dir)
+        return paths, warnings
 
     def grid_runner(self) -> Any:
         """What runs a ``GridRequest`` (``run``'s signature): the grid runner on this engine's pipelines."""

@@ -105,6 +105,7 @@ class GridResult:
     batched: bool  # whether cells ran in batches (else one pipeline call per cell)
     paths: list[Path] = field(default_factory=list)  # saved cells, when outputs are saved
     grid_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. cells that could not be saved
 
     @property
     def seed(self) -> int:
@@ -341,10 +342,10 @@ class GridRunner:
         text = grid_infotext(plan)
         grid.info[PARAMETERS_KEY] = text
         result = GridResult(grid, text, images, infotexts, labels, seconds, boxes, plan, batched)
-        writer = self.engine.writer
-        if self.engine.settings.save_outputs:
-            result.paths = [writer.save(img, info, plan.seed) for img, info in zip(images, infotexts, strict=True)]
-            result.grid_path = writer.save(grid, text, plan.seed)
+        result.paths, cell_warnings = self.engine.save(images, infotexts, [plan.seed] * len(images))
+        grid_paths, grid_warnings = self.engine.save([grid], [text], [plan.seed])
+        result.grid_path = grid_paths[0] if grid_paths else None
+        result.warnings = cell_warnings + grid_warnings
         return result
 
 

@@ -8,16 +8,19 @@ the same folder and renamed into place, so a crash never leaves a half-written P
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image, PngImagePlugin
 
+log = logging.getLogger(__name__)
 PARAMETERS_KEY = "parameters"
 _UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
 os.umask(_UMASK)
@@ -61,12 +64,33 @@ def read_infotext(image: Image.Image) -> str | None:
     return text
 
 
+STALE_TEMP_AGE = 3600.0  # seconds: a temporary file this old belongs to no write in progress
+
+
+def remove_stale_temp_files(root: Path, max_age: float = STALE_TEMP_AGE) -> list[Path]:
+    """Delete the ``.<name>.png.tmp`` files a killed process left in ``root``'s day folders (ours only, by name
+    pattern and age); return what was removed."""
+    removed = []
+    now = time.time()
+    for path in Path(root).glob("*/.*.png.tmp"):
+        try:
+            if now - path.stat().st_mtime > max_age:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue  # another process's, or gone already
+    return removed
+
+
 class OutputWriter:
     """Numbers files per day folder; one lock so concurrent requests never take the same number."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self._lock = threading.Lock()
+        removed = remove_stale_temp_files(self.root)
+        if removed:
+            log.info("Removed %d temporary file(s) left by an interrupted run in %s", len(removed), self.root)
 
     def save(self, image: Image.Image, infotext: str, seed: int) -> Path:
         folder = self.root / _dt.date.today().isoformat()

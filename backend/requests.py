@@ -161,6 +161,7 @@ class GenerationResult:
     request: GenerationRequest  # as run: seed resolved, model named
     paths: list[Path] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)  # task-specific, e.g. the inpaint mask used
+    warnings: list[str] = field(default_factory=list)  # what the user should know, e.g. pictures not saved
 
     @property
     def infotext(self) -> str:

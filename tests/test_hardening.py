@@ -14,6 +14,7 @@ from PIL import Image
 from backend.engine import Engine
 from backend.infotext import parse_infotext
 from backend.outputs import read_infotext
+from backend.requests import Txt2ImgRequest
 from backend.settings import Settings
 
 from .apphost import serve
@@ -174,3 +175,47 @@ def test_a_prompt_cannot_forge_its_own_negative_prompt(app):
     _, infotext, _ = client.predict(**{**ARGS, "prompt": prompt, "negative_prompt": negative}, api_name="/txt2img")
     info = parse_infotext(infotext)
     assert (info.prompt, info.negative_prompt) == (prompt, negative)
+
+
+def test_a_full_disk_loses_no_picture(app, monkeypatch):
+    import errno
+
+    engine, client, _ = app
+    real_save = engine.writer.save
+    calls = []
+
+    def fill_up(image, text, seed):
+        calls.append(seed)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(image, text, seed)
+
+    monkeypatch.setattr(engine.writer, "save", fill_up)
+    gallery, _, seed = client.predict(**{**ARGS, "batch_size": 4, "seed": 40}, api_name="/txt2img")
+    assert seed == 40 and len(gallery) == 4, "every picture made is returned"
+    result = engine.run(Txt2ImgRequest(**{**ARGS, "batch_size": 3, "seed": 50, "styles": ()}))
+    assert len(result.images) == 3 and len(result.paths) == 0
+    assert result.warnings == [
+        "3 of 3 pictures (seeds 50, 51, 52) could not be saved in the output folder: No space left on device. "
+        "They are shown here: download the ones you want to keep."
+    ]
+
+
+def test_stale_temporary_files_are_removed_at_start(tmp_path, cache_dir):
+    import os
+    import time
+
+    from backend.outputs import OutputWriter
+
+    day = tmp_path / "out" / "2026-01-01"
+    day.mkdir(parents=True)
+    stale, fresh, other = day / ".abc.png.tmp", day / ".def.png.tmp", day / "notes.tmp"
+    for path in (stale, fresh, other):
+        path.write_bytes(b"x")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    OutputWriter(tmp_path / "out")
+    assert not stale.exists(), "a killed run's temporary file is removed"
+    assert fresh.exists(), "a write that may be in progress is left alone"
+    assert other.exists(), "files that are not ours are left alone"

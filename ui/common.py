@@ -285,6 +285,8 @@ def stream_generation(
                 if item.preview is not None:
                     yield [item.preview], desc, gr.skip(), *_skips(extras)
             else:
+                for warning in getattr(item, "warnings", ()):
+                    gr.Warning(warning)
                 yield *(final or _final)(item), *extras(item)
     except ValidationError as err:
         raise gr.Error(f"{err.field}: {err}") from None
