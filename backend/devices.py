@@ -39,6 +39,36 @@ def plan_device(settings: Settings) -> DevicePlan:
     return DevicePlan(device, dtype)
 
 
+# Default caps on one request's work (width × height × steps × pictures). On a CPU one 512² SD 1.5 step takes
+# about ten seconds, so two 512² pictures at 50 steps (a quarter of an hour); on a GPU, 8 pictures of 1024² at
+# 100 steps. Stop acts between steps, and the cap keeps a step from being the 2048² one that takes minutes.
+CPU_PIXEL_STEPS = 512 * 512 * 50 * 2
+GPU_PIXEL_STEPS = 1024 * 1024 * 100 * 8
+
+
+def pixel_step_limit(settings: Settings) -> int:
+    if settings.max_pixel_steps > 0:
+        return settings.max_pixel_steps
+    return CPU_PIXEL_STEPS if plan_device(settings).device == "cpu" else GPU_PIXEL_STEPS
+
+
+def check_cost(pixel_steps: int, settings: Settings, what: str) -> None:
+    """Refuse work over the cap before it starts; ``what`` says how the request adds up."""
+    from .requests import ValidationError  # requests imports this module
+
+    limit = pixel_step_limit(settings)
+    if pixel_steps > limit:
+        raise ValidationError(
+            "steps",
+            f"{what} = {_amount(pixel_steps)} pixel-steps; this server takes at most {_amount(limit)} per request: "
+            "lower the size, steps or batch size (server owner: SDSTUDIO_MAX_PIXEL_STEPS)",
+        )
+
+
+def _amount(pixel_steps: int) -> str:
+    return f"{pixel_steps / 1e6:,.1f} M" if pixel_steps >= 1e6 else f"{pixel_steps:,}"
+
+
 def apply_memory_options(pipe, settings: Settings, plan: DevicePlan) -> list[str]:
     """Move ``pipe`` to its device with the chosen memory options; return what was enabled."""
     enabled: list[str] = []

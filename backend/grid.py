@@ -23,6 +23,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retri
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageDraw, ImageFont
 
+from .devices import check_cost
 from .engine import MAX_SEED, Cancelled, Engine, StepCallback, StepEvent, call_pipeline, generators, step_callback
 from .infotext import format_infotext
 from .outputs import PARAMETERS_KEY
@@ -212,6 +213,12 @@ def plan_grid(request: GridRequest, engine: Engine) -> GridPlan:
                 cells.append(validate(cell, settings, engine.registry.names))
             except ValidationError as err:
                 raise ValidationError(renamed.get(err.field, err.field), str(err)) from None
+    pixel_steps = sum(cell.width * cell.height * cell.steps for cell in cells)
+    check_cost(
+        pixel_steps,
+        settings,
+        f"{len(cells)} cells of {base.width}×{base.height}, {pixel_steps // (base.width * base.height)} steps in all",
+    )
     columns = len(pairs)
     y_numbers = [getattr(cells[row * columns], y_field) for row in range(len(values))]
     y_values = [f"{number:g}" for number in y_numbers]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .annotators import CONTROL_TYPES, MIN_DETECT_RESOLUTION, PREPROCESSORS
+from .devices import check_cost
 from .images import SIZE_MULTIPLE
 from .samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS, supported_schedules
 from .settings import Settings
@@ -364,6 +365,9 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
             f"sampler {request.sampler!r} does not support schedule {request.schedule!r}; "
             f"choose one of: {', '.join(schedules)}",
         )
+    steps, batch = changes["steps"], changes["batch_size"]
+    width, height = changes["width"], changes["height"]
+    check_cost(width * height * steps * batch, settings, f"{width}×{height} × {steps} steps × {batch} pictures")
     names = list(models)
     if names and request.model and request.model not in names:
         raise ValidationError("model", f"unknown model {request.model!r}; choose one of: {', '.join(names)}")

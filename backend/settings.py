@@ -29,6 +29,9 @@ class Settings:
     max_batch: int = 8
     max_guidance: float = 30.0
     grid_max_cells: int = 64  # cells one sampler grid may have (samplers × steps or CFG values)
+    # Work one request may ask for: width × height × steps × pictures (a grid: summed over its cells).
+    # 0 = the device's default (backend.devices.pixel_step_limit).
+    max_pixel_steps: int = 0
     # Models.
     default_model: str = "SD 1.5"
     offline_model: str = "Demo shapes (offline)"

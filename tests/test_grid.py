@@ -282,3 +282,13 @@ def test_sampler_grid_endpoint(tmp_path, cache_dir):
             client.predict(**{**args, "samplers": ["Nope"]}, api_name="/sampler_grid")
         with pytest.raises(AppError, match="steps_list: steps must be between 1 and 150, got 999"):
             client.predict(**{**args, "steps_list": "2, 999"}, api_name="/sampler_grid")
+
+
+def test_a_grid_over_the_work_cap_is_refused_before_any_cell_runs(settings):
+    from backend.requests import ValidationError
+
+    engine = Engine(dataclasses.replace(settings, max_pixel_steps=64 * 64 * 20))
+    request = GridRequest(prompt="x", width=64, height=64, samplers=["Euler", "DDIM"], steps_list=[4, 5])
+    plan_grid(request, engine)  # 18 steps of 64² in all: within 20
+    with pytest.raises(ValidationError, match="4 cells of 64×64, 22 steps in all = 90,112 pixel-steps"):
+        plan_grid(dataclasses.replace(request, steps_list=[5, 6]), engine)

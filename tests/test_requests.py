@@ -59,3 +59,19 @@ def test_limits_from_environment():
     settings = Settings.from_env({"SDSTUDIO_MAX_STEPS": "12"})
     with pytest.raises(ValidationError, match="between 1 and 12"):
         validate(Txt2ImgRequest(steps=13), settings)
+
+
+def test_costly_requests_are_refused_up_front_with_the_limit():
+    from backend.devices import CPU_PIXEL_STEPS, pixel_step_limit
+
+    cpu = Settings(device="cpu")
+    assert pixel_step_limit(cpu) == CPU_PIXEL_STEPS
+    # The documented limits at once (2048², 150 steps, batch 8): refused, with the sum and the limit.
+    with pytest.raises(ValidationError, match=r"2048×2048 × 150 steps × 8 pictures = 5,033.2 M pixel-steps; .* 26.2 M"):
+        validate(Txt2ImgRequest(width=2048, height=2048, steps=150, batch_size=8), Settings(device="cpu"))
+    owner = Settings(device="cpu", max_pixel_steps=64 * 64 * 10)
+    validate(Txt2ImgRequest(width=64, height=64, steps=10), owner)
+    expected = "64×64 × 11 steps × 1 pictures = 45,056 pixel-steps; .* 40,960 per"
+    with pytest.raises(ValidationError, match=expected) as err:
+        validate(Txt2ImgRequest(width=64, height=64, steps=11), owner)
+    assert err.value.field == "steps"
