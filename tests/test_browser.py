@@ -344,3 +344,53 @@ def test_send_to_controlnet_carries_the_picture_as_reference(browser, app_url):
     page.locator("#controlnet-preview").click()
     page.locator("#controlnet-map img").first.wait_for(timeout=60_000)
     page.close()
+
+
+def _every_ordered_pair(items: list[str]) -> list[str]:
+    """A sequence in which every ordered pair of ``items`` (a twice too) stands next to each other once."""
+    unused = {i: list(range(len(items))) for i in range(len(items))}
+    stack, circuit = [0], []
+    while stack:  # Hierholzer's walk on the complete directed graph with self-loops
+        if unused[stack[-1]]:
+            stack.append(unused[stack[-1]].pop())
+        else:
+            circuit.append(stack.pop())
+    return [items[i] for i in reversed(circuit)]
+
+
+def test_every_preset_after_every_other_leaves_a_valid_sampler_pair(browser, app_url):
+    from backend.presets import PresetStore
+    from backend.samplers import supported_schedules
+
+    presets = PresetStore.load(Settings().presets_dir, Settings().user_dir).presets
+    shipped = [name for name, p in presets.items() if "sampler" in p.values]
+    sequence = _every_ordered_pair(shipped)
+    assert len(sequence) == len(shipped) ** 2 + 1
+    page = browser.new_page()
+    page.goto(app_url)
+    page.get_by_text("Presets").first.click()
+    sampler, schedule = page.locator("#txt2img-sampler input"), page.locator("#txt2img-schedule input")
+    for name in sequence:
+        page.locator("#txt2img-preset input").fill(name)
+        page.keyboard.press("Enter")
+        page.locator("#txt2img-preset-apply").click()
+        want = presets[name].values
+        page.wait_for_function(
+            f"() => document.querySelector('#txt2img-sampler input').value === {want['sampler']!r}"
+            f" && document.querySelector('#txt2img-schedule input').value === {want['schedule']!r}",
+            timeout=10_000,
+        )
+        assert schedule.input_value() in supported_schedules(sampler.input_value())
+    # The reported case, then Generate: no "not in the list of choices" refusal.
+    for name in ("Quality", "Fast draft"):
+        page.locator("#txt2img-preset input").fill(name)
+        page.keyboard.press("Enter")
+        page.locator("#txt2img-preset-apply").click()
+    page.wait_for_function("() => document.querySelector('#txt2img-steps input[type=number]').value === '12'")
+    page.locator("#txt2img-model input").fill("Tiny (offline test model)")
+    page.keyboard.press("Enter")
+    set_number(page, "txt2img-steps", "2")
+    set_number(page, "txt2img-seed", "8")
+    generate(page, "txt2img", "8")
+    assert "Sampler: Euler a, Schedule type: Automatic" in page.locator("#txt2img-infotext textarea").input_value()
+    page.close()

@@ -16,9 +16,10 @@ import gradio as gr
 from backend.engine import Cancelled, Engine, StepEvent
 from backend.pipelines import ModelUnavailable
 from backend.requests import GenerationRequest, GenerationResult, ValidationError, field_limits
-from backend.samplers import SAMPLERS, SCHEDULES, supported_schedules
+from backend.samplers import SAMPLERS, supported_schedules
 
 from .presets_ui import PresetRow, build_preset_row, wire_preset_row
+from .schedule import schedule_dropdown
 from .session import CancelRegistry
 from .streaming import run_streaming
 
@@ -200,11 +201,9 @@ def _wire_control_updates(studio: Studio, c: CommonControls, size_from_image: bo
     quiet = {"queue": False, "api_visibility": "private"}
     c.random_seed.click(lambda: -1, outputs=c.seed, **quiet)
 
-    def schedules_for(sampler: str, schedule: str):
-        allowed = supported_schedules(sampler) if sampler in SAMPLERS else list(SCHEDULES)
-        return gr.Dropdown(choices=allowed, value=schedule if schedule in allowed else allowed[0])
-
-    c.sampler.change(schedules_for, inputs=[c.sampler, c.schedule], outputs=c.schedule, **quiet)
+    # .input (the user's own choice), not .change: a preset or PNG info sets both together (ui/schedule.py), and a
+    # second event racing theirs would read the old schedule and overwrite theirs.
+    c.sampler.input(schedule_dropdown, inputs=[c.sampler, c.schedule], outputs=c.schedule, **quiet)
 
     def model_defaults(name: str):
         d = studio.engine.registry.get(name).defaults

@@ -8,6 +8,8 @@ import gradio as gr
 
 from backend.presets import PRESET_FIELDS, PresetStore
 
+from .schedule import schedule_dropdown
+
 
 @dataclass
 class PresetRow:
@@ -34,13 +36,18 @@ def wire_preset_row(store: PresetStore, row: PresetRow, targets: dict[str, gr.co
     components = [targets[n] for n in names]
     quiet = {"queue": False, "api_visibility": "private"}
 
-    def apply(preset: str | None):
+    def apply(preset: str | None, *current):
         if not preset:
             raise gr.Error("Pick a preset first")
         if preset not in store.presets:
             raise gr.Error(f"Unknown preset {preset!r}")
         values = store.presets[preset].values
-        return [values.get(n, gr.skip()) for n in names]
+        updates = [values.get(n, gr.skip()) for n in names]
+        if "schedule" in names and ("sampler" in values or "schedule" in values):
+            now = dict(zip(names, current, strict=True))
+            sampler = values.get("sampler", now.get("sampler"))
+            updates[names.index("schedule")] = schedule_dropdown(sampler, values.get("schedule", now.get("schedule")))
+        return updates
 
     def save(preset_name: str, *current):
         try:
@@ -52,5 +59,5 @@ def wire_preset_row(store: PresetStore, row: PresetRow, targets: dict[str, gr.co
 
     # Presets saved in another tab (or by another user) show up as soon as the list is opened.
     row.choice.focus(lambda: gr.Dropdown(choices=list(store.presets)), None, row.choice, **quiet)
-    row.apply.click(apply, row.choice, components, **quiet)
+    row.apply.click(apply, [row.choice, *components], components, **quiet)
     row.save.click(save, [row.name, *components], row.choice, **quiet)

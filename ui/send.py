@@ -13,6 +13,7 @@ from backend.outputs import read_infotext
 from backend.samplers import SAMPLERS, supported_schedules
 
 from .common import TabHandle
+from .schedule import schedule_dropdown
 
 # Request fields every target receives. Size goes only to tabs whose size does not follow their input image.
 CARRIED = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "sampler", "schedule", "model")
@@ -74,6 +75,8 @@ def wire_send(
         if dropped:
             gr.Warning("Not carried over (unknown here): " + ", ".join(f"{k} {v!r}" for k, v in dropped.items()))
         sent = [fields.get(name, gr.skip()) if name not in dropped else gr.skip() for name in names]
+        if "sampler" in fields and "sampler" not in dropped and "schedule" in names:
+            sent[names.index("schedule")] = schedule_dropdown(fields["sampler"], fields.get("schedule"))
         picture = [image.convert("RGB") if image is not None else gr.skip()] if image_out else []
         return [*picture, *sent, gr.Tabs(selected=target.tab_id)]
 
