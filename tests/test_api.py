@@ -197,3 +197,14 @@ def test_controlnet_endpoint_returns_the_map_and_the_images(app, tmp_path):
         )
     with pytest.raises(AppError, match="upload a reference picture"):
         client.predict(**common, image=None, api_name="/controlnet")
+
+
+def test_every_field_but_the_pictures_has_the_uis_default(app):
+    engine, client = app
+    endpoints = client.view_api(return_format="dict")["named_endpoints"]
+    for name, endpoint in endpoints.items():
+        required = [p["parameter_name"] for p in endpoint["parameters"] if not p["parameter_has_default"]]
+        assert set(required) <= {"image", "mask"}, f"{name} requires {required}"
+    gallery, infotext, seed = client.predict(prompt="a red circle on a blue background", api_name="/txt2img")
+    assert len(gallery) == 1 and f"Seed: {seed}" in infotext
+    assert f"Model: {engine.default_model}" in infotext

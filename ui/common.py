@@ -88,8 +88,11 @@ class OutputControls:
 
 def build_prompt_block(studio: Studio, prefix: str) -> tuple[gr.Textbox, gr.Textbox, gr.Dropdown]:
     """Prompt, negative prompt, styles, and the final prompts the styles give (shown before generating)."""
-    prompt = gr.Textbox(label="Prompt", lines=3, placeholder="a lighthouse at dusk", elem_id=f"{prefix}-prompt")
-    negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="blurry, lowres", elem_id=f"{prefix}-negative")
+    # value="": the API then has a default for them too, so a client may send only the fields it cares about.
+    prompt = gr.Textbox("", label="Prompt", lines=3, placeholder="a lighthouse at dusk", elem_id=f"{prefix}-prompt")
+    negative = gr.Textbox(
+        "", label="Negative prompt", lines=2, placeholder="blurry, lowres", elem_id=f"{prefix}-negative"
+    )
     styles = gr.Dropdown(
         list(studio.engine.presets.styles), value=[], multiselect=True, label="Styles", elem_id=f"{prefix}-styles"
     )
