@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,7 @@ class Engine:
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
+        started = time.monotonic()
         request = self.apply_styles(validate(request, self.settings, self.registry.names))
         if not request.model:
             request = request.replace(model=self.default_model)
@@ -115,7 +117,8 @@ class Engine:
         for image, text in zip(images, infotexts, strict=True):
             image.info[PARAMETERS_KEY] = text  # whoever serves or saves the picture keeps its parameters
         paths, warnings = self.save(images, infotexts, seeds)
-        return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras, warnings)
+        seconds = time.monotonic() - started
+        return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras, warnings, seconds)
 
     def save(self, images: list[Image.Image], infotexts: list[str], seeds: list[int]) -> tuple[list[Path], list[str]]:
         """Save what can be saved; a full disk or an unwritable folder loses no picture the user sees."""

@@ -163,6 +163,7 @@ class GenerationResult:
     paths: list[Path] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)  # task-specific, e.g. the inpaint mask used
     warnings: list[str] = field(default_factory=list)  # what the user should know, e.g. pictures not saved
+    seconds: float = 0.0  # the run's wall time, queue wait excluded
 
     @property
     def infotext(self) -> str:

@@ -394,3 +394,26 @@ def test_every_preset_after_every_other_leaves_a_valid_sampler_pair(browser, app
     generate(page, "txt2img", "8")
     assert "Sampler: Euler a, Schedule type: Automatic" in page.locator("#txt2img-infotext textarea").input_value()
     page.close()
+
+
+def test_ctrl_enter_generates_and_output_galleries_offer_no_upload(browser, app_url):
+    page = browser.new_page()
+    page.goto(app_url)
+    for tab in ("txt2img", "img2img", "inpaint", "controlnet"):
+        page.get_by_role("tab", name=tab).click()
+        text = page.locator(f"#{tab}-gallery").inner_text()
+        assert "Drop" not in text and "Upload" not in text, f"{tab}'s output gallery offers an upload: {text!r}"
+    page.get_by_role("tab", name="txt2img").click()
+    set_number(page, "txt2img-seed", "21")
+    set_number(page, "txt2img-steps", "3")
+    box = page.locator("#txt2img-prompt textarea")
+    box.fill("a blue square on a yellow background")
+    box.press("Control+Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-infotext textarea').value.includes('Seed: 21')", timeout=60_000
+    )
+    # The caption says what the run took.
+    page.locator("#txt2img-gallery img").first.click()
+    caption = page.locator("#txt2img-gallery").inner_text()
+    assert "seed 21 · 3 steps · " in caption and " s" in caption
+    page.close()

@@ -24,13 +24,37 @@ TABS = {
 }
 
 
+# Ctrl/Cmd+Enter in a prompt box generates on that box's tab; Escape presses the visible tab's Stop.
+SHORTCUTS_JS = """
+() => {
+  document.addEventListener("keydown", (event) => {
+    const box = event.target.closest ? event.target.closest("[id$='-prompt'], [id$='-negative']") : null;
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && box) {
+      const button = document.getElementById(box.id.replace(/-(prompt|negative)$/, "-generate"));
+      if (button) { event.preventDefault(); button.click(); }
+    } else if (event.key === "Escape") {
+      const stop = [...document.querySelectorAll("button[id$='-stop']")].find((b) => b.offsetParent !== null);
+      if (stop) stop.click();
+    }
+  });
+}
+"""
+# Small pictures (the demo model's 64²) are scaled up with hard pixel edges, and no picture is cropped.
+CSS = """
+[id$='-gallery'] img, [id$='-map'] img, #inpaint-mask-used img, #grid-image img {
+  image-rendering: pixelated;
+  object-fit: contain !important;
+}
+"""
+
+
 def launch_options(engine: Engine) -> dict[str, Any]:
     """``launch`` arguments every server of the app uses (the CLI and the tests).
 
     No ``allowed_paths``: the output folder is the server owner's and is never served. Users get the copies Gradio
     caches for their own session.
     """
-    return {"max_file_size": f"{engine.settings.max_upload_mb}mb"}
+    return {"max_file_size": f"{engine.settings.max_upload_mb}mb", "js": SHORTCUTS_JS, "css": CSS}
 
 
 def build_demo(engine: Engine) -> gr.Blocks:

@@ -236,7 +236,10 @@ def build_output_block(prefix: str) -> OutputControls:
     with gr.Row():
         generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop")
-    gallery = gr.Gallery(label="Images", format="png", columns=2, height=480, elem_id=f"{prefix}-gallery")
+    # Not interactive: an output, so no "Drop Media Here" upload prompt while it is empty.
+    gallery = gr.Gallery(
+        label="Images", format="png", columns=2, height=480, interactive=False, elem_id=f"{prefix}-gallery"
+    )
     with gr.Row():
         send = {
             target: gr.Button(label, size="sm", elem_id=f"{prefix}-send-{target}")
@@ -308,7 +311,8 @@ def _final(result: GenerationResult) -> tuple[list[Any], str, int]:
     # Never the saved files: the output folder is the server owner's, not served to anyone. Each picture carries
     # its infotext in ``info``, which Gradio writes into the PNG it caches for this session, so downloads keep it.
     images = result.images
-    captions = [f"seed {s}" for s in result.seeds]
+    took = f"{result.request.steps} steps · {result.seconds:.1f} s"
+    captions = [f"seed {s} · {took}" for s in result.seeds]
     return list(zip(images, captions, strict=True)), result.infotext, result.seeds[0]
 
 
