@@ -18,6 +18,7 @@ from backend.pipelines import ModelUnavailable
 from backend.requests import GenerationRequest, GenerationResult, ValidationError, field_limits
 from backend.samplers import SAMPLERS, supported_schedules
 
+from .inputs import FieldDropdown, FieldNumber, FieldSlider
 from .presets_ui import PresetRow, build_preset_row, wire_preset_row
 from .schedule import schedule_dropdown
 from .session import CancelRegistry
@@ -93,7 +94,7 @@ def build_prompt_block(studio: Studio, prefix: str) -> tuple[gr.Textbox, gr.Text
     negative = gr.Textbox(
         "", label="Negative prompt", lines=2, placeholder="blurry, lowres", elem_id=f"{prefix}-negative"
     )
-    styles = gr.Dropdown(
+    styles = FieldDropdown(
         list(studio.engine.presets.styles), value=[], multiselect=True, label="Styles", elem_id=f"{prefix}-styles"
     )
     final = gr.Textbox(
@@ -144,10 +145,12 @@ def build_common_controls(
     presets = build_preset_row(engine.presets, prefix)
     prompt, negative, styles = build_prompt_block(studio, prefix)
     with gr.Row():
-        model = gr.Dropdown(engine.registry.names, value=engine.default_model, label="Model", elem_id=f"{prefix}-model")
+        model = FieldDropdown(
+            engine.registry.names, value=engine.default_model, label="Model", elem_id=f"{prefix}-model"
+        )
     with gr.Row():
-        sampler = gr.Dropdown(list(SAMPLERS), value="DPM++ 2M", label="Sampler", elem_id=f"{prefix}-sampler")
-        schedule = gr.Dropdown(
+        sampler = FieldDropdown(list(SAMPLERS), value="DPM++ 2M", label="Sampler", elem_id=f"{prefix}-sampler")
+        schedule = FieldDropdown(
             supported_schedules("DPM++ 2M"), value="Karras", label="Schedule type", elem_id=f"{prefix}-schedule"
         )
     steps = limit_slider("Steps", limits["steps"], spec.defaults.steps, f"{prefix}-steps")
@@ -164,7 +167,7 @@ def build_common_controls(
         )
     batch = limit_slider("Batch size", limits["batch_size"], 1, f"{prefix}-batch")
     with gr.Row(equal_height=True):
-        seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, scale=4, elem_id=f"{prefix}-seed")
+        seed = FieldNumber(label="Seed (-1 = random)", value=-1, precision=0, scale=4, elem_id=f"{prefix}-seed")
         random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{prefix}-random-seed")
         reuse_seed = gr.Button("Reuse", scale=0, min_width=80, elem_id=f"{prefix}-reuse-seed")
     controls = CommonControls(
@@ -196,7 +199,7 @@ def build_common_controls(
 def limit_slider(label: str, limit: Any, value: float, elem_id: str, **kwargs: Any) -> gr.Slider:
     """A slider over a validator limit (``field_limits``): its range and (unless given) step are the backend's."""
     options = {"step": limit.step, **kwargs}
-    return gr.Slider(limit.minimum, limit.maximum, value=value, label=label, elem_id=elem_id, **options)
+    return FieldSlider(limit.minimum, limit.maximum, value=value, label=label, elem_id=elem_id, **options)
 
 
 def _wire_control_updates(studio: Studio, c: CommonControls, size_from_image: bool) -> None:
