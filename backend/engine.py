@@ -116,7 +116,7 @@ class Engine:
         infotexts = [format_infotext(request, seed, prepared.infotext) for seed in seeds]
         for image, text in zip(images, infotexts, strict=True):
             image.info[PARAMETERS_KEY] = text  # whoever serves or saves the picture keeps its parameters
-        paths, warnings = self.save(images, infotexts, seeds)
+        paths, warnings = self.save(images, infotexts, seeds) if request.save else ([], [])
         seconds = time.monotonic() - started
         return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras, warnings, seconds)
 

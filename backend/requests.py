@@ -75,6 +75,7 @@ class GenerationRequest:
     schedule: str = DEFAULT_SCHEDULE
     model: str = ""
     styles: tuple[str, ...] = ()  # applied to the prompts by the engine; the infotext has the result
+    save: bool = True  # write the pictures to the output folder (when the server saves at all)
 
     task: ClassVar[str] = "generation"
 
