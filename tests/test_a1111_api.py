@@ -108,7 +108,8 @@ def test_combined_sampler_names_and_seed_behaviour(server):
     assert not np.array_equal(pixels(first.image), pixels(other_seed.image))
     # n_iter continues the seeds after each batch, as A1111 does.
     iterated = api.txt2img(**{**A1111_ARGS, "batch_size": 1, "n_iter": 2})
-    assert iterated.info["all_seeds"] == [77, 78] and np.array_equal(pixels(iterated.images[1]), pixels(other_seed.image))
+    assert iterated.info["all_seeds"] == [77, 78]
+    assert np.array_equal(pixels(iterated.images[1]), pixels(other_seed.image))
 
 
 def test_img2img_and_inpaint_equal_the_gradio_endpoints(server, tmp_path, test_image):
