@@ -65,6 +65,8 @@ class Engine:
     def __init__(self, settings: Settings, registry: ModelRegistry | None = None, cache: PipelineCache | None = None):
         self.settings = settings
         self.registry = registry or ModelRegistry.load(settings.models_file)
+        if self.registry.families:
+            self.registry.scan_checkpoints(settings)
         self.cache = cache or PipelineCache(self.registry, settings)
         self.annotators = Annotators(settings, self.cache.plan)
         self.writer = OutputWriter(settings.output_dir)
@@ -139,6 +141,15 @@ class Engine:
         for warning in warnings:
             log.error("%s (output folder %s)", warning, self.settings.output_dir)
         return paths, warnings
+
+    def refresh_models(self) -> list[str]:
+        """Scan the checkpoint folders again (the Refresh button); returns why files were skipped.
+
+        A loaded model whose file is gone stays loaded until it is unloaded; new runs can no longer pick it.
+        """
+        with self.run_lock:
+            self.registry.scan_checkpoints(self.settings)
+        return list(self.registry.problems)
 
     def grid_runner(self) -> Any:
         """What runs a ``GridRequest`` (``run``'s signature): the grid runner on this engine's pipelines."""

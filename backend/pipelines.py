@@ -111,11 +111,23 @@ def load_pipeline(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> Diff
     try:
         if spec.kind == "single_file":
             cls = StableDiffusionXLPipeline if spec.family == "sdxl" else StableDiffusionPipeline
-            return cls.from_single_file(source, local_files_only=local_only, **kwargs)
+            if not spec.config:
+                return cls.from_single_file(source, local_files_only=local_only, **kwargs)
+            if not Path(spec.config).is_dir():
+                raise ModelUnavailable(f"{spec.name}: its config folder {spec.config} is missing")
+            if spec.inpainting:  # a lone 9-channel file: the family's config describes the 4-channel UNet
+                kwargs["unet"] = single_file_unet(source, spec.config, plan)
+            # The shipped config folder holds every config and the tokenizer: nothing is fetched.
+            pipe = cls.from_single_file(source, config=spec.config, local_files_only=True, **kwargs)
+            if spec.prediction_type and pipe.scheduler.config.get("prediction_type") != spec.prediction_type:
+                pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, prediction_type=spec.prediction_type)
+            return pipe
         return AutoPipelineForText2Image.from_pretrained(
             source, use_safetensors=True, local_files_only=local_only, **kwargs
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        if isinstance(err, ModelUnavailable):
+            raise
         hint = ""
         if spec.kind == "hub":
             hint = (
@@ -125,10 +137,22 @@ def load_pipeline(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> Diff
         raise ModelUnavailable(f"{spec.name}: could not load {spec.source}: {err}.{hint}") from err
 
 
+def single_file_unet(source: str, config: str, plan: DevicePlan) -> UNet2DConditionModel:
+    """The 9-channel UNet of an inpainting checkpoint file, read with its family's config folder."""
+    return UNet2DConditionModel.from_single_file(
+        source, config=config, subfolder="unet", in_channels=9, dtype=plan.dtype, local_files_only=True
+    )
+
+
 def load_inpaint_unet(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> UNet2DConditionModel:
     """The 9-channel UNet of a model's inpainting variant (text encoder and VAE stay shared)."""
     assert spec.inpaint
     source = resolve_source(spec.name, spec.inpaint, settings)
+    if source_kind(spec.inpaint) == "single_file" and spec.config:
+        try:
+            return single_file_unet(source, spec.config, plan)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise ModelUnavailable(f"{spec.name}: could not load its inpainting file {spec.inpaint}: {err}") from err
     local_only = settings.offline or source_kind(spec.inpaint) != "hub"
     # A whole pipeline (hub id or folder) keeps its UNet in unet/; a bare UNet folder has config.json on top.
     subfolder = None if (Path(source) / "config.json").exists() else "unet"

@@ -144,10 +144,7 @@ def build_common_controls(
     size_note = " (0 = from image)" if zero_size_allowed else ""
     presets = build_preset_row(engine.presets, prefix)
     prompt, negative, styles = build_prompt_block(studio, prefix)
-    with gr.Row():
-        model = FieldDropdown(
-            engine.registry.names, value=engine.default_model, label="Model", elem_id=f"{prefix}-model"
-        )
+    model = build_model_row(studio, prefix)
     with gr.Row():
         sampler = FieldDropdown(list(SAMPLERS), value="DPM++ 2M", label="Sampler", elem_id=f"{prefix}-sampler")
         schedule = FieldDropdown(
@@ -194,6 +191,35 @@ def build_common_controls(
             getattr(controls, name).visible = False
     _wire_control_updates(studio, controls, size_from_image)
     return controls
+
+
+def build_model_row(studio: Studio, prefix: str) -> gr.Dropdown:
+    """The model dropdown and its Refresh button, which rescans the checkpoint folders."""
+    engine = studio.engine
+    with gr.Row(equal_height=True):
+        # Custom values pass to the engine, which checks the name against the current scan: an API client can use a
+        # checkpoint found by Refresh though its copy of the dropdown's choices is the one from the start.
+        model = gr.Dropdown(
+            engine.registry.names,
+            value=engine.default_model,
+            label="Model",
+            scale=8,
+            allow_custom_value=True,
+            elem_id=f"{prefix}-model",
+        )
+        refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id=f"{prefix}-refresh-models")
+
+    def refresh_models(current: str):
+        problems = engine.refresh_models()
+        names = engine.registry.names
+        for problem in problems:
+            gr.Warning(problem)
+        return gr.Dropdown(choices=names, value=current if current in names else engine.default_model)
+
+    # One public endpoint (txt2img's) is enough for API clients; the other tabs' buttons stay private.
+    api = {"api_name": "refresh_models"} if prefix == "txt2img" else {"api_visibility": "private"}
+    refresh.click(refresh_models, inputs=model, outputs=model, queue=False, **api)
+    return model
 
 
 def limit_slider(label: str, limit: Any, value: float, elem_id: str, **kwargs: Any) -> gr.Slider:

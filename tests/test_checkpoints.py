@@ -1,0 +1,258 @@
+"""Single-file checkpoints from the checkpoint folders: scan, family detection, offline loading, every tab.
+
+Tiny SD 1.x checkpoints are built here and saved in the original single-file layout (``ldm_layout``), with a tiny
+config folder standing in for the shipped full-size ones, so the app goes through diffusers' real
+``from_single_file`` path offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+from safetensors.torch import save_file
+
+from backend import tiny
+from backend.checkpoints import CheckpointError, detect, scan
+from backend.engine import Engine
+from backend.infotext import parse_infotext
+from backend.requests import Txt2ImgRequest
+from backend.settings import Settings
+
+from .apphost import serve
+from .conftest import TINY
+from .ldm_layout import pipeline_to_ldm, save_config_folder, save_ldm_checkpoint
+
+CKPT, INPAINT_ONLY = "tiny-ckpt", "lone-inpainting"
+ARGS = dict(
+    prompt="a red circle",
+    negative_prompt="",
+    seed=5,
+    steps=2,
+    guidance_scale=5.0,
+    width=64,
+    height=64,
+    batch_size=1,
+    sampler="Euler",
+    schedule="Automatic",
+    model=CKPT,
+    styles=[],
+)
+
+
+def header_only(path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """A safetensors file with these tensor names and shapes (tiny zero tensors where the shape allows)."""
+    save_file({name: torch.zeros(shape) for name, shape in shapes.items()}, str(path))
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoints")
+    folder, configs = root / "Stable-diffusion", root / "configs"
+    base = tiny.build_pipeline(seed=5)
+    save_ldm_checkpoint(base, folder / f"{CKPT}.safetensors")
+    save_ldm_checkpoint(tiny.build_pipeline(seed=6, inpaint=True), folder / f"{CKPT}-inpainting.safetensors")
+    save_ldm_checkpoint(tiny.build_pipeline(seed=7, inpaint=True), folder / f"{INPAINT_ONLY}.safetensors")
+    save_config_folder(base, configs / "sd15")
+    # Bad files: each is skipped with its own message.
+    good = (folder / f"{CKPT}.safetensors").read_bytes()
+    (folder / "truncated.safetensors").write_bytes(good[: len(good) // 2])
+    (folder / "notes.safetensors").write_text("these are my favourite prompts\n")
+    header_only(folder / "style-lora.safetensors", {"lora_unet_down_blocks_0.lora_down.weight": (4, 8)})
+    header_only(folder / "vae-only.safetensors", {"first_stage_model.decoder.conv_in.weight": (4, 4, 1, 1)})
+    torch.save({"state_dict": {}}, folder / "old.ckpt")
+    return root, folder, configs
+
+
+@pytest.fixture(scope="module")
+def engine(folders, tmp_path_factory, cache_dir):
+    root, folder, configs = folders
+    # The test models file: the tiny model, and SD 1.x ControlNets that fit the tiny architecture.
+    data = json.loads(Settings().models_file.read_text())
+    data["models"] = [m for m in data["models"] if m["name"] == TINY]
+    data["families"]["sd15"]["controlnets"] = {"canny": "builtin:tiny-controlnet-canny"}
+    models_file = root / "models.json"
+    models_file.write_text(json.dumps(data))
+    settings = Settings(
+        offline=True,
+        default_model=TINY,
+        models_file=models_file,
+        checkpoints_dir=os.pathsep.join([str(folder), str(root / "missing")]),
+        checkpoint_configs=configs,
+        output_dir=tmp_path_factory.mktemp("ckpt-out"),
+        cache_dir=cache_dir,
+    )
+    return Engine(settings)
+
+
+@pytest.fixture(scope="module")
+def client(engine):
+    with serve(engine) as url:
+        yield Client(url, verbose=False)
+
+
+def test_original_layout_round_trips_through_diffusers_conversion():
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
+    pipe = tiny.build_pipeline(seed=5)
+    ldm = pipeline_to_ldm(pipe)
+    unet = convert_ldm_unet_checkpoint(ldm, dict(pipe.unet.config))
+    assert unet.keys() == pipe.unet.state_dict().keys()
+    assert all(torch.equal(unet[k], v) for k, v in pipe.unet.state_dict().items())
+    vae = convert_ldm_vae_checkpoint(ldm, dict(pipe.vae.config))
+    assert vae.keys() == pipe.vae.state_dict().keys()
+    assert all(torch.equal(vae[k].reshape(v.shape), v) for k, v in pipe.vae.state_dict().items())
+
+
+def test_scan_lists_checkpoints_with_family_and_pairs_inpainting(engine):
+    names = engine.registry.names
+    assert TINY in names and CKPT in names and INPAINT_ONLY in names
+    assert f"{CKPT}-inpainting" not in names  # paired: the base model's inpaint variant, not a model of its own
+    spec = engine.registry.get(CKPT)
+    assert spec.family == "sd15" and spec.kind == "single_file" and not spec.inpainting
+    assert spec.inpaint and spec.inpaint.endswith(f"{CKPT}-inpainting.safetensors")
+    assert "SD 1.x checkpoint" in spec.description
+    lone = engine.registry.get(INPAINT_ONLY)
+    assert lone.inpainting and lone.inpaint is None and "inpaint tab only" in lone.description
+
+
+def test_bad_files_and_folders_are_reported_not_fatal(engine):
+    problems = "\n".join(engine.registry.problems)
+    assert "truncated.safetensors: the file is truncated" in problems
+    assert "notes.safetensors: not a safetensors file" in problems
+    assert "style-lora.safetensors: this is a LoRA, not a checkpoint" in problems
+    assert "vae-only.safetensors: not a Stable Diffusion checkpoint" in problems
+    assert "old.ckpt: refused, a pickle file (.ckpt) can run code" in problems and "SDSTUDIO_ALLOW_PICKLE=1" in problems
+    assert "missing does not exist" in problems
+    for bad in ("truncated", "notes", "style-lora", "vae-only", "old"):
+        assert bad not in engine.registry.names
+
+
+def test_empty_and_missing_folders_scan_to_nothing(tmp_path):
+    assert scan([tmp_path]).checkpoints == [] and scan([tmp_path]).problems == []
+    missing = scan([tmp_path / "nope"])
+    assert missing.checkpoints == [] and "does not exist" in missing.problems[0]
+
+
+def test_family_detection_from_tensor_names_and_shapes(tmp_path):
+    v2_key = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
+    conv_in = "model.diffusion_model.input_blocks.0.0.weight"
+    header_only(tmp_path / "sd21.safetensors", {v2_key: (8, 1024), conv_in: (8, 4, 3, 3)})
+    found = detect(tmp_path / "sd21.safetensors")
+    assert (found.family, found.prediction_type, found.label) == ("sd2", "v_prediction", "SD 2.x v")
+    (tmp_path / "sd21.yaml").write_text("model:\n  params:\n    linear_start: 0.00085\n")  # the eps config
+    assert detect(tmp_path / "sd21.safetensors").prediction_type == "epsilon"
+    (tmp_path / "sd21.yaml").write_text('model:\n  params:\n    parameterization: "v"\n')
+    assert detect(tmp_path / "sd21.safetensors").prediction_type == "v_prediction"
+    xl = {
+        "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": (8,),
+        "model.diffusion_model.input_blocks.0.0.weight": (8, 9, 3, 3),
+    }
+    header_only(tmp_path / "xl-inpainting.safetensors", xl)
+    found = detect(tmp_path / "xl-inpainting.safetensors")
+    assert (found.family, found.inpainting, found.label) == ("sdxl", True, "SDXL inpainting")
+    flux_key = "model.diffusion_model.double_blocks.0.img_attn.norm.key_norm.scale"
+    header_only(tmp_path / "flux.safetensors", {flux_key: (8,)})
+    with pytest.raises(CheckpointError, match="does not run"):
+        detect(tmp_path / "flux.safetensors")
+
+
+def test_checkpoint_loads_its_own_weights_offline(engine):
+    loaded = engine.cache.model(CKPT)
+    source = tiny.build_pipeline(seed=5)
+    assert torch.equal(loaded.base.unet.conv_in.weight, source.unet.conv_in.weight)
+    assert torch.equal(loaded.base.vae.decoder.conv_out.weight, source.vae.decoder.conv_out.weight)
+    token = loaded.base.text_encoder.get_input_embeddings().weight
+    assert torch.equal(token, source.text_encoder.get_input_embeddings().weight)
+
+
+def _image_files(tmp_path, test_image):
+    src = tmp_path / "in.png"
+    test_image.crop((0, 0, 64, 64)).save(src)
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    mask_path = tmp_path / "mask.png"
+    mask.save(mask_path)
+    return src, mask_path
+
+
+def _pixels(path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.int16)
+
+
+def test_every_tab_generates_with_a_checkpoint(engine, client, tmp_path, test_image):
+    src, _ = _image_files(tmp_path, test_image)
+    gallery, infotext, seed = client.predict(**ARGS, api_name="/txt2img")
+    assert seed == 5 and f"Model: {CKPT}" in infotext
+    direct = engine.run(Txt2ImgRequest(**{**ARGS, "styles": ()})).images[0]
+    assert np.array_equal(_pixels(gallery[0]["image"]), np.asarray(direct.convert("RGB"), dtype=np.int16))
+    other, _, _ = client.predict(**{**ARGS, "seed": 6}, api_name="/txt2img")
+    assert np.abs(_pixels(other[0]["image"]) - _pixels(gallery[0]["image"])).mean() > 1
+
+    gallery, infotext, _ = client.predict(
+        **ARGS, image=handle_file(str(src)), strength=0.6, resize_mode="Just resize", api_name="/img2img"
+    )
+    assert "Denoising strength: 0.6" in infotext and _pixels(gallery[0]["image"]).shape == (64, 64, 3)
+
+    gallery, infotext, _, _, _ = client.predict(
+        **ARGS, image=handle_file(str(src)), control_type="canny", preprocessor="auto", conditioning_scale=1.0,
+        guidance_start=0.0, guidance_end=1.0, api_name="/controlnet",
+    )
+    assert "Model: canny" in infotext and f"Model: {CKPT}" in infotext
+
+    grid_args = {k: v for k, v in ARGS.items() if k not in ("sampler", "batch_size")}
+    gallery, infotext, _, _, labels = client.predict(
+        **grid_args, samplers=["Euler", "DDIM"], steps_list="2", cfg_list="", api_name="/sampler_grid"
+    )
+    assert len(gallery) == 2 and parse_infotext(infotext).params["Model"] == CKPT
+
+
+def test_inpaint_uses_the_paired_and_the_lone_inpainting_checkpoints(engine, client, tmp_path, test_image):
+    src, mask_path = _image_files(tmp_path, test_image)
+    editor = {"background": handle_file(str(src)), "layers": [], "composite": None}
+    args = dict(strength=1.0, mask_blur=0, inpaint_area="Whole picture", padding=32, api_name="/inpaint")
+    results = {}
+    for model in (CKPT, INPAINT_ONLY):
+        gallery, infotext, _, _ = client.predict(
+            **{**ARGS, "model": model}, image=editor, mask=handle_file(str(mask_path)), **args
+        )
+        assert f"Model: {model}" in infotext
+        results[model] = _pixels(gallery[0]["image"])
+    # The paired model ran its 9-channel partner file's UNet (its own UNet has 4 channels).
+    pipe = engine.cache.pipeline(CKPT, "inpaint")
+    assert pipe.unet.config.in_channels == 9
+    assert not np.array_equal(results[CKPT], results[INPAINT_ONLY])
+    with pytest.raises(AppError, match=f"{INPAINT_ONLY} is an inpainting model: use it in the inpaint tab"):
+        client.predict(**{**ARGS, "model": INPAINT_ONLY}, api_name="/txt2img")
+
+
+def test_refresh_finds_new_files_and_keeps_serving(engine, client, folders):
+    _, folder, _ = folders
+    added = folder / "added-later.safetensors"
+    save_ldm_checkpoint(tiny.build_pipeline(seed=9), added)
+    try:
+        with pytest.raises(AppError, match="added-later"):
+            client.predict(**{**ARGS, "model": "added-later"}, api_name="/txt2img")
+        update = client.predict(CKPT, api_name="/refresh_models")
+        assert update["value"] == CKPT and ["added-later", "added-later"] in update["choices"]
+        _, infotext, _ = client.predict(**{**ARGS, "model": "added-later"}, api_name="/txt2img")
+        assert "Model: added-later" in infotext
+    finally:
+        added.unlink()
+        engine.refresh_models()
+    assert "added-later" not in engine.registry.names
+
+
+def test_truncated_header_is_refused(tmp_path):
+    path = tmp_path / "short.safetensors"
+    path.write_bytes(struct.pack("<Q", 10_000) + b"{}")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        detect(path)
