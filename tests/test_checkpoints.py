@@ -256,3 +256,17 @@ def test_truncated_header_is_refused(tmp_path):
     path.write_bytes(struct.pack("<Q", 10_000) + b"{}")
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         detect(path)
+
+
+def test_shipped_sd15_config_folder_is_complete_offline():
+    """The real SD 1.x config folder: tokenizer and component configs read with no network, the real sizes."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTokenizer
+
+    folder = Settings().checkpoint_configs / "sd15"
+    tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder").hidden_size == 768
+    with torch.device("meta"):  # the architecture without allocating its weights
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder, subfolder="unet"))
+    assert sum(p.numel() for p in unet.parameters()) == 859_520_964
