@@ -232,6 +232,24 @@ def pair_inpainting(checkpoints: list[Checkpoint]) -> tuple[list[Checkpoint], di
     return [c for c in checkpoints if c.name not in paired], partners
 
 
+SHARED_VOCABULARY = PROJECT_ROOT / "backend" / "configs" / "clip"  # CLIP's BPE files, the same for every family
+
+
 def config_dir(settings: Settings, family: str) -> Path:
-    """The shipped config folder (configs and tokenizer, no weights) ``from_single_file`` reads for ``family``."""
-    return settings.checkpoint_configs / family
+    """The config folder (configs and tokenizers, no weights) ``from_single_file`` reads for ``family``.
+
+    The shipped folders hold JSON only; CLIP's vocabulary is shipped once and copied into each tokenizer folder
+    of a working copy in the cache, so every family reads a complete folder.
+    """
+    import shutil
+
+    source = settings.checkpoint_configs / family
+    if not source.is_dir():
+        return source  # the loader says which folder is missing
+    target = settings.cache_dir / "checkpoint-configs" / family
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    for tokenizer in target.glob("tokenizer*"):
+        for name in ("vocab.json", "merges.txt"):
+            if not (tokenizer / name).exists():
+                shutil.copyfile(SHARED_VOCABULARY / name, tokenizer / name)
+    return target

@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from backend import tiny
-from backend.checkpoints import CheckpointError, detect, scan
+from backend.checkpoints import CheckpointError, config_dir, detect, scan
 from backend.engine import Engine
 from backend.infotext import parse_infotext
 from backend.requests import Txt2ImgRequest
@@ -258,12 +258,12 @@ def test_truncated_header_is_refused(tmp_path):
         detect(path)
 
 
-def test_shipped_sd15_config_folder_is_complete_offline():
+def test_shipped_sd15_config_folder_is_complete_offline(tmp_path):
     """The real SD 1.x config folder: tokenizer and component configs read with no network, the real sizes."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTokenizer
 
-    folder = Settings().checkpoint_configs / "sd15"
+    folder = config_dir(Settings(cache_dir=tmp_path), "sd15")
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
     assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder").hidden_size == 768
