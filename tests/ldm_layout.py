@@ -7,6 +7,7 @@ way real checkpoints are and then go through the app's real loading path. ``test
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -104,14 +105,61 @@ def vae_to_ldm(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.
     return out
 
 
+def _hf_clip(encoder) -> dict[str, torch.Tensor]:
+    # transformers 5.6+ flattened CLIPTextModel; the original layout keeps its ``text_model.`` level.
+    return {
+        k if k.startswith(("text_model.", "text_projection")) else f"text_model.{k}": v
+        for k, v in encoder.state_dict().items()
+    }
+
+
+_OPEN_CLIP = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+              "self_attn.out_proj": "attn.out_proj"}
+
+
+def open_clip_to_ldm(encoder, prefix: str) -> dict[str, torch.Tensor]:
+    """An OpenCLIP text tower (SD 2.x, SDXL's second encoder): q/k/v joined into in_proj, projection transposed."""
+    state = _hf_clip(encoder)
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        if key == "text_model.embeddings.token_embedding.weight":
+            out[prefix + "token_embedding.weight"] = value
+        elif key == "text_model.embeddings.position_embedding.weight":
+            out[prefix + "positional_embedding"] = value
+        elif key.startswith("text_model.final_layer_norm."):
+            out[prefix + "ln_final." + key.rsplit(".", 1)[1]] = value
+        elif key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T
+        elif key.startswith("text_model.encoder.layers."):
+            rest = key[len("text_model.encoder.layers."):]
+            index, layer = rest.split(".", 1)
+            match = re.fullmatch(r"self_attn\.([qkv])_proj\.(weight|bias)", layer)
+            if match:
+                qkv.setdefault(f"{index}.{match[2]}", {})[match[1]] = value
+                continue
+            for old, new in _OPEN_CLIP.items():
+                layer = layer.replace(old, new)
+            out[f"{prefix}transformer.resblocks.{index}.{layer}"] = value
+        elif "position_ids" not in key:
+            raise KeyError(f"no OpenCLIP name for {key}")
+    for name, parts in qkv.items():
+        index, kind = name.split(".")
+        out[f"{prefix}transformer.resblocks.{index}.attn.in_proj_{kind}"] = torch.cat([parts[c] for c in "qkv"])
+    return out
+
+
 def pipeline_to_ldm(pipe) -> dict[str, torch.Tensor]:
-    """The original single-file state dict of an SD 1.x pipeline (UNet, VAE, CLIP text encoder)."""
+    """The original single-file state dict of an SD 1.x, SD 2.x or SDXL pipeline (UNet, VAE, text encoders)."""
     state = unet_to_ldm(pipe.unet.state_dict(), dict(pipe.unet.config))
     state.update(vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)))
-    # transformers 5.6+ flattened CLIPTextModel; the original layout keeps its ``text_model.`` level.
-    encoder = pipe.text_encoder.state_dict()
-    clip = {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in encoder.items()}
-    state.update({CLIP_PREFIX + k: v for k, v in clip.items()})
+    if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL: CLIP ViT-L, then OpenCLIP bigG
+        state.update({"conditioner.embedders.0.transformer." + k: v for k, v in _hf_clip(pipe.text_encoder).items()})
+        state.update(open_clip_to_ldm(pipe.text_encoder_2, "conditioner.embedders.1.model."))
+    elif pipe.text_encoder.config.hidden_size == 1024:  # SD 2.x: OpenCLIP ViT-H
+        state.update(open_clip_to_ldm(pipe.text_encoder, "cond_stage_model.model."))
+    else:
+        state.update({CLIP_PREFIX + k: v for k, v in _hf_clip(pipe.text_encoder).items()})
     return {k: v.detach().contiguous().clone() for k, v in state.items()}
 
 
@@ -132,3 +180,72 @@ def save_config_folder(pipe, path: Path) -> Path:
         weights.unlink()
     shutil.rmtree(path / "safety_checker", ignore_errors=True)
     return path
+
+
+def _text_encoder(tokenizer, width: int, layers: int, projection: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer.get_vocab()), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, projection_dim=width,
+    )
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=32, sample_size=64,
+    )
+
+
+def build_sd2(seed: int, inpaint: bool = False):
+    """A tiny SD 2.x-structured v-prediction pipeline: 1024-wide text encoder (what tells SD 2.x apart), linear
+    projections, two layers per block (so ``input_blocks.2`` is the cross-attention the detection reads)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    from backend import tiny
+
+    torch.manual_seed(seed)
+    tokenizer = tiny.build_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=9 if inpaint else 4, out_channels=4, block_out_channels=(32, 64),
+        layers_per_block=2, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=1024, attention_head_dim=(2, 4),
+        use_linear_projection=True, norm_num_groups=32,
+    )
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction")
+    return StableDiffusionPipeline(
+        unet=unet, vae=_vae(), text_encoder=_text_encoder(tokenizer, 1024, 2), tokenizer=tokenizer,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def build_sdxl(seed: int):
+    """A tiny SDXL-structured pipeline: two text encoders (the second with a projection and 10 layers, the
+    layer the detection reads; a width of its own, as diffusers tells the two apart by it), size/crop
+    conditioning (``text_time``), SDXL's block layout."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    from backend import tiny
+
+    torch.manual_seed(seed)
+    tokenizer = tiny.build_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32 + 48, attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32,
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=48 + 6 * 8,
+        transformer_layers_per_block=(1, 2),
+    )
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1, timestep_spacing="leading")
+    return StableDiffusionXLPipeline(
+        unet=unet, vae=_vae(), text_encoder=_text_encoder(tokenizer, 32, 2),
+        text_encoder_2=_text_encoder(tokenizer, 48, 10, projection=True), tokenizer=tokenizer, tokenizer_2=tokenizer,
+        scheduler=scheduler,
+    )

@@ -14,6 +14,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from diffusers import ControlNetModel
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -28,9 +29,9 @@ from backend.settings import Settings
 
 from .apphost import serve
 from .conftest import TINY
-from .ldm_layout import pipeline_to_ldm, save_config_folder, save_ldm_checkpoint
+from .ldm_layout import build_sd2, build_sdxl, pipeline_to_ldm, save_config_folder, save_ldm_checkpoint
 
-CKPT, INPAINT_ONLY = "tiny-ckpt", "lone-inpainting"
+CKPT, INPAINT_ONLY, SD2, SDXL = "tiny-ckpt", "lone-inpainting", "tiny-sd2-v", "tiny-sdxl"
 ARGS = dict(
     prompt="a red circle",
     negative_prompt="",
@@ -61,6 +62,16 @@ def folders(tmp_path_factory):
     save_ldm_checkpoint(tiny.build_pipeline(seed=6, inpaint=True), folder / f"{CKPT}-inpainting.safetensors")
     save_ldm_checkpoint(tiny.build_pipeline(seed=7, inpaint=True), folder / f"{INPAINT_ONLY}.safetensors")
     save_config_folder(base, configs / "sd15")
+    sd2 = build_sd2(seed=5)
+    save_ldm_checkpoint(sd2, folder / f"{SD2}.safetensors")
+    save_config_folder(sd2, configs / "sd2")
+    sdxl = build_sdxl(seed=5)
+    save_ldm_checkpoint(sdxl, folder / f"{SDXL}.safetensors")
+    save_config_folder(sdxl, configs / "sdxl")
+    # An SDXL-structured ControlNet for the tiny SDXL UNet (a local folder, as models.json may list one).
+    ControlNetModel.from_unet(sdxl.unet, conditioning_embedding_out_channels=(16, 32)).save_pretrained(
+        root / "controlnet-sdxl"
+    )
     # Bad files: each is skipped with its own message.
     good = (folder / f"{CKPT}.safetensors").read_bytes()
     (folder / "truncated.safetensors").write_bytes(good[: len(good) // 2])
@@ -78,6 +89,7 @@ def engine(folders, tmp_path_factory, cache_dir):
     data = json.loads(Settings().models_file.read_text())
     data["models"] = [m for m in data["models"] if m["name"] == TINY]
     data["families"]["sd15"]["controlnets"] = {"canny": "builtin:tiny-controlnet-canny"}
+    data["families"]["sdxl"]["controlnets"] = {"canny": str(root / "controlnet-sdxl")}
     models_file = root / "models.json"
     models_file.write_text(json.dumps(data))
     settings = Settings(
@@ -113,6 +125,8 @@ def test_original_layout_round_trips_through_diffusers_conversion():
 
 def test_scan_lists_checkpoints_with_family_and_pairs_inpainting(engine):
     names = engine.registry.names
+    assert engine.registry.get(SD2).family == "sd2" and engine.registry.get(SD2).prediction_type == "v_prediction"
+    assert engine.registry.get(SDXL).family == "sdxl" and "SDXL checkpoint" in engine.registry.get(SDXL).description
     assert TINY in names and CKPT in names and INPAINT_ONLY in names
     assert f"{CKPT}-inpainting" not in names  # paired: the base model's inpaint variant, not a model of its own
     spec = engine.registry.get(CKPT)
@@ -188,31 +202,45 @@ def _pixels(path) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.int16)
 
 
-def test_every_tab_generates_with_a_checkpoint(engine, client, tmp_path, test_image):
-    src, _ = _image_files(tmp_path, test_image)
-    gallery, infotext, seed = client.predict(**ARGS, api_name="/txt2img")
-    assert seed == 5 and f"Model: {CKPT}" in infotext
-    direct = engine.run(Txt2ImgRequest(**{**ARGS, "styles": ()})).images[0]
+@pytest.mark.parametrize("model", [CKPT, SD2, SDXL])
+def test_every_tab_generates_with_a_checkpoint(engine, client, tmp_path, test_image, model):
+    src, mask_path = _image_files(tmp_path, test_image)
+    args = {**ARGS, "model": model}
+    gallery, infotext, seed = client.predict(**args, api_name="/txt2img")
+    assert seed == 5 and f"Model: {model}" in infotext
+    direct = engine.run(Txt2ImgRequest(**{**args, "styles": ()})).images[0]
     assert np.array_equal(_pixels(gallery[0]["image"]), np.asarray(direct.convert("RGB"), dtype=np.int16))
-    other, _, _ = client.predict(**{**ARGS, "seed": 6}, api_name="/txt2img")
+    other, _, _ = client.predict(**{**args, "seed": 6}, api_name="/txt2img")
     assert np.abs(_pixels(other[0]["image"]) - _pixels(gallery[0]["image"])).mean() > 1
 
     gallery, infotext, _ = client.predict(
-        **ARGS, image=handle_file(str(src)), strength=0.6, resize_mode="Just resize", api_name="/img2img"
+        **args, image=handle_file(str(src)), strength=0.6, resize_mode="Just resize", api_name="/img2img"
     )
     assert "Denoising strength: 0.6" in infotext and _pixels(gallery[0]["image"]).shape == (64, 64, 3)
 
-    gallery, infotext, _, _, _ = client.predict(
-        **ARGS, image=handle_file(str(src)), control_type="canny", preprocessor="auto", conditioning_scale=1.0,
-        guidance_start=0.0, guidance_end=1.0, api_name="/controlnet",
+    editor = {"background": handle_file(str(src)), "layers": [], "composite": None}
+    gallery, infotext, _, _ = client.predict(
+        **args, image=editor, mask=handle_file(str(mask_path)), strength=1.0, mask_blur=0,
+        inpaint_area="Only masked", padding=8, api_name="/inpaint",
     )
-    assert "Model: canny" in infotext and f"Model: {CKPT}" in infotext
+    assert "Inpaint area: Only masked" in infotext
+    out, before = _pixels(gallery[0]["image"]), _pixels(src)
+    assert np.array_equal(out[:8], before[:8]) and not np.array_equal(out[20:44, 20:44], before[20:44, 20:44])
 
-    grid_args = {k: v for k, v in ARGS.items() if k not in ("sampler", "batch_size")}
+    if model != SD2:  # the SD 2.x family lists no ControlNets
+        gallery, infotext, _, _, _ = client.predict(
+            **args, image=handle_file(str(src)), control_type="canny", preprocessor="auto", conditioning_scale=1.0,
+            guidance_start=0.0, guidance_end=1.0, api_name="/controlnet",
+        )
+        assert "Model: canny" in infotext and f"Model: {model}" in infotext
+
+    grid_args = {k: v for k, v in args.items() if k not in ("sampler", "batch_size")}
     gallery, infotext, _, _, labels = client.predict(
         **grid_args, samplers=["Euler", "DDIM"], steps_list="2", cfg_list="", api_name="/sampler_grid"
     )
-    assert len(gallery) == 2 and parse_infotext(infotext).params["Model"] == CKPT
+    assert len(gallery) == 2 and parse_infotext(infotext).params["Model"] == model
+    family_pipeline = {CKPT: "StableDiffusion", SD2: "StableDiffusion", SDXL: "StableDiffusionXL"}[model]
+    assert type(engine.cache.pipeline(model, "img2img")).__name__ == f"{family_pipeline}Img2ImgPipeline"
 
 
 def test_inpaint_uses_the_paired_and_the_lone_inpainting_checkpoints(engine, client, tmp_path, test_image):
