@@ -32,6 +32,7 @@ from diffusers.models.controlnets.controlnet import ControlNetOutput
 from . import tiny
 from .devices import DevicePlan, apply_memory_options, plan_device
 from .models import ModelRegistry, ModelSpec, local_path, source_kind
+from .nan_guard import guard_vae_nans
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,7 @@ class PipelineCache:
             log.info("loading %s from %s", spec.name, spec.source)
             base = self._loader(spec, self.settings, self.plan)
             base.set_progress_bar_config(disable=True)  # progress goes through the step callback
+            guard_vae_nans(base.vae, spec.name)  # derived pipelines share this VAE, so they are guarded too
             options = apply_memory_options(base, self.settings, self.plan)
             loaded = LoadedModel(spec, base, dict(base.scheduler.config), options)
             self._models[name] = loaded

@@ -185,6 +185,7 @@ def test_checkpoint_loads_its_own_weights_offline(engine):
     assert torch.equal(loaded.base.vae.decoder.conv_out.weight, source.vae.decoder.conv_out.weight)
     token = loaded.base.text_encoder.get_input_embeddings().weight
     assert torch.equal(token, source.text_encoder.get_input_embeddings().weight)
+    assert loaded.base.vae._sd_studio_nan_guard  # every loaded model's VAE decode is guarded (tests/test_nan_guard)
 
 
 def _image_files(tmp_path, test_image):
