@@ -149,8 +149,9 @@ def open_clip_to_ldm(encoder, prefix: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def pipeline_to_ldm(pipe) -> dict[str, torch.Tensor]:
-    """The original single-file state dict of an SD 1.x, SD 2.x or SDXL pipeline (UNet, VAE, text encoders)."""
+def pipeline_to_ldm(pipe, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The original single-file state dict of an SD 1.x, SD 2.x or SDXL pipeline (UNet, VAE, text encoders);
+    ``dtype`` casts every tensor (real checkpoints are often float16)."""
     state = unet_to_ldm(pipe.unet.state_dict(), dict(pipe.unet.config))
     state.update(vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)))
     if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL: CLIP ViT-L, then OpenCLIP bigG
@@ -160,6 +161,8 @@ def pipeline_to_ldm(pipe) -> dict[str, torch.Tensor]:
         state.update(open_clip_to_ldm(pipe.text_encoder, "cond_stage_model.model."))
     else:
         state.update({CLIP_PREFIX + k: v for k, v in _hf_clip(pipe.text_encoder).items()})
+    if dtype is not None:
+        return {k: v.detach().to(dtype).contiguous() for k, v in state.items()}
     return {k: v.detach().contiguous().clone() for k, v in state.items()}
 
 
@@ -249,3 +252,21 @@ def build_sdxl(seed: int):
         text_encoder_2=_text_encoder(tokenizer, 48, 10, projection=True), tokenizer=tokenizer, tokenizer_2=tokenizer,
         scheduler=scheduler,
     )
+
+
+def save_random_sd15(config_folder: Path, path: Path) -> Path:
+    """A random-weight checkpoint of the real SD 1.5 architecture (UNet 860M parameters), float16, single file."""
+    from types import SimpleNamespace
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    parts = SimpleNamespace(
+        unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config_folder, subfolder="unet")),
+        vae=AutoencoderKL.from_config(AutoencoderKL.load_config(config_folder, subfolder="vae")),
+        text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(config_folder, subfolder="text_encoder")),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(pipeline_to_ldm(parts, torch.float16), str(path))
+    return path
