@@ -338,3 +338,11 @@ def test_real_sd15_size_checkpoint_loads_and_generates_offline(tmp_path):
     print(f"\nSD 1.5-size single file ({path.stat().st_size / 2**30:.2f} GiB float16): load {load_s:.1f} s, "
           f"one 64x64 step {run_s:.1f} s, peak RSS {peak_gib:.2f} GiB")
     assert image.size == (64, 64)
+
+
+def test_pickle_checkpoint_only_with_the_owners_opt_in(tmp_path):
+    torch.save({"state_dict": pipeline_to_ldm(tiny.build_pipeline(seed=5))}, tmp_path / "old.ckpt")
+    refused = scan([tmp_path])
+    assert refused.checkpoints == [] and "old.ckpt: refused" in refused.problems[0]
+    allowed = scan([tmp_path], allow_pickle=True)
+    assert [(c.name, c.family) for c in allowed.checkpoints] == [("old", "sd15")] and allowed.problems == []
