@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 SAFE_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 DEFAULT_DIR = PROJECT_ROOT / "models" / "checkpoints"
+DEFAULT_VAE_DIR = PROJECT_ROOT / "models" / "vae"
+VAE_KEYS = ("decoder.conv_in.weight", "first_stage_model.decoder.conv_in.weight")  # an original-layout VAE
 INPAINT_SUFFIX = re.compile(r"[-_.]?inpainting$", re.IGNORECASE)
 
 # diffusers' model type → (our family, 9-channel inpainting UNet)
@@ -67,8 +69,17 @@ class ScanResult:
 
 def checkpoint_dirs(settings: Settings) -> list[Path]:
     """``models/checkpoints`` and the folders of ``SDSTUDIO_CHECKPOINTS_DIR`` (os.pathsep-separated)."""
-    dirs = [DEFAULT_DIR]
-    for part in settings.checkpoints_dir.split(os.pathsep):
+    return _dirs(DEFAULT_DIR, settings.checkpoints_dir)
+
+
+def vae_dirs(settings: Settings) -> list[Path]:
+    """``models/vae`` and the folders of ``SDSTUDIO_VAE_DIR`` (os.pathsep-separated)."""
+    return _dirs(DEFAULT_VAE_DIR, settings.vae_dir)
+
+
+def _dirs(default: Path, extra: str) -> list[Path]:
+    dirs = [default]
+    for part in extra.split(os.pathsep):
         if part.strip():
             path = Path(part.strip()).expanduser()
             dirs.append(path if path.is_absolute() else PROJECT_ROOT / path)
@@ -154,6 +165,28 @@ def detect(path: Path) -> Checkpoint:
         # SD 2.x files do not say v or eps; like diffusers we assume the 768-v model unless a sidecar says otherwise.
         prediction = sidecar_prediction(path) or "v_prediction"
     return Checkpoint(path.stem, path, family, inpainting, prediction)
+
+
+def scan_vaes(dirs: list[Path]) -> tuple[dict[str, Path], list[str]]:
+    """Every usable ``.safetensors`` VAE in ``dirs`` by file name without extension, and why others were skipped."""
+    found: dict[str, Path] = {}
+    problems: list[str] = []
+    for folder in dirs:
+        if not folder.is_dir():
+            if folder != DEFAULT_VAE_DIR:
+                problems.append(f"VAE folder {folder} does not exist (SDSTUDIO_VAE_DIR)")
+            continue
+        for path in sorted(folder.glob("*.safetensors")):
+            try:
+                tensors = read_header(path)
+            except CheckpointError as err:
+                problems.append(str(err))
+                continue
+            if not any(key in tensors for key in VAE_KEYS):
+                problems.append(f"{path.name}: not a VAE (no decoder weights in the original layout); skipped")
+            elif path.stem not in found:
+                found[path.stem] = path
+    return found, problems
 
 
 def scan(dirs: list[Path], allow_pickle: bool = False) -> ScanResult:

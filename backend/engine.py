@@ -105,6 +105,7 @@ class Engine:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("generation stopped")
             loaded = self.load_for(request.model, request.task)
+            self.use_vae(request.model, request.vae)
             context = {}
             if isinstance(request, ControlNetRequest):
                 self._check_controlnets(loaded, request)
@@ -163,6 +164,13 @@ class Engine:
         if task != "inpaint" and is_inpainting_unet(loaded.base.unet):
             raise ValidationError("model", f"{model} is an inpainting model: use it in the inpaint tab")
         return loaded
+
+    def use_vae(self, model: str, vae: str) -> None:
+        """Give ``model`` the VAE ``vae`` ("" = its own), refused with a message when there is no such VAE."""
+        if vae and vae not in self.registry.vaes:
+            have = ", ".join(self.registry.vaes) or "none; put .safetensors VAEs in models/vae and press Refresh"
+            raise ValidationError("vae", f"unknown VAE {vae!r}; choose the model's own or one of: {have}")
+        self.cache.use_vae(model, vae, self.registry.vaes.get(vae))
 
     def control_maps(self, request: ControlNetRequest) -> list[Image.Image]:
         """Only the preprocessing of a ControlNet request: each unit's control map at the output size."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import ScanResult, checkpoint_dirs, config_dir, pair_inpainting, scan
+from .checkpoints import ScanResult, checkpoint_dirs, config_dir, pair_inpainting, scan, scan_vaes, vae_dirs
 from .settings import PROJECT_ROOT, Settings
 
 FAMILIES = ("sd15", "sd2", "sdxl")
@@ -96,6 +96,7 @@ class ModelRegistry:
     models: dict[str, ModelSpec] = field(default_factory=dict)
     families: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # checkpoint files skipped by the last scan, and why
+    vaes: dict[str, Path] = field(default_factory=dict)  # VAE name → file, from the VAE folders
 
     @property
     def names(self) -> list[str]:
@@ -173,7 +174,10 @@ class ModelRegistry:
         self.problems = problems
 
     def scan_checkpoints(self, settings: Settings) -> None:
+        """Scan the checkpoint and VAE folders (at start and on Refresh)."""
         self.add_checkpoints(scan(checkpoint_dirs(settings), settings.allow_pickle), settings)
+        self.vaes, vae_problems = scan_vaes(vae_dirs(settings))
+        self.problems += vae_problems
 
     def checkpoint_names(self) -> list[str]:
         return [name for name, spec in self.models.items() if spec.from_folder]

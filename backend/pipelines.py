@@ -56,6 +56,8 @@ class LoadedModel:
     memory_options: list[str] = field(default_factory=list)
     derived: dict[tuple[str, ...], DiffusionPipeline] = field(default_factory=dict)  # (task, *ControlNet sources)
     controlnets: dict[str, ControlNetModel] = field(default_factory=dict)  # source → model, loaded once
+    vaes: dict[str, Any] = field(default_factory=dict)  # VAE name ("" = the model's own) → AutoencoderKL
+    vae: str = ""  # the VAE its pipelines use now
 
 
 def is_cached(repo_id: str, marker: str = "model_index.json") -> bool:
@@ -184,6 +186,33 @@ def load_controlnet(spec: ModelSpec, control_type: str, settings: Settings, plan
         ) from err
 
 
+def vae_config(spec: ModelSpec, settings: Settings) -> str:
+    """The folder whose ``vae/config.json`` describes the model's VAE (for reading a VAE file in its layout)."""
+    if spec.config:
+        return spec.config
+    if spec.kind in ("builtin", "folder"):
+        return resolve_source(spec.name, spec.source, settings)
+    from .checkpoints import config_dir
+
+    return str(config_dir(settings, spec.family))
+
+
+def load_vae(loaded: LoadedModel, path: Path | None, settings: Settings, plan: DevicePlan) -> Any:
+    """A VAE file (original layout) read with the model family's VAE config."""
+    from diffusers import AutoencoderKL
+
+    spec = loaded.spec
+    if path is None or not Path(path).exists():
+        raise ModelUnavailable(f"VAE file {path} is gone; press Refresh beside the model list")
+    try:
+        vae = AutoencoderKL.from_single_file(
+            str(path), config=vae_config(spec, settings), subfolder="vae", dtype=plan.dtype, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelUnavailable(f"VAE {Path(path).name} does not fit {spec.name} ({spec.family}): {err}") from err
+    return vae.to(loaded.base.vae.device)
+
+
 def skip_inactive_steps(controlnet: ControlNetModel) -> ControlNetModel:
     """Make the ControlNet skip its work on steps where it has no effect.
 
@@ -243,7 +272,7 @@ class PipelineCache:
             base.set_progress_bar_config(disable=True)  # progress goes through the step callback
             guard_vae_nans(base.vae, spec.name)  # derived pipelines share this VAE, so they are guarded too
             options = apply_memory_options(base, self.settings, self.plan)
-            loaded = LoadedModel(spec, base, dict(base.scheduler.config), options)
+            loaded = LoadedModel(spec, base, dict(base.scheduler.config), options, vaes={"": base.vae})
             self._models[name] = loaded
             return loaded
 
@@ -283,6 +312,21 @@ class PipelineCache:
                     apply_memory_options(pipe, self.settings, self.plan)
                 loaded.derived[key] = pipe
             return loaded.derived[key]
+
+    def use_vae(self, name: str, vae: str, path: Path | None) -> None:
+        """Give the model's pipelines the VAE ``vae`` (``""`` = its own, else the file ``path``): only the VAE is
+        loaded (once) and swapped; the UNet and text encoders stay as they are."""
+        loaded = self.model(name)
+        with self._lock:
+            if loaded.vae == vae:
+                return
+            if vae not in loaded.vaes:
+                log.info("loading VAE %s for %s", vae, name)
+                loaded.vaes[vae] = guard_vae_nans(load_vae(loaded, path, self.settings, self.plan), vae)
+            module = loaded.vaes[vae]
+            for pipe in (loaded.base, *loaded.derived.values()):
+                pipe.vae = module
+            loaded.vae = vae
 
     def unload(self, name: str) -> None:
         with self._lock:

@@ -75,6 +75,7 @@ class GenerationRequest:
     schedule: str = DEFAULT_SCHEDULE
     model: str = ""
     styles: tuple[str, ...] = ()  # applied to the prompts by the engine; the infotext has the result
+    vae: str = ""  # "" = the model's own VAE; else a file of the VAE folders by name (backend.checkpoints)
 
     task: ClassVar[str] = "generation"
 

@@ -44,6 +44,7 @@ class Settings:
     checkpoints_dir: str = ""
     checkpoint_configs: Path = PROJECT_ROOT / "backend" / "configs"
     allow_pickle: bool = False
+    vae_dir: str = ""  # VAE folders scanned besides models/vae (os.pathsep-separated)
     # ControlNet preprocessor weights (depth, pose): a hub repository or a local folder with the same files.
     annotators: str = "lllyasviel/Annotators"
     # Device and memory.

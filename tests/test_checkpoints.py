@@ -30,7 +30,7 @@ from backend.settings import Settings
 
 from .apphost import serve
 from .conftest import TINY
-from .ldm_layout import build_sd2, build_sdxl, pipeline_to_ldm, save_config_folder, save_ldm_checkpoint
+from .ldm_layout import build_sd2, build_sdxl, pipeline_to_ldm, save_config_folder, save_ldm_checkpoint, vae_to_ldm
 
 CKPT, INPAINT_ONLY, SD2, SDXL = "tiny-ckpt", "lone-inpainting", "tiny-sd2-v", "tiny-sdxl"
 ARGS = dict(
@@ -80,6 +80,12 @@ def folders(tmp_path_factory):
     header_only(folder / "style-lora.safetensors", {"lora_unet_down_blocks_0.lora_down.weight": (4, 8)})
     header_only(folder / "vae-only.safetensors", {"first_stage_model.decoder.conv_in.weight": (4, 4, 1, 1)})
     torch.save({"state_dict": {}}, folder / "old.ckpt")
+    # A VAE file as A1111 ships them (original layout, no prefix), trained differently: here, another seed.
+    other_vae = vae_to_ldm(tiny.build_components(seed=11)["vae"].state_dict(), dict(base.vae.config))
+    (root / "vae").mkdir()
+    save_file({k.removeprefix("first_stage_model."): v.contiguous() for k, v in other_vae.items()},
+              str(root / "vae" / "other-vae.safetensors"))
+    header_only(root / "vae" / "not-a-vae.safetensors", {"lora_unet_x.lora_down.weight": (4, 8)})
     return root, folder, configs
 
 
@@ -99,6 +105,7 @@ def engine(folders, tmp_path_factory, cache_dir):
         models_file=models_file,
         checkpoints_dir=os.pathsep.join([str(folder), str(root / "missing")]),
         checkpoint_configs=configs,
+        vae_dir=str(root / "vae"),
         output_dir=tmp_path_factory.mktemp("ckpt-out"),
         cache_dir=cache_dir,
     )
@@ -271,8 +278,9 @@ def test_refresh_finds_new_files_and_keeps_serving(engine, client, folders):
     try:
         with pytest.raises(AppError, match="added-later"):
             client.predict(**{**ARGS, "model": "added-later"}, api_name="/txt2img")
-        update = client.predict(CKPT, api_name="/refresh_models")
+        update, vae_update = client.predict(CKPT, "other-vae", api_name="/refresh_models")
         assert update["value"] == CKPT and ["added-later", "added-later"] in update["choices"]
+        assert vae_update["value"] == "other-vae" and ["Model's own", ""] in vae_update["choices"]
         _, infotext, _ = client.predict(**{**ARGS, "model": "added-later"}, api_name="/txt2img")
         assert "Model: added-later" in infotext
     finally:
@@ -346,3 +354,20 @@ def test_pickle_checkpoint_only_with_the_owners_opt_in(tmp_path):
     assert refused.checkpoints == [] and "old.ckpt: refused" in refused.problems[0]
     allowed = scan([tmp_path], allow_pickle=True)
     assert [(c.name, c.family) for c in allowed.checkpoints] == [("old", "sd15")] and allowed.problems == []
+
+
+def test_vae_choice_swaps_only_the_vae_and_round_trips_through_png_info(engine, client):
+    assert list(engine.registry.vaes) == ["other-vae"]
+    assert any("not-a-vae.safetensors: not a VAE" in p for p in engine.registry.problems)
+    own, infotext, _ = client.predict(**ARGS, api_name="/txt2img")
+    assert "VAE:" not in infotext
+    unet = engine.cache.model(CKPT).base.unet
+    swapped, infotext, _ = client.predict(**{**ARGS, "vae": "other-vae"}, api_name="/txt2img")
+    assert "VAE: other-vae" in infotext
+    assert parse_infotext(infotext).request_fields()["vae"] == "other-vae"  # what PNG info sends back to a tab
+    assert engine.cache.model(CKPT).base.unet is unet  # the UNet was not reloaded
+    assert np.abs(_pixels(swapped[0]["image"]) - _pixels(own[0]["image"])).mean() > 1
+    again, _, _ = client.predict(**ARGS, api_name="/txt2img")  # back to the model's own: the same picture
+    assert np.array_equal(_pixels(again[0]["image"]), _pixels(own[0]["image"]))
+    with pytest.raises(AppError, match="unknown VAE 'nope'; choose the model's own or one of: other-vae"):
+        client.predict(**{**ARGS, "vae": "nope"}, api_name="/txt2img")
