@@ -149,11 +149,14 @@ class ModelRegistry:
         self.models = {name: spec for name, spec in self.models.items() if not spec.from_folder}
         problems = list(result.problems)
         listed, partners = pair_inpainting(result.checkpoints)
+        configs: dict[str, str] = {}  # family → its config folder, prepared once per scan
         for checkpoint in listed:
             if checkpoint.name in self.models:
                 problems.append(f"{checkpoint.path.name}: skipped, presets/models.json has a model of that name")
                 continue
             family = self.families[checkpoint.family]
+            if checkpoint.family not in configs:
+                configs[checkpoint.family] = str(config_dir(settings, checkpoint.family))
             partner = partners.get(checkpoint.name)
             kind = "inpainting checkpoint (inpaint tab only)" if checkpoint.inpainting else "checkpoint"
             self.models[checkpoint.name] = ModelSpec(
@@ -166,7 +169,7 @@ class ModelRegistry:
                 description=f"{checkpoint.label} {kind} from {checkpoint.path.parent}"
                 + (f"; inpainting with {partner.path.name}" if partner else ""),
                 controlnets=tuple(family.get("controlnets", {}).items()),
-                config=str(config_dir(settings, checkpoint.family)),
+                config=configs[checkpoint.family],
                 prediction_type=checkpoint.prediction_type,
                 inpainting=checkpoint.inpainting,
                 from_folder=True,
