@@ -202,7 +202,7 @@ def build_model_row(studio: Studio, prefix: str) -> tuple[gr.Dropdown, gr.Dropdo
     with gr.Row(equal_height=True):
         # Custom values pass to the engine, which checks the name against the current scan: an API client can use a
         # checkpoint found by Refresh though its copy of the dropdown's choices is the one from the start.
-        model = gr.Dropdown(
+        model = FieldDropdown(
             engine.registry.names,
             value=engine.default_model,
             label="Model",
@@ -211,7 +211,7 @@ def build_model_row(studio: Studio, prefix: str) -> tuple[gr.Dropdown, gr.Dropdo
             elem_id=f"{prefix}-model",
         )
         # "" = the model's own VAE; custom values reach the engine, which names the VAEs it has.
-        vae = gr.Dropdown(
+        vae = FieldDropdown(
             vae_choices(engine), value="", label="VAE", scale=3, allow_custom_value=True, elem_id=f"{prefix}-vae"
         )
         refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id=f"{prefix}-refresh-models")
