@@ -65,6 +65,8 @@ class Engine:
     def __init__(self, settings: Settings, registry: ModelRegistry | None = None, cache: PipelineCache | None = None):
         self.settings = settings
         self.registry = registry or ModelRegistry.load(settings.models_file)
+        if self.registry.families:
+            self.registry.scan_checkpoints(settings)
         self.cache = cache or PipelineCache(self.registry, settings)
         self.annotators = Annotators(settings, self.cache.plan)
         self.writer = OutputWriter(settings.output_dir)
@@ -103,6 +105,7 @@ class Engine:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("generation stopped")
             loaded = self.load_for(request.model, request.task)
+            self.use_vae(request.model, request.vae)
             context = {}
             if isinstance(request, ControlNetRequest):
                 self._check_controlnets(loaded, request)
@@ -140,6 +143,15 @@ class Engine:
             log.error("%s (output folder %s)", warning, self.settings.output_dir)
         return paths, warnings
 
+    def refresh_models(self) -> list[str]:
+        """Scan the checkpoint folders again (the Refresh button); returns why files were skipped.
+
+        A loaded model whose file is gone stays loaded until it is unloaded; new runs can no longer pick it.
+        """
+        with self.run_lock:
+            self.registry.scan_checkpoints(self.settings)
+        return list(self.registry.problems)
+
     def grid_runner(self) -> Any:
         """What runs a ``GridRequest`` (``run``'s signature): the grid runner on this engine's pipelines."""
         from .grid import GridRunner  # grid builds on this module
@@ -152,6 +164,13 @@ class Engine:
         if task != "inpaint" and is_inpainting_unet(loaded.base.unet):
             raise ValidationError("model", f"{model} is an inpainting model: use it in the inpaint tab")
         return loaded
+
+    def use_vae(self, model: str, vae: str) -> None:
+        """Give ``model`` the VAE ``vae`` ("" = its own), refused with a message when there is no such VAE."""
+        if vae and vae not in self.registry.vaes:
+            have = ", ".join(self.registry.vaes) or "none; put .safetensors VAEs in models/vae and press Refresh"
+            raise ValidationError("vae", f"unknown VAE {vae!r}; choose the model's own or one of: {have}")
+        self.cache.use_vae(model, vae, self.registry.vaes.get(vae))
 
     def control_maps(self, request: ControlNetRequest) -> list[Image.Image]:
         """Only the preprocessing of a ControlNet request: each unit's control map at the output size."""

@@ -61,6 +61,7 @@ class GridRequest:
     schedule: str = DEFAULT_SCHEDULE
     model: str = ""
     styles: tuple[str, ...] = ()
+    vae: str = ""  # "" = the model's own
     samplers: list[str] = field(default_factory=list)
     steps_list: list[Any] = field(default_factory=list)
     cfg_list: list[Any] = field(default_factory=list)
@@ -204,6 +205,7 @@ def plan_grid(request: GridRequest, engine: Engine) -> GridPlan:
         batch_size=1,
         model=request.model,
         styles=tuple(request.styles or ()),
+        vae=request.vae,
     )
     cells = []
     for value in values:
@@ -303,6 +305,7 @@ class GridRunner:
     def _run_locked(self, plan: GridPlan, on_step: StepCallback | None, cancel: threading.Event | None) -> GridResult:
         engine = self.engine
         loaded = engine.load_for(plan.model, "txt2img")
+        engine.use_vae(plan.model, plan.cells[0].vae)
         pipe = engine.cache.pipeline(plan.model, "txt2img")
         batched = self.batch and can_batch(pipe)
         chunks = _chunks(plan.cells, engine.settings.max_batch if batched else 1)

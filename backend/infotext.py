@@ -29,6 +29,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "CFG scale": ("guidance_scale", float),
     "Seed": ("seed", int),
     "Model": ("model", str),
+    "VAE": ("vae", str),
     "Denoising strength": ("strength", float),
     "Mask blur": ("mask_blur", int),
 }
@@ -65,6 +66,7 @@ def format_infotext(request: GenerationRequest, seed: int, extra: Mapping[str, A
         "Seed": seed,
         "Size": f"{request.width}x{request.height}",
         "Model": request.model,
+        "VAE": request.vae,  # left out when empty (the model's own)
     }
     params.update(extra or {})
     lines = [request.prompt]

@@ -76,6 +76,7 @@ class GenerationRequest:
     model: str = ""
     styles: tuple[str, ...] = ()  # applied to the prompts by the engine; the infotext has the result
     save: bool = True  # write the pictures to the output folder (when the server saves at all)
+    vae: str = ""  # "" = the model's own VAE; else a file of the VAE folders by name (backend.checkpoints)
 
     task: ClassVar[str] = "generation"
 

@@ -32,6 +32,7 @@ ARGS = dict(
     schedule="Automatic",
     model=TINY,
     styles=[],
+    vae="",
 )
 
 

@@ -235,7 +235,10 @@ BAD_TXT2IMG = [
     ({"batch_size": 0}, "Batch size: Value 0 is less than minimum"),
     ({"sampler": "Bogus"}, "Sampler: Value: Bogus is not in the list of choices"),
     ({"schedule": "Sideways"}, "Schedule type: Value: Sideways is not in the list of choices"),
-    ({"model": "../../etc/passwd"}, "Model: Value: ../../etc/passwd is not in the list of choices"),
+    # The model and VAE menus take any text (a checkpoint found by Refresh after the app started); the engine
+    # checks the name against its current list.
+    ({"model": "../../etc/passwd"}, "model: unknown model '../../etc/passwd'; choose one of:"),
+    ({"vae": "../../etc/passwd"}, "vae: unknown VAE '../../etc/passwd'; choose the model's own"),
     ({"styles": ["nope"]}, "Styles: Value: 'nope'"),
     ({"prompt": "x" * 20_000}, "prompt is 20000 characters long; the limit is 4000"),
     ({"prompt": "a cat\x00"}, "prompt contains a NUL character"),

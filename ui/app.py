@@ -75,6 +75,9 @@ def build_demo(engine: Engine) -> gr.Blocks:
         if engine.presets.problems:
             problems = "\n".join(f"- {p}" for p in engine.presets.problems)
             gr.Markdown(f"**Some preset files could not be read:**\n{problems}", elem_id="preset-problems")
+        if engine.registry.problems:
+            skipped = "\n".join(f"- {p}" for p in engine.registry.problems)
+            gr.Markdown(f"**Some checkpoint files were skipped:**\n{skipped}", elem_id="checkpoint-problems")
         with gr.Tabs() as tabs:
             handles = {}
             for tab_id, module in TABS.items():

@@ -38,6 +38,7 @@ COMMON_FIELDS = (
     "schedule",
     "model",
     "styles",
+    "vae",
 )
 
 
@@ -63,6 +64,7 @@ class CommonControls:
     schedule: gr.Dropdown
     model: gr.Dropdown
     styles: gr.Dropdown
+    vae: gr.Dropdown
     random_seed: gr.Button
     reuse_seed: gr.Button
     presets: PresetRow | None = None
@@ -144,10 +146,7 @@ def build_common_controls(
     size_note = " (0 = from image)" if zero_size_allowed else ""
     presets = build_preset_row(engine.presets, prefix)
     prompt, negative, styles = build_prompt_block(studio, prefix)
-    with gr.Row():
-        model = FieldDropdown(
-            engine.registry.names, value=engine.default_model, label="Model", elem_id=f"{prefix}-model"
-        )
+    model, vae = build_model_row(studio, prefix)
     with gr.Row():
         sampler = FieldDropdown(list(SAMPLERS), value="DPM++ 2M", label="Sampler", elem_id=f"{prefix}-sampler")
         schedule = FieldDropdown(
@@ -183,6 +182,7 @@ def build_common_controls(
         schedule=schedule,
         model=model,
         styles=styles,
+        vae=vae,
         random_seed=random_seed,
         reuse_seed=reuse_seed,
         presets=presets,
@@ -194,6 +194,46 @@ def build_common_controls(
             getattr(controls, name).visible = False
     _wire_control_updates(studio, controls, size_from_image)
     return controls
+
+
+def build_model_row(studio: Studio, prefix: str) -> tuple[gr.Dropdown, gr.Dropdown]:
+    """The model and VAE dropdowns and the Refresh button, which rescans the checkpoint and VAE folders."""
+    engine = studio.engine
+    with gr.Row(equal_height=True):
+        # Custom values pass to the engine, which checks the name against the current scan: an API client can use a
+        # checkpoint found by Refresh though its copy of the dropdown's choices is the one from the start.
+        model = FieldDropdown(
+            engine.registry.names,
+            value=engine.default_model,
+            label="Model",
+            scale=8,
+            allow_custom_value=True,
+            elem_id=f"{prefix}-model",
+        )
+        # "" = the model's own VAE; custom values reach the engine, which names the VAEs it has.
+        vae = FieldDropdown(
+            vae_choices(engine), value="", label="VAE", scale=3, allow_custom_value=True, elem_id=f"{prefix}-vae"
+        )
+        refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id=f"{prefix}-refresh-models")
+
+    def refresh_models(current: str, current_vae: str):
+        problems = engine.refresh_models()
+        names = engine.registry.names
+        for problem in problems:
+            gr.Warning(problem)
+        return (
+            gr.Dropdown(choices=names, value=current if current in names else engine.default_model),
+            gr.Dropdown(choices=vae_choices(engine), value=current_vae if current_vae in engine.registry.vaes else ""),
+        )
+
+    # One public endpoint (txt2img's) is enough for API clients; the other tabs' buttons stay private.
+    api = {"api_name": "refresh_models"} if prefix == "txt2img" else {"api_visibility": "private"}
+    refresh.click(refresh_models, inputs=[model, vae], outputs=[model, vae], queue=False, **api)
+    return model, vae
+
+
+def vae_choices(engine: Engine) -> list[tuple[str, str]]:
+    return [("Model's own", ""), *((name, name) for name in engine.registry.vaes)]
 
 
 def limit_slider(label: str, limit: Any, value: float, elem_id: str, **kwargs: Any) -> gr.Slider:
