@@ -26,6 +26,7 @@ from .outputs import PARAMETERS_KEY, OutputWriter
 from .pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from .presets import PresetStore, apply_styles
 from .preview import latents_to_rgb
+from .prompting import clip_skipped, prompt_embeddings
 from .requests import ControlNetRequest, GenerationRequest, GenerationResult, ValidationError, validate
 from .samplers import build_scheduler
 from .settings import Settings
@@ -224,10 +225,16 @@ def call_pipeline(
     """One pipeline call as every run makes it: a fresh scheduler, one CPU generator per image, the step callback."""
     # Schedulers are stateful: every run gets a fresh one from the model's own config.
     pipe.scheduler = build_scheduler(scheduler_config, request.sampler, request.schedule)
-    output = pipe(
-        **kwargs,
-        generator=generators(request.seed, request.batch_size),
-        callback_on_step_end=callback,
-        callback_on_step_end_tensor_inputs=["latents"],
-    )
+    with clip_skipped(pipe.text_encoder, request.clip_skip):
+        if "prompt" in kwargs:  # text, not embeddings the caller made (the grid)
+            embeddings = prompt_embeddings(pipe, kwargs["prompt"], kwargs["negative_prompt"] or "")
+            if embeddings is not None:
+                kwargs = {key: v for key, v in kwargs.items() if key not in ("prompt", "negative_prompt")}
+                kwargs.update(embeddings)
+        output = pipe(
+            **kwargs,
+            generator=generators(request.seed, request.batch_size),
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
     return list(output.images)

@@ -31,6 +31,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "Model": ("model", str),
     "Denoising strength": ("strength", float),
     "Mask blur": ("mask_blur", int),
+    "Clip skip": ("clip_skip", int),
 }
 
 
@@ -65,6 +66,7 @@ def format_infotext(request: GenerationRequest, seed: int, extra: Mapping[str, A
         "Seed": seed,
         "Size": f"{request.width}x{request.height}",
         "Model": request.model,
+        "Clip skip": request.clip_skip if request.clip_skip > 1 else None,  # A1111 writes it only when set
     }
     params.update(extra or {})
     lines = [request.prompt]
