@@ -26,7 +26,7 @@ from .outputs import PARAMETERS_KEY, OutputWriter
 from .pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from .presets import PresetStore, apply_styles
 from .preview import latents_to_rgb
-from .prompting import clip_skipped, prompt_embeddings
+from .prompting import clip_skipped, count_label, prompt_embeddings
 from .requests import ControlNetRequest, GenerationRequest, GenerationResult, ValidationError, validate
 from .samplers import build_scheduler
 from .settings import Settings
@@ -140,6 +140,20 @@ class Engine:
         for warning in warnings:
             log.error("%s (output folder %s)", warning, self.settings.output_dir)
         return paths, warnings
+
+    def token_label(self, text: str, model: str = "") -> str:
+        """``42/75`` for a prompt box: its tokens on ``model``'s tokenizer (loaded only when no run is going,
+        since loading may unload the model a run uses); "" when the model is busy loading elsewhere."""
+        name = model if model in self.registry.models else self.default_model
+        loaded = self.cache.peek(name)
+        if loaded is None:
+            if not self.run_lock.acquire(blocking=False):
+                return ""
+            try:
+                loaded = self.cache.model(name)
+            finally:
+                self.run_lock.release()
+        return count_label(loaded.base.tokenizer, text)
 
     def grid_runner(self) -> Any:
         """What runs a ``GridRequest`` (``run``'s signature): the grid runner on this engine's pipelines."""

@@ -87,3 +87,9 @@ def test_clip_skip(shared_engine, tiny_request):
     with pytest.raises(ValidationError) as err:
         shared_engine.run(tiny_request.replace(clip_skip=13))
     assert err.value.field == "clip_skip"
+
+
+def test_engine_token_label(shared_engine):
+    # The UI's counter under each prompt box.
+    assert shared_engine.token_label("red, (blue:1.2)") == "3/75"
+    assert shared_engine.token_label(" ".join(["red"] * 76)) == "76/150"
