@@ -9,7 +9,7 @@ from backend.infotext import parse_infotext
 from backend.prompting import count_label, to_compel, weighted_chunks
 from backend.requests import Txt2ImgRequest, ValidationError
 
-from .conftest import pixels
+from .conftest import TINY, pixels
 
 
 def same(a, b) -> bool:
@@ -93,3 +93,25 @@ def test_engine_token_label(shared_engine):
     # The UI's counter under each prompt box.
     assert shared_engine.token_label("red, (blue:1.2)") == "3/75"
     assert shared_engine.token_label(" ".join(["red"] * 76)) == "76/150"
+
+
+def test_sampler_grid_takes_the_syntax(shared_engine):
+    from backend.grid import GridRequest, GridRunner
+
+    prompt = "a (red:1.6) circle BREAK " + " ".join(["blue square"] * 40)
+    request = GridRequest(
+        prompt=prompt,
+        seed=1234,
+        steps=2,
+        guidance_scale=5.0,
+        width=64,
+        height=64,
+        model=TINY,
+        samplers=["Euler"],
+        steps_list=[2],
+    )
+    grid = GridRunner(shared_engine).run(request)
+    single = shared_engine.run(grid.plan.cells[0]).images[0]
+    plain = shared_engine.run(grid.plan.cells[0].replace(prompt="a red circle blue square")).images[0]
+    assert np.abs(pixels(grid.images[0]) - pixels(single)).max() <= 1
+    assert not same(grid.images[0], plain)
