@@ -26,6 +26,7 @@ from .outputs import PARAMETERS_KEY, OutputWriter
 from .pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from .presets import PresetStore, apply_styles
 from .preview import latents_to_rgb
+from .prompting import clip_skipped, count_label, prompt_embeddings
 from .requests import ControlNetRequest, GenerationRequest, GenerationResult, ValidationError, validate
 from .samplers import build_scheduler
 from .settings import Settings
@@ -152,6 +153,20 @@ class Engine:
             self.registry.scan_checkpoints(self.settings)
         return list(self.registry.problems)
 
+    def token_label(self, text: str, model: str = "") -> str:
+        """``42/75`` for a prompt box: its tokens on ``model``'s tokenizer (loaded only when no run is going,
+        since loading may unload the model a run uses); "" when the model is busy loading elsewhere."""
+        name = model if model in self.registry.models else self.default_model
+        loaded = self.cache.peek(name)
+        if loaded is None:
+            if not self.run_lock.acquire(blocking=False):
+                return ""
+            try:
+                loaded = self.cache.model(name)
+            finally:
+                self.run_lock.release()
+        return count_label(loaded.base.tokenizer, text)
+
     def grid_runner(self) -> Any:
         """What runs a ``GridRequest`` (``run``'s signature): the grid runner on this engine's pipelines."""
         from .grid import GridRunner  # grid builds on this module
@@ -243,10 +258,16 @@ def call_pipeline(
     """One pipeline call as every run makes it: a fresh scheduler, one CPU generator per image, the step callback."""
     # Schedulers are stateful: every run gets a fresh one from the model's own config.
     pipe.scheduler = build_scheduler(scheduler_config, request.sampler, request.schedule)
-    output = pipe(
-        **kwargs,
-        generator=generators(request.seed, request.batch_size),
-        callback_on_step_end=callback,
-        callback_on_step_end_tensor_inputs=["latents"],
-    )
+    with clip_skipped(pipe.text_encoder, request.clip_skip):
+        if "prompt" in kwargs:  # text, not embeddings the caller made (the grid)
+            embeddings = prompt_embeddings(pipe, kwargs["prompt"], kwargs["negative_prompt"] or "")
+            if embeddings is not None:
+                kwargs = {key: v for key, v in kwargs.items() if key not in ("prompt", "negative_prompt")}
+                kwargs.update(embeddings)
+        output = pipe(
+            **kwargs,
+            generator=generators(request.seed, request.batch_size),
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
     return list(output.images)

@@ -28,6 +28,7 @@ from .engine import MAX_SEED, Cancelled, Engine, StepCallback, StepEvent, call_p
 from .infotext import format_infotext
 from .outputs import PARAMETERS_KEY
 from .preview import latents_to_rgb
+from .prompting import clip_skipped, prompt_embeddings
 from .requests import Txt2ImgRequest, ValidationError, validate
 from .samplers import DEFAULT_SCHEDULE, SAMPLERS, SCHEDULES, build_scheduler, split_legacy_name, supported_schedules
 from .tasks import prepare
@@ -263,12 +264,20 @@ def can_batch(pipe: Any) -> bool:
     return type(pipe) is StableDiffusionPipeline and pipe.unet.config.time_cond_proj_dim is None
 
 
-def encode_prompt(pipe: Any, prompt: str, negative_prompt: str, guided: bool) -> dict[str, torch.Tensor]:
-    """The pipeline's own prompt encoding, done once: the keyword arguments its ``__call__`` takes instead of text.
+def encode_prompt(
+    pipe: Any, prompt: str, negative_prompt: str, guided: bool, clip_skip: int = 1
+) -> dict[str, torch.Tensor]:
+    """The prompt encoding, done once: the keyword arguments the pipeline's ``__call__`` takes instead of text.
 
     ``guided``: whether any cell uses classifier-free guidance (CFG > 1), so the negative prompt is needed.
+    A1111 weights, BREAK and long prompts go through ``backend.prompting`` as in ``Engine.run``.
     """
-    with torch.no_grad():
+    with torch.no_grad(), clip_skipped(pipe.text_encoder, clip_skip):
+        embeddings = prompt_embeddings(pipe, prompt, negative_prompt)
+        if embeddings is not None:
+            if not guided:
+                del embeddings["negative_prompt_embeds"]
+            return embeddings
         encoded = pipe.encode_prompt(
             prompt=prompt,
             device=pipe._execution_device,
@@ -323,7 +332,9 @@ class GridRunner:
         seconds = [0.0] * len(plan.cells)
         guided = any(cell.guidance_scale > 1 for cell in plan.cells)
         start = time.perf_counter()
-        embeddings = encode_prompt(pipe, plan.cells[0].prompt, plan.cells[0].negative_prompt, guided)
+        embeddings = encode_prompt(
+            pipe, plan.cells[0].prompt, plan.cells[0].negative_prompt, guided, plan.cells[0].clip_skip
+        )
         encode_share = (time.perf_counter() - start) / len(plan.cells)
         for chunk in chunks:
             if cancel is not None and cancel.is_set():

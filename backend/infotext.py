@@ -32,6 +32,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "VAE": ("vae", str),
     "Denoising strength": ("strength", float),
     "Mask blur": ("mask_blur", int),
+    "Clip skip": ("clip_skip", int),
 }
 
 
@@ -67,6 +68,7 @@ def format_infotext(request: GenerationRequest, seed: int, extra: Mapping[str, A
         "Size": f"{request.width}x{request.height}",
         "Model": request.model,
         "VAE": request.vae,  # left out when empty (the model's own)
+        "Clip skip": request.clip_skip if request.clip_skip > 1 else None,  # A1111 writes it only when set
     }
     params.update(extra or {})
     lines = [request.prompt]

@@ -259,6 +259,11 @@ class PipelineCache:
     def resident(self) -> list[str]:
         return list(self._models)
 
+    def peek(self, name: str) -> LoadedModel | None:
+        """The model if it is loaded, without loading or reordering anything."""
+        with self._lock:
+            return self._models.get(name)
+
     def model(self, name: str) -> LoadedModel:
         with self._lock:
             if name in self._models:

@@ -93,9 +93,14 @@ def build_prompt_block(studio: Studio, prefix: str) -> tuple[gr.Textbox, gr.Text
     """Prompt, negative prompt, styles, and the final prompts the styles give (shown before generating)."""
     # value="": the API then has a default for them too, so a client may send only the fields it cares about.
     prompt = gr.Textbox("", label="Prompt", lines=3, placeholder="a lighthouse at dusk", elem_id=f"{prefix}-prompt")
+    prompt_tokens = gr.Markdown("0/75", elem_id=f"{prefix}-prompt-tokens")
     negative = gr.Textbox(
         "", label="Negative prompt", lines=2, placeholder="blurry, lowres", elem_id=f"{prefix}-negative"
     )
+    negative_tokens = gr.Markdown("0/75", elem_id=f"{prefix}-negative-tokens")
+    for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
+        # Tokens per 75-token chunk, as A1111 shows them; weights and brackets do not count.
+        box.change(studio.engine.token_label, box, counter, queue=False, api_visibility="private")
     styles = FieldDropdown(
         list(studio.engine.presets.styles), value=[], multiselect=True, label="Styles", elem_id=f"{prefix}-styles"
     )
