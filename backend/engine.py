@@ -21,6 +21,7 @@ from PIL import Image
 from .annotators import Annotators
 from .images import resize
 from .infotext import format_infotext
+from .interrupt import Cancelled, stoppable
 from .models import ModelRegistry
 from .outputs import PARAMETERS_KEY, OutputWriter
 from .pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
@@ -34,10 +35,6 @@ from .tasks import pipeline_key, prepare
 
 MAX_SEED = 2**32 - 1
 log = logging.getLogger(__name__)
-
-
-class Cancelled(Exception):
-    """The caller asked to stop; nothing was saved."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +111,8 @@ class Engine:
             prepared = prepare(request, **context)
             pipe = self.cache.pipeline(request.model, *pipeline_key(request))
             callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
-            raw = call_pipeline(pipe, loaded.scheduler_config, request, prepared.kwargs, callback)
+            with stoppable(pipe, cancel):
+                raw = call_pipeline(pipe, loaded.scheduler_config, request, prepared.kwargs, callback)
         images: list[Image.Image] = prepared.finish(raw)
         seeds = batch_seeds(request.seed, len(images))
         infotexts = [format_infotext(request, seed, prepared.infotext) for seed in seeds]

@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .devices import check_cost
 from .engine import MAX_SEED, Cancelled, Engine, StepCallback, StepEvent, call_pipeline, generators, step_callback
 from .infotext import format_infotext
+from .interrupt import stoppable
 from .outputs import PARAMETERS_KEY
 from .preview import latents_to_rgb
 from .prompting import clip_skipped, prompt_embeddings
@@ -419,7 +420,8 @@ def _run_cell(pipe, config, cell: Txt2ImgRequest, embeddings, progress: _Progres
     start = time.perf_counter()
     kwargs = prepare(cell).kwargs
     del kwargs["prompt"], kwargs["negative_prompt"]
-    images = call_pipeline(pipe, config, cell, {**kwargs, **embeddings}, step_callback(cancel, progress.tick))
+    with stoppable(pipe, cancel):
+        images = call_pipeline(pipe, config, cell, {**kwargs, **embeddings}, step_callback(cancel, progress.tick))
     return images, [time.perf_counter() - start]
 
 

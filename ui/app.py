@@ -14,6 +14,7 @@ from backend.logins import Logins
 from . import tab_controlnet, tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
 from .common import Studio
 from .login_guard import LoginGuard
+from .presets_ui import own_preset_storage
 from .send import wire_gallery_sends, wire_send
 from .session import CancelRegistry
 
@@ -77,6 +78,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
     # long-running demo does not fill its disk.
     with gr.Blocks(title=TITLE, delete_cache=(max(60, age // 4), age)) as demo:
         gr.Markdown(f"# {TITLE}")
+        studio.preset_storage = own_preset_storage()
         if engine.startup_notice:
             gr.Markdown(f"**Note:** {engine.startup_notice}", elem_id="startup-notice")
         if engine.presets.problems:

@@ -48,6 +48,7 @@ class Studio:
 
     engine: Engine
     cancels: CancelRegistry
+    preset_storage: gr.BrowserState | None = None  # the page's own presets when nobody is logged in
 
 
 @dataclass
@@ -380,7 +381,7 @@ def wire_generation(
     """
     if controls.presets is not None:
         targets = {name: getattr(controls, name) for name in COMMON_FIELDS} | (preset_fields or {})
-        wire_preset_row(studio.engine.presets, controls.presets, targets)
+        wire_preset_row(studio.engine.presets, controls.presets, targets, studio.preset_storage)
 
     def enqueue(request: gr.Request) -> None:
         studio.cancels.enqueue(request.session_hash or "")
