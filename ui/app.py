@@ -58,7 +58,7 @@ def launch_options(engine: Engine) -> dict[str, Any]:
 
 
 def build_demo(engine: Engine) -> gr.Blocks:
-    studio = Studio(engine=engine, cancels=CancelRegistry())
+    studio = Studio(engine=engine, cancels=CancelRegistry(limit=engine.settings.jobs_per_client))
     age = engine.settings.cache_max_age
     # Uploads and served results are deleted from Gradio's cache after ``age`` (checked every quarter of it), so a
     # long-running demo does not fill its disk.
