@@ -37,6 +37,7 @@ def build_tab(studio: Studio) -> TabHandle:
         schedule: str,
         model: str,
         styles: list[str] | None,
+        vae: str,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),
     ):
