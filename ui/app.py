@@ -64,7 +64,7 @@ def queued_events(demo: gr.Blocks) -> int:
 
 
 def build_demo(engine: Engine) -> gr.Blocks:
-    studio = Studio(engine=engine, cancels=CancelRegistry(limit=engine.settings.jobs_per_client))
+    studio = Studio(engine=engine, cancels=CancelRegistry())
     age = engine.settings.cache_max_age
     # Uploads and served results are deleted from Gradio's cache after ``age`` (checked every quarter of it), so a
     # long-running demo does not fill its disk.
@@ -92,4 +92,5 @@ def build_demo(engine: Engine) -> gr.Blocks:
     # One pipeline run per engine (one GPU; a Ray deployment has one per replica), FIFO; a bounded queue so a
     # crowd gets "queue full", not a stall.
     demo.queue(default_concurrency_limit=engine.concurrency, max_size=engine.settings.queue_size)
+    studio.blocks = demo
     return demo

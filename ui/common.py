@@ -22,7 +22,7 @@ from backend.samplers import SAMPLERS, supported_schedules
 from .inputs import FieldDropdown, FieldNumber, FieldSlider
 from .presets_ui import PresetRow, build_preset_row, wire_preset_row
 from .schedule import schedule_dropdown
-from .session import CancelRegistry, TooManyJobs, owner_key
+from .session import CancelRegistry, TooManyJobs, check_share, owner_key
 from .streaming import run_streaming
 
 # Request fields in the order every tab's handler takes them (and the API exposes them).
@@ -49,6 +49,7 @@ class Studio:
 
     engine: Engine
     cancels: CancelRegistry
+    blocks: gr.Blocks | None = None  # set once built: the per-client bound reads its queue
 
 
 @dataclass
@@ -366,6 +367,27 @@ def address_of(request: gr.Request) -> str:
     return getattr(client, "host", "") or ""
 
 
+def queued_jobs(blocks: gr.Blocks | None) -> list[tuple[str, str]]:
+    """(owner, address) of every generation job waiting in Gradio's queue or running.
+
+    Gradio has no public view of its queue, so this reads its event lists; tests/test_shared_demo.py fails if
+    they change. Counting the queue itself (not our own bookkeeping) means a job a client cancelled, or a page
+    that went away, stops counting at once.
+    """
+    queue = getattr(blocks, "_queue", None)
+    if queue is None:
+        return []
+    events = [event for waiting in queue.event_queue_per_concurrency_id.values() for event in waiting.queue]
+    events += [event for job in getattr(queue, "active_jobs", None) or [] if job for event in job]
+    jobs = []
+    for event in events:
+        if event.concurrency_id != "gpu":
+            continue
+        host = getattr(getattr(event.request, "client", None), "host", "") or ""
+        jobs.append((owner_key(event.username, event.session_hash, host), host))
+    return jobs
+
+
 def stopped_message(step: int, total: int) -> str:
     if total:
         return f"Stopped at step {step}/{total}; the picture shown is that step's preview. Nothing was saved."
@@ -410,8 +432,11 @@ def wire_generation(
         still waiting, or refuses it past the per-person limit before it takes a place in the shared queue."""
         request = next(v for v in values if isinstance(v, gr.Request))
         checks = [gr.validate(True, "") for _ in inputs]
+        owner, address = owner_of(request), address_of(request)
         try:
-            studio.cancels.enqueue(owner_of(request), api_name, address_of(request))
+            limit = studio.engine.settings.jobs_per_client
+            check_share(queued_jobs(studio.blocks), owner, address, limit)
+            studio.cancels.enqueue(owner, api_name, address)
         except TooManyJobs as err:
             # A validation answer (HTTP 422 with the message) is what browsers and gradio_client both show.
             checks[0] = gr.validate(False, str(err))

@@ -3,8 +3,8 @@
 A run is registered when its Generate is clicked (``enqueue``), before it waits in the queue, so Stop also reaches
 a run that has not started yet; ``start`` then picks up that same event. Runs are keyed by *owner* (login name,
 session and client address together, so a stranger who learns a session hash cannot stop its runs) and *tab*
-(one page's txt2img Stop never touches its queued img2img). The same bookkeeping bounds how many runs one owner or
-one address may have queued or running at once, so one client cannot fill the shared queue.
+(one page's txt2img Stop never touches its queued img2img). ``check_share`` bounds how many runs one owner or one
+address may have queued or running at once, so one client cannot fill the shared queue.
 """
 
 from __future__ import annotations
@@ -30,18 +30,35 @@ class Run:
     total: int = 0
 
 
+def check_share(jobs: list[tuple[str, str]], owner: str, address: str, limit: int, address_factor: int = 4) -> None:
+    """Refuse a new run (``TooManyJobs``) when ``owner`` already has ``limit`` jobs queued or running, or its address
+    (a household or classroom behind one router) ``limit × address_factor``. ``jobs``: (owner, address) of every
+    job in the queue or running, as the queue itself sees them (so a job dropped from the queue stops counting)."""
+    if limit <= 0:
+        return
+    mine = sum(o == owner for o, _ in jobs)
+    if mine >= limit:
+        raise TooManyJobs(
+            f"You already have {mine} runs queued or running (the limit is {limit} per person); "
+            "wait for one to finish or press Stop."
+        )
+    same_address = sum(bool(address) and a == address for _, a in jobs)
+    if same_address >= limit * address_factor:
+        raise TooManyJobs(
+            f"Your network address already has {same_address} runs queued or running (the limit is "
+            f"{limit * address_factor}); wait for one to finish."
+        )
+
+
 def owner_key(username: str | None, session: str | None, address: str | None) -> str:
     return f"{username or ''}\x00{session or ''}\x00{address or ''}"
 
 
 class CancelRegistry:
-    """``limit``: runs per owner; one address (a household or classroom behind one router) may have
-    ``address_factor`` times as many; ``stale_after``: seconds after which a run clicked but never
-    started (its request was refused by a full queue, or the page went away) stops counting."""
+    """``stale_after``: seconds after which a run clicked but never started (its job was dropped from the queue,
+    or the page went away) is forgotten."""
 
-    def __init__(self, limit: int = 4, address_factor: int = 4, stale_after: float = 1800.0) -> None:
-        self.limit = limit
-        self.address_limit = limit * address_factor
+    def __init__(self, stale_after: float = 1800.0) -> None:
         self.stale_after = stale_after
         self._runs: list[Run] = []
         self._lock = threading.Lock()
@@ -51,22 +68,9 @@ class CancelRegistry:
         self._runs = [r for r in self._runs if r.started or now - r.clicked_at < self.stale_after]
 
     def enqueue(self, owner: str, tab: str, address: str = "") -> Run:
-        """Generate was clicked: a fresh, not yet cancelled run, or ``TooManyJobs`` past the limit."""
+        """Generate was clicked: a fresh, not yet cancelled run."""
         with self._lock:
             self._prune()
-            live = [r for r in self._runs if not r.event.is_set()]  # a stopped run no longer counts
-            mine = sum(r.owner == owner for r in live)
-            same_address = sum(bool(address) and r.address == address for r in live)
-            if self.limit > 0 and mine >= self.limit:
-                raise TooManyJobs(
-                    f"You already have {mine} runs queued or running (the limit is {self.limit} per person); "
-                    "wait for one to finish or press Stop."
-                )
-            if self.limit > 0 and same_address >= self.address_limit:
-                raise TooManyJobs(
-                    f"Your network address already has {same_address} runs queued or running (the limit is "
-                    f"{self.address_limit}); wait for one to finish."
-                )
             run = Run(owner, address, tab)
             self._runs.append(run)
             return run
@@ -95,7 +99,3 @@ class CancelRegistry:
     def finish(self, run: Run) -> None:
         with self._lock:
             self._runs = [r for r in self._runs if r is not run]
-
-    def active(self, owner: str) -> int:
-        with self._lock:
-            return sum(r.owner == owner and not r.event.is_set() for r in self._runs)
