@@ -65,6 +65,7 @@ class Settings:
     max_image_pixels: int = 4096 * 4096  # an uploaded picture with more pixels is refused before it is decoded
     cache_max_age: int = 3600  # seconds Gradio keeps uploads and served results in its cache
     queue_size: int = 16
+    jobs_per_client: int = 4  # runs one page (session/login) or one address may have queued or running at once
     preview_every: int = 1  # decode a live preview every N steps (0 = never)
     # Where generation runs: "local" (in this process) or "ray" (a Ray Serve deployment; see backend/remote.py).
     workers: str = "local"

@@ -7,6 +7,7 @@ never offer a value the backend rejects.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,7 +22,7 @@ from backend.samplers import SAMPLERS, supported_schedules
 from .inputs import FieldDropdown, FieldNumber, FieldSlider
 from .presets_ui import PresetRow, build_preset_row, wire_preset_row
 from .schedule import schedule_dropdown
-from .session import CancelRegistry
+from .session import CancelRegistry, TooManyJobs, check_share, owner_key
 from .streaming import run_streaming
 
 # Request fields in the order every tab's handler takes them (and the API exposes them).
@@ -49,6 +50,7 @@ class Studio:
     engine: Engine
     cancels: CancelRegistry
     preset_storage: gr.BrowserState | None = None  # the page's own presets when nobody is logged in
+    blocks: gr.Blocks | None = None  # set once built: the per-client bound reads its queue
 
 
 @dataclass
@@ -318,11 +320,13 @@ def _selected_index(evt: gr.SelectData) -> int:
 def stream_generation(
     studio: Studio,
     request: GenerationRequest,
-    session: str,
+    caller: gr.Request,
     progress: gr.Progress,
     extras: Callable[[GenerationResult | None], tuple[Any, ...]] = lambda result: (),
     runner: Any = None,
     final: Callable[[Any], tuple[Any, ...]] | None = None,
+    *,
+    tab: str,
 ) -> Iterator[tuple[Any, ...]]:
     """The body of every tab's handler: (gallery, infotext, seed used, *extras) while running and at the end.
 
@@ -330,10 +334,11 @@ def stream_generation(
     engine) is anything with ``Engine.run``'s signature, e.g. the sampler grid's; ``final`` maps its result to
     (gallery, infotext, seed used).
     """
-    cancel = studio.cancels.start(session)
+    run = studio.cancels.start(owner_of(caller), tab, address_of(caller))
     try:
-        for item in run_streaming(runner or studio.engine, request, cancel):
+        for item in run_streaming(runner or studio.engine, request, run.event):
             if isinstance(item, StepEvent):
+                run.step, run.total = item.step, item.total
                 desc = getattr(item, "desc", None) or f"Step {item.step}/{item.total}"  # a grid names its cell
                 progress((item.step, item.total), desc=desc)
                 if item.preview is not None:
@@ -347,9 +352,47 @@ def stream_generation(
     except (ModelUnavailable, ValueError) as err:  # ValueError: a pipeline refusing its arguments
         raise gr.Error(str(err)) from None
     except Cancelled:
-        yield [], "Stopped. Nothing was saved.", gr.skip(), *_skips(extras)
+        # The last preview stays in the gallery: what existed when Stop was pressed.
+        yield gr.skip(), stopped_message(run.step, run.total), gr.skip(), *_skips(extras)
     finally:
-        studio.cancels.finish(session, cancel)
+        studio.cancels.finish(run)
+
+
+def owner_of(request: gr.Request) -> str:
+    """Who a run belongs to: login name, page session and client address together."""
+    return owner_key(getattr(request, "username", None), request.session_hash, address_of(request))
+
+
+def address_of(request: gr.Request) -> str:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", "") or ""
+
+
+def queued_jobs(blocks: gr.Blocks | None) -> list[tuple[str, str]]:
+    """(owner, address) of every generation job waiting in Gradio's queue or running.
+
+    Gradio has no public view of its queue, so this reads its event lists; tests/test_shared_demo.py fails if
+    they change. Counting the queue itself (not our own bookkeeping) means a job a client cancelled, or a page
+    that went away, stops counting at once.
+    """
+    queue = getattr(blocks, "_queue", None)
+    if queue is None:
+        return []
+    events = [event for waiting in queue.event_queue_per_concurrency_id.values() for event in waiting.queue]
+    events += [event for job in getattr(queue, "active_jobs", None) or [] if job for event in job]
+    jobs = []
+    for event in events:
+        if event.concurrency_id != "gpu":
+            continue
+        host = getattr(getattr(event.request, "client", None), "host", "") or ""
+        jobs.append((owner_key(event.username, event.session_hash, host), host))
+    return jobs
+
+
+def stopped_message(step: int, total: int) -> str:
+    if total:
+        return f"Stopped at step {step}/{total}; the picture shown is that step's preview. Nothing was saved."
+    return "Stopped before it started. Nothing was saved."
 
 
 def _skips(extras: Callable[[GenerationResult | None], tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -383,22 +426,43 @@ def wire_generation(
         targets = {name: getattr(controls, name) for name in COMMON_FIELDS} | (preset_fields or {})
         wire_preset_row(studio.engine.presets, controls.presets, targets, studio.preset_storage)
 
-    def enqueue(request: gr.Request) -> None:
-        studio.cancels.enqueue(request.session_hash or "")
+    inputs = controls.inputs() + extra_inputs
 
-    # Registered at click time (no queue), so Stop also reaches a run still waiting in the queue.
-    out.generate.click(enqueue, queue=False, api_visibility="private").then(
+    def admit(*values: Any) -> list[dict[str, Any]]:
+        """Runs when the job joins the queue (a click or an API call): registers it, so Stop also reaches a run
+        still waiting, or refuses it past the per-person limit before it takes a place in the shared queue."""
+        request = next(v for v in values if isinstance(v, gr.Request))
+        checks = [gr.validate(True, "") for _ in inputs]
+        owner, address = owner_of(request), address_of(request)
+        try:
+            limit = studio.engine.settings.jobs_per_client
+            check_share(queued_jobs(studio.blocks), owner, address, limit)
+            studio.cancels.enqueue(owner, api_name, address)
+        except TooManyJobs as err:
+            # A validation answer (HTTP 422 with the message) is what browsers and gradio_client both show.
+            checks[0] = gr.validate(False, str(err))
+        return checks
+
+    # Gradio passes a validator the handler's arguments, the gr.Request included where the signature asks for it.
+    functools.update_wrapper(admit, handler)
+    generation = out.generate.click(
         handler,
-        inputs=controls.inputs() + extra_inputs,
+        validator=admit,
+        inputs=inputs,
         outputs=out.outputs() + (extra_outputs or []),
         api_name=api_name,
         concurrency_id="gpu",
     )
 
-    def stop(request: gr.Request) -> None:
-        studio.cancels.cancel(request.session_hash or "")
+    def stop(request: gr.Request) -> str | Any:
+        runs = studio.cancels.cancel(owner_of(request), api_name)
+        if not runs:
+            return gr.skip()
+        return stopped_message(runs[0].step, runs[0].total) if runs[0].started else stopped_message(0, 0)
 
-    out.stop.click(stop, queue=False, api_visibility="private")
+    # Only this tab's runs of this caller. Gradio's own cancel (tied to this page's session and this event) also
+    # drops a run still waiting in the queue at once, instead of a spinner until other people's runs end.
+    out.stop.click(stop, outputs=out.infotext, queue=False, api_visibility="private", cancels=[generation])
     controls.reuse_seed.click(
         lambda s: -1 if s is None else s, out.seed_used, controls.seed, queue=False, api_visibility="private"
     )

@@ -224,7 +224,7 @@ def build_tab(studio: Studio) -> TabHandle:
             found = result.extras.get("control_maps", []) if result else []
             return (found[0] if found else None, found[1] if len(found) > 1 else None)
 
-        yield from stream_generation(studio, req, request.session_hash or "", progress, maps)
+        yield from stream_generation(studio, req, request, progress, maps, tab="controlnet")
 
     size_inputs = [controls.width, controls.height, resize_mode]
 

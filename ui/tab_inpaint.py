@@ -97,10 +97,8 @@ def build_tab(studio: Studio) -> TabHandle:
         """Repaint the masked area (white) of an image; everything outside the mask is kept."""
         picture, painted = split_editor_value(image, mask)
         req = build_request(InpaintRequest, locals(), image=picture, mask=painted)
-        session = request.session_hash or ""
-        yield from stream_generation(
-            studio, req, session, progress, lambda result: (result.extras.get("mask") if result else None,)
-        )
+        mask_used = lambda result: (result.extras.get("mask") if result else None,)  # noqa: E731
+        yield from stream_generation(studio, req, request, progress, mask_used, tab="inpaint")
 
     wire_generation(
         studio,

@@ -43,7 +43,7 @@ def build_tab(studio: Studio) -> TabHandle:
     ):
         """Generate images from a prompt. Returns the images (PNG) and the A1111-style infotext."""
         req = build_request(Txt2ImgRequest, locals())
-        yield from stream_generation(studio, req, request.session_hash or "", progress)
+        yield from stream_generation(studio, req, request, progress, tab="txt2img")
 
     wire_generation(studio, controls, out, txt2img, [], api_name="txt2img")
     return TabHandle("txt2img", controls, out)
