@@ -119,6 +119,33 @@ def test_stop_button_stops_the_run(browser, app_url):
     page.close()
 
 
+def test_stop_on_one_tab_leaves_the_other_tabs_queued_run(browser, app_url):
+    """txt2img running and a sampler grid queued from the same page: txt2img's Stop stops txt2img only."""
+    page = browser.new_page()
+    page.goto(app_url)
+    page.locator("#txt2img-prompt textarea").fill("a slow picture")
+    set_number(page, "txt2img-steps", "150")
+    page.locator("#txt2img-generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-infotext textarea').value.startsWith('Step ')", timeout=60_000
+    )
+    page.get_by_role("tab", name="sampler grid").click()
+    page.locator("#grid-prompt textarea").fill("a red circle")
+    set_number(page, "grid-steps", "2")
+    page.locator("#grid-steps-list textarea").fill("1, 2")
+    page.locator("#grid-generate").click()  # waits in the queue behind txt2img
+    page.get_by_role("tab", name="txt2img").click()
+    page.locator("#txt2img-stop").click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-infotext textarea').value.startsWith('Stopped at step')",
+        timeout=60_000,
+    )
+    page.get_by_role("tab", name="sampler grid").click()
+    page.locator("#grid-image img").first.wait_for(timeout=120_000)  # the grid ran to the end
+    assert not page.locator("#grid-infotext textarea").input_value().startswith("Stopped")
+    page.close()
+
+
 def fetch_image(page, selector: str):
     """The image an <img> shows, fetched over the page's own session."""
     import io

@@ -257,3 +257,121 @@ def test_emoji_prompts_work_and_the_server_serves_after_bad_input(app):
     _, infotext, _ = client.predict(**{**ARGS, "prompt": "a red circle 🎈 ☕"}, api_name="/txt2img")
     assert infotext.startswith("a red circle 🎈 ☕\n")
     _still_serving(client)
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    """Pictures good and bad, by name, for the cases below."""
+    folder = tmp_path_factory.mktemp("pictures")
+    rng = np.random.default_rng(0)
+    ok = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    ok.save(folder / "ok.png")
+    ok.convert("CMYK").save(folder / "cmyk.jpg")
+    ok.convert("P").save(folder / "palette.png")
+    Image.fromarray(rng.integers(0, 65535, (64, 64)).astype(np.uint16)).save(folder / "16bit.png")
+    Image.new("RGB", (1, 1), "red").save(folder / "one.png")
+    Image.new("L", (48, 48), 255).save(folder / "mask48.png")
+    (folder / "text.png").write_text("hello")
+    (folder / "cut.png").write_bytes((folder / "ok.png").read_bytes()[:300])
+    return folder
+
+
+def _files(fields: dict, folder) -> dict:
+    """``"@name"`` → that picture as an upload; ``"@editor:name"`` → the inpaint editor's value with it."""
+    out = {}
+    for key, value in fields.items():
+        if isinstance(value, str) and value.startswith("@editor:"):
+            value = {"background": handle_file(str(folder / value[8:])), "layers": [], "composite": None}
+        elif isinstance(value, str) and value.startswith("@"):
+            value = handle_file(str(folder / value[1:]))
+        out[key] = value
+    return out
+
+
+SMALL = dict(prompt="a red circle", seed=3, steps=2, width=64, height=64, model=TINY)
+EDIT = {**SMALL, "image": "@editor:ok.png", "mask": "@ok.png"}
+CONTROL = {**SMALL, "image": "@ok.png"}
+BAD_ELSEWHERE = [
+    # img2img
+    ("/img2img", {**SMALL, "image": None}, "image: upload an image to start from"),
+    ("/img2img", {**SMALL, "image": "@text.png"}, "this file is not a picture"),
+    ("/img2img", {**SMALL, "image": "@cut.png"}, "this picture could not be decoded"),
+    ("/img2img", {**SMALL, "image": "@ok.png", "strength": 2}, "Denoising strength: Value 2"),
+    ("/img2img", {**SMALL, "image": "@ok.png", "strength": "lots"}, "Denoising strength: 'lots' is not a valid value"),
+    ("/img2img", {**SMALL, "image": "@ok.png", "resize_mode": "Stretch"}, "Resize mode: Value: Stretch is not in"),
+    ("/img2img", {**SMALL, "image": "@ok.png", "width": 100}, "width 100 is not a multiple of 8"),
+    ("/img2img", {**SMALL, "image": "@ok.png", "steps": 0}, "Steps: Value 0 is less than minimum"),
+    ("/img2img", {**SMALL, "image": "@ok.png", "model": "/etc/passwd"}, "model: unknown model '/etc/passwd'"),
+    ("/img2img", {**SMALL, "image": "@ok.png", "prompt": "a\x00b"}, "prompt contains a NUL character"),
+    # inpaint
+    ("/inpaint", {**SMALL, "image": "@editor:ok.png", "mask": None}, "mask: paint the area to repaint"),
+    ("/inpaint", {**EDIT, "mask": "@text.png"}, "this file is not a picture"),
+    ("/inpaint", {**EDIT, "mask": "@cut.png"}, "this picture could not be decoded"),
+    ("/inpaint", {**EDIT, "image": "@editor:text.png"}, "this file is not a picture"),
+    ("/inpaint", {**EDIT, "mask_blur": -3}, "Mask blur: Value -3 is less than minimum"),
+    ("/inpaint", {**EDIT, "padding": 10**6}, "Only masked padding"),
+    ("/inpaint", {**EDIT, "inpaint_area": "Elsewhere"}, "Inpaint area: Value: Elsewhere is not in"),
+    ("/inpaint", {**EDIT, "strength": -0.5}, "Denoising strength: Value -0.5"),
+    ("/inpaint", {**EDIT, "batch_size": 99}, "Batch size: Value 99 is greater than maximum"),
+    ("/inpaint", {**EDIT, "negative_prompt": "n" * 20_000}, "negative_prompt is 20000 characters long"),
+    # ControlNet
+    ("/controlnet", {**SMALL, "image": None}, "image: upload a reference picture for the ControlNet"),
+    ("/controlnet", {**CONTROL, "image": "@text.png"}, "this file is not a picture"),
+    ("/controlnet", {**CONTROL, "control_type": "scribble"}, "Control type: Value: scribble is not in"),
+    ("/controlnet", {**CONTROL, "preprocessor": "magic"}, "Preprocessor: Value: magic is not in"),
+    ("/controlnet", {**CONTROL, "conditioning_scale": 99}, "Control weight (conditioning scale): Value 99"),
+    ("/controlnet", {**CONTROL, "guidance_start": 2}, "Guidance start (fraction of steps): Value 2"),
+    ("/controlnet", {**CONTROL, "guidance_start": 0.8, "guidance_end": 0.2}, "guidance_end"),
+    ("/controlnet", {**CONTROL, "low_threshold": 250, "high_threshold": 10}, "threshold"),
+    ("/controlnet", {**CONTROL, "resize_mode": "Squash"}, "Resize mode: Value: Squash is not in"),
+    ("/controlnet", {**CONTROL, "width": 12}, "Width: Value 12 is less than minimum"),
+    ("/controlnet_map", {"image": None}, "image"),
+    ("/controlnet_map", {"image": "@cut.png"}, "this picture could not be decoded"),
+    ("/controlnet_map", {"image": "@ok.png", "detect_resolution": -1}, "Detect resolution (0 = the output size)"),
+    ("/controlnet_map", {"image": "@ok.png", "control_type": "x"}, "Control type: Value: x is not in"),
+    # The sampler grid
+    ("/sampler_grid", {**SMALL, "samplers": []}, "samplers: pick at least one sampler"),
+    ("/sampler_grid", {**SMALL, "samplers": ["Nope"]}, "Samplers (X axis): Value: Nope is not in"),
+    ("/sampler_grid", {**SMALL, "samplers": "Euler", "steps_list": "1, x"}, "steps must be a whole number, got 'x'"),
+    ("/sampler_grid", {**SMALL, "samplers": ["Euler"], "steps_list": "", "cfg_list": "inf"}, "cfg"),
+    ("/sampler_grid", {**SMALL, "samplers": ["Euler"], "steps_list": "1, 9999"}, "steps"),
+    ("/sampler_grid", {**SMALL, "width": "wide"}, "Width: 'wide' is not a valid value"),
+    # PNG info
+    ("/png_info", {"image": "@text.png"}, "This file is not a readable image"),
+    ("/png_info", {"image": "@cut.png"}, "This file is not a readable image"),
+    # txt2img, beyond the cases above
+    ("/txt2img", {**SMALL, "negative_prompt": "Negative prompt: forged"}, "Negative prompt"),
+    ("/txt2img", {**SMALL, "steps": 2.5}, "steps must be a whole number, got 2.5"),
+    ("/txt2img", {**SMALL, "batch_size": 99}, "Batch size: Value 99 is greater than maximum"),
+    ("/txt2img", {**SMALL, "model": "C:\\models\\x.safetensors"}, "model: unknown model"),
+    ("/txt2img", {**SMALL, "width": 2048, "height": 2048, "steps": 150}, "pixel"),
+]
+
+
+@pytest.mark.parametrize(
+    "endpoint, fields, message", BAD_ELSEWHERE, ids=[f"{e} {list(f)[-1]}" for e, f, _ in BAD_ELSEWHERE]
+)
+def test_bad_input_on_every_endpoint_names_the_field(app, pictures, endpoint, fields, message):
+    _, client, _ = app
+    with pytest.raises(AppError, match=re.escape(message)):
+        client.predict(**_files(fields, pictures), api_name=endpoint)
+
+
+@pytest.mark.parametrize("name", ["cmyk.jpg", "palette.png", "16bit.png", "one.png"])
+def test_unusual_pictures_are_converted_not_refused(app, pictures, name):
+    """CMYK, palette, 16-bit and 1×1 pictures are pictures: they are converted to RGB and used (the size follows the
+    output size), not refused."""
+    _, client, _ = app
+    gallery, infotext, _ = client.predict(**_files({**CONTROL, "image": f"@{name}"}, pictures), api_name="/img2img")
+    assert len(gallery) == 1 and "Size: 64x64" in infotext
+
+
+def test_not_a_number_is_refused_naming_the_field(app):
+    """NaN and infinity (which JSON clients cannot even send, but raw HTTP can) are refused by name."""
+    _, client, url = app
+    body = '{"data": ["a red circle", "", 3, 2, NaN, 64, 64, 1, "Euler", "Automatic", "' + TINY + '", [], ""]}'
+    answer = httpx.post(f"{url}gradio_api/call/txt2img", content=body, headers={"content-type": "application/json"})
+    event = answer.json()["event_id"]
+    stream = httpx.get(f"{url}gradio_api/call/txt2img/{event}", timeout=60).text
+    assert "error" in stream and "guidance_scale" in stream.lower().replace("cfg scale", "guidance_scale"), stream
+    _still_serving(client)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -21,11 +22,11 @@ ALICE = owner_key(None, "page-1", "10.0.0.1")
 def test_stop_acts_on_the_run_of_its_own_tab_only():
     reg = CancelRegistry()
     txt = reg.start(ALICE, "txt2img", "10.0.0.1")  # running
-    queued = reg.enqueue(ALICE, "img2img", "10.0.0.1")  # same page, another tab, waiting
-    stopped = reg.cancel(ALICE, "txt2img")
-    assert stopped == [txt] and txt.event.is_set()
-    assert not queued.event.is_set()
-    assert reg.start(ALICE, "img2img") is queued  # the img2img run still goes when its turn comes
+    grid = reg.start(ALICE, "sampler_grid", "10.0.0.1")  # same page, another tab (e.g. on another replica)
+    assert reg.cancel(ALICE, "txt2img") == [txt] and txt.event.is_set()
+    assert not grid.event.is_set()
+    reg.finish(txt)
+    assert reg.cancel(ALICE, "txt2img") == []  # a finished run is gone
 
 
 def test_a_session_hash_alone_cannot_stop_someone_elses_run():
@@ -36,13 +37,6 @@ def test_a_session_hash_alone_cannot_stop_someone_elses_run():
     assert reg.cancel(owner_key("mallory", "page-1", "10.0.0.1"), "txt2img") == []
     assert not run.event.is_set()
     assert reg.cancel(ALICE, "txt2img") == [run] and run.event.is_set()
-
-
-def test_a_queued_run_stopped_before_it_starts_starts_stopped():
-    reg = CancelRegistry()
-    run = reg.enqueue(ALICE, "txt2img", "10.0.0.1")
-    reg.cancel(ALICE, "txt2img")
-    assert reg.start(ALICE, "txt2img") is run and run.event.is_set()  # its turn: it ends at once
 
 
 def test_the_share_counts_per_person_and_per_address():
@@ -57,28 +51,47 @@ def test_the_share_counts_per_person_and_per_address():
     check_share([(ALICE, "10.0.0.1")] * 9, ALICE, "10.0.0.1", limit=0)  # 0 = no bound
 
 
+class GatedEngine(Engine):
+    """Runs wait at a gate the test opens: jobs stay queued or running exactly as long as the test needs."""
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.gate = threading.Event()
+        self.waiting = threading.Semaphore(0)
+
+    def run(self, request, on_step=None, cancel=None):
+        self.waiting.release()
+        assert self.gate.wait(120), "the test never opened the gate"
+        return super().run(request, on_step=on_step, cancel=cancel)
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("shared-out")
-    engine = Engine(Settings(offline=True, output_dir=out, cache_dir=cache_dir, jobs_per_client=2))
+    engine = GatedEngine(Settings(offline=True, output_dir=out, cache_dir=cache_dir, jobs_per_client=2))
     with serve(engine) as url:
-        yield url
+        yield engine, url
 
 
-LONG = dict(prompt="a long picture", steps=40, width=128, height=128, batch_size=2, model=TINY, seed=1)
+JOB = dict(prompt="a red circle", steps=2, width=64, height=64, batch_size=1, model=TINY, seed=1)
 
 
 @pytest.mark.api
 def test_one_api_client_cannot_fill_the_queue(app):
-    greedy, other = Client(app, verbose=False), Client(app, verbose=False)
-    jobs = [greedy.submit(**LONG, api_name="/txt2img") for _ in range(2)]
-    time.sleep(2)  # both joined the queue
+    engine, url = app
+    greedy, other = Client(url, verbose=False), Client(url, verbose=False)
+    jobs = [greedy.submit(**JOB, api_name="/txt2img") for _ in range(2)]
+    assert engine.waiting.acquire(timeout=60)  # the first runs (held at the gate), the second waits in the queue
+    time.sleep(1)
     with pytest.raises(ValidationError, match="limit is 2 per person"):
-        greedy.predict(**LONG, api_name="/txt2img")
-    polite = other.submit(**{**LONG, "steps": 2}, api_name="/txt2img")  # another client still gets a place
+        greedy.predict(**JOB, api_name="/txt2img")
+    polite = other.submit(**JOB, api_name="/txt2img")  # another client still gets a place
+    time.sleep(1)
+    assert not polite.done()  # queued, not refused
+    engine.gate.set()
     for job in (*jobs, polite):
-        gallery, _, _ = job.result(timeout=600)
-        assert len(gallery) == 2
+        gallery, _, _ = job.result(timeout=300)
+        assert len(gallery) == 1
     # Once the greedy client's runs are done, it may queue again.
-    gallery, _, _ = greedy.predict(**{**LONG, "steps": 2}, api_name="/txt2img")
-    assert len(gallery) == 2
+    gallery, _, _ = greedy.predict(**JOB, api_name="/txt2img")
+    assert len(gallery) == 1

@@ -12,9 +12,10 @@ from backend.engine import Engine
 from backend.logins import Logins
 
 from . import tab_controlnet, tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
-from .common import Studio
+from .common import Studio, queued_jobs
 from .login_guard import LoginGuard
 from .presets_ui import own_preset_storage
+from .queue_share import QueueShare
 from .send import wire_gallery_sends, wire_send
 from .session import CancelRegistry
 
@@ -59,9 +60,11 @@ def launch_options(engine: Engine, logins: Logins | None = None) -> dict[str, An
     caches for their own session. With ``logins``, Gradio's login page checks them, behind ``LoginGuard``'s brake.
     """
     options: dict[str, Any] = {"max_file_size": f"{engine.settings.max_upload_mb}mb", "js": SHORTCUTS_JS, "css": CSS}
+    middleware = [Middleware(QueueShare, limit=engine.settings.jobs_per_client, jobs=queued_jobs)]
     if logins is not None:
         options["auth"] = logins.verify
-        options["app_kwargs"] = {"middleware": [Middleware(LoginGuard, logins=logins)]}
+        middleware.append(Middleware(LoginGuard, logins=logins))
+    options["app_kwargs"] = {"middleware": middleware}
     return options
 
 
@@ -101,5 +104,4 @@ def build_demo(engine: Engine) -> gr.Blocks:
     # One pipeline run per engine (one GPU; a Ray deployment has one per replica), FIFO; a bounded queue so a
     # crowd gets "queue full", not a stall.
     demo.queue(default_concurrency_limit=engine.concurrency, max_size=engine.settings.queue_size)
-    studio.blocks = demo
     return demo

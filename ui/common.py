@@ -7,7 +7,6 @@ never offer a value the backend rejects.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,7 +21,7 @@ from backend.samplers import SAMPLERS, supported_schedules
 from .inputs import FieldDropdown, FieldNumber, FieldSlider
 from .presets_ui import PresetRow, build_preset_row, wire_preset_row
 from .schedule import schedule_dropdown
-from .session import CancelRegistry, TooManyJobs, check_share, owner_key
+from .session import CancelRegistry, owner_key
 from .streaming import run_streaming
 
 # Request fields in the order every tab's handler takes them (and the API exposes them).
@@ -50,7 +49,6 @@ class Studio:
     engine: Engine
     cancels: CancelRegistry
     preset_storage: gr.BrowserState | None = None  # the page's own presets when nobody is logged in
-    blocks: gr.Blocks | None = None  # set once built: the per-client bound reads its queue
 
 
 @dataclass
@@ -392,7 +390,7 @@ def queued_jobs(blocks: gr.Blocks | None) -> list[tuple[str, str]]:
 def stopped_message(step: int, total: int) -> str:
     if total:
         return f"Stopped at step {step}/{total}; the picture shown is that step's preview. Nothing was saved."
-    return "Stopped before it started. Nothing was saved."
+    return "Stopped. Nothing was saved."
 
 
 def _skips(extras: Callable[[GenerationResult | None], tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -426,39 +424,20 @@ def wire_generation(
         targets = {name: getattr(controls, name) for name in COMMON_FIELDS} | (preset_fields or {})
         wire_preset_row(studio.engine.presets, controls.presets, targets, studio.preset_storage)
 
-    inputs = controls.inputs() + extra_inputs
-
-    def admit(*values: Any) -> list[dict[str, Any]]:
-        """Runs when the job joins the queue (a click or an API call): registers it, so Stop also reaches a run
-        still waiting, or refuses it past the per-person limit before it takes a place in the shared queue."""
-        request = next(v for v in values if isinstance(v, gr.Request))
-        checks = [gr.validate(True, "") for _ in inputs]
-        owner, address = owner_of(request), address_of(request)
-        try:
-            limit = studio.engine.settings.jobs_per_client
-            check_share(queued_jobs(studio.blocks), owner, address, limit)
-            studio.cancels.enqueue(owner, api_name, address)
-        except TooManyJobs as err:
-            # A validation answer (HTTP 422 with the message) is what browsers and gradio_client both show.
-            checks[0] = gr.validate(False, str(err))
-        return checks
-
-    # Gradio passes a validator the handler's arguments, the gr.Request included where the signature asks for it.
-    functools.update_wrapper(admit, handler)
+    # Stop acts on the running run through the registry (its ``start``), and Gradio's own ``cancels`` drops this
+    # page's run of this tab still waiting in the queue. The per-client bound is checked where jobs join the queue
+    # (ui/queue_share.py).
     generation = out.generate.click(
         handler,
-        validator=admit,
-        inputs=inputs,
+        inputs=controls.inputs() + extra_inputs,
         outputs=out.outputs() + (extra_outputs or []),
         api_name=api_name,
         concurrency_id="gpu",
     )
 
-    def stop(request: gr.Request) -> str | Any:
+    def stop(request: gr.Request) -> str:
         runs = studio.cancels.cancel(owner_of(request), api_name)
-        if not runs:
-            return gr.skip()
-        return stopped_message(runs[0].step, runs[0].total) if runs[0].started else stopped_message(0, 0)
+        return stopped_message(runs[0].step, runs[0].total) if runs else stopped_message(0, 0)
 
     # Only this tab's runs of this caller. Gradio's own cancel (tied to this page's session and this event) also
     # drops a run still waiting in the queue at once, instead of a spinner until other people's runs end.

@@ -88,4 +88,13 @@ class FieldDropdown(gr.Dropdown):
     is_template = True
 
     def preprocess(self, payload: Any) -> Any:
+        if self.multiselect and isinstance(payload, str):  # one name given where a list is taken: a list of one
+            payload = [payload]
+        return _named(self.label, super().preprocess, payload)
+
+
+class FieldRadio(gr.Radio):
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
         return _named(self.label, super().preprocess, payload)

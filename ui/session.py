@@ -1,16 +1,15 @@
 """Stop buttons and fair shares: a Stop cancels the runs of its own tab, for its own caller, never anybody else's.
 
-A run is registered when its Generate is clicked (``enqueue``), before it waits in the queue, so Stop also reaches
-a run that has not started yet; ``start`` then picks up that same event. Runs are keyed by *owner* (login name,
-session and client address together, so a stranger who learns a session hash cannot stop its runs) and *tab*
-(one page's txt2img Stop never touches its queued img2img). ``check_share`` bounds how many runs one owner or one
+A run is registered when it starts; a run still waiting in the queue is dropped by Gradio's own ``cancels`` (tied
+to the page's session and the tab's event). Runs are keyed by *owner* (login name, session and client address
+together, so a stranger who learns a session hash cannot stop its runs) and *tab* (one page's txt2img Stop never
+touches its queued img2img). ``check_share`` bounds how many runs one owner or one
 address may have queued or running at once, so one client cannot fill the shared queue.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 
 
@@ -24,8 +23,6 @@ class Run:
     address: str
     tab: str
     event: threading.Event = field(default_factory=threading.Event)
-    started: bool = False
-    clicked_at: float = field(default_factory=time.monotonic)
     step: int = 0  # last step reported, for "stopped at step k/n"
     total: int = 0
 
@@ -55,46 +52,25 @@ def owner_key(username: str | None, session: str | None, address: str | None) ->
 
 
 class CancelRegistry:
-    """``stale_after``: seconds after which a run clicked but never started (its job was dropped from the queue,
-    or the page went away) is forgotten."""
+    """The runs going now, each with its Stop event."""
 
-    def __init__(self, stale_after: float = 1800.0) -> None:
-        self.stale_after = stale_after
+    def __init__(self) -> None:
         self._runs: list[Run] = []
         self._lock = threading.Lock()
 
-    def _prune(self) -> None:
-        now = time.monotonic()
-        self._runs = [r for r in self._runs if r.started or now - r.clicked_at < self.stale_after]
-
-    def enqueue(self, owner: str, tab: str, address: str = "") -> Run:
-        """Generate was clicked: a fresh, not yet cancelled run."""
+    def start(self, owner: str, tab: str, address: str = "") -> Run:
         with self._lock:
-            self._prune()
             run = Run(owner, address, tab)
             self._runs.append(run)
             return run
 
-    def start(self, owner: str, tab: str, address: str = "") -> Run:
-        """The run begins: the oldest run clicked on this tab by this owner (possibly already stopped), or a new
-        one (an API call has no click)."""
-        with self._lock:
-            for run in self._runs:
-                if run.owner == owner and run.tab == tab and not run.started:
-                    run.started = True
-                    return run
-            run = Run(owner, address, tab, started=True)
-            self._runs.append(run)
-            return run
-
     def cancel(self, owner: str, tab: str) -> list[Run]:
-        """Stop every run of this owner on this tab; returns them (running first) for the message."""
+        """Stop this owner's runs on this tab; returns them for the message."""
         with self._lock:
-            # Runs not yet started stay registered (set), so when their turn comes ``start`` finds them stopped.
             hit = [r for r in self._runs if r.owner == owner and r.tab == tab and not r.event.is_set()]
         for run in hit:
             run.event.set()
-        return sorted(hit, key=lambda r: not r.started)
+        return hit
 
     def finish(self, run: Run) -> None:
         with self._lock:

@@ -26,7 +26,7 @@ from .common import (
     stream_generation,
     wire_generation,
 )
-from .inputs import PictureInput, picture_input
+from .inputs import FieldDropdown, FieldRadio, PictureInput, picture_input
 from .tab_img2img import build_strength
 
 # ControlUnit's fields in the order each unit's controls are inputs (and the API takes them).
@@ -83,9 +83,9 @@ def build_unit(studio: Studio, prefix: str, optional: bool) -> UnitControls:
         )
     with gr.Row():
         choices = ([OFF] if optional else []) + list(CONTROL_TYPES)
-        control_type = gr.Dropdown(choices, value=choices[0], label="Control type", elem_id=f"{prefix}-control-type")
+        control_type = FieldDropdown(choices, value=choices[0], label="Control type", elem_id=f"{prefix}-control-type")
         preview = gr.Button("Preview map", size="sm", scale=0, min_width=120, elem_id=f"{prefix}-preview")
-    preprocessor = gr.Radio(
+    preprocessor = FieldRadio(
         [(PREPROCESSOR_LABELS[p], p) for p in PREPROCESSORS],
         value="auto",
         label="Preprocessor",
@@ -159,7 +159,7 @@ def build_tab(studio: Studio) -> TabHandle:
                     elem_id="controlnet-init-image",
                 )
                 strength = build_strength(studio, "controlnet")
-            resize_mode = gr.Radio(
+            resize_mode = FieldRadio(
                 list(RESIZE_MODES), value="Crop and resize", label="Resize mode", elem_id="controlnet-resize-mode"
             )
             # The model's own size by default (a large photo as reference must not make a huge picture);

@@ -18,6 +18,7 @@ from .common import (
     stream_generation,
     wire_generation,
 )
+from .inputs import FieldDropdown
 
 # The common fields the grid takes: samplers are its X axis, and it always makes one image per cell.
 GRID_FIELDS = tuple(name for name in COMMON_FIELDS if name not in ("sampler", "batch_size"))
@@ -29,7 +30,7 @@ def build_tab(studio: Studio) -> TabHandle:
     with gr.Row():
         with gr.Column(scale=1):
             controls = build_common_controls(studio, "grid", fields=GRID_FIELDS)
-            samplers = gr.Dropdown(
+            samplers = FieldDropdown(
                 sampler_choices(),
                 value=DEFAULT_SAMPLERS,
                 multiselect=True,

@@ -17,7 +17,7 @@ from .common import (
     stream_generation,
     wire_generation,
 )
-from .inputs import PictureInput, picture_input
+from .inputs import FieldRadio, PictureInput, picture_input
 
 
 def build_strength(studio: Studio, prefix: str) -> gr.Slider:
@@ -38,7 +38,7 @@ def build_tab(studio: Studio) -> TabHandle:
                 elem_id="img2img-image",
             )
             strength = build_strength(studio, "img2img")
-            resize_mode = gr.Radio(
+            resize_mode = FieldRadio(
                 list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", elem_id="img2img-resize-mode"
             )
             controls = build_common_controls(studio, "img2img", size_from_image=True)

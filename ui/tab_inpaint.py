@@ -18,7 +18,7 @@ from .common import (
     wire_generation,
 )
 from .editor import split_editor_value
-from .inputs import PictureEditor, PictureInput, picture_input
+from .inputs import FieldRadio, PictureEditor, PictureInput, picture_input
 from .tab_img2img import build_strength
 
 
@@ -53,10 +53,10 @@ def build_tab(studio: Studio) -> TabHandle:
                 mask_blur = limit_slider("Mask blur", limits["mask_blur"], 4, "inpaint-mask-blur")
                 # Steps of 4 on the slider; the API takes any whole number in range.
                 padding = limit_slider("Only masked padding", limits["padding"], 32, "inpaint-padding", step=4)
-            inpaint_area = gr.Radio(
+            inpaint_area = FieldRadio(
                 list(INPAINT_AREAS), value=INPAINT_AREAS[0], label="Inpaint area", elem_id="inpaint-area"
             )
-            resize_mode = gr.Radio(
+            resize_mode = FieldRadio(
                 list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", elem_id="inpaint-resize-mode"
             )
             controls = build_common_controls(studio, "inpaint", size_from_image=True)

@@ -1,0 +1,89 @@
+"""The per-client bound, enforced where a job joins Gradio's queue (an ASGI middleware on ``…/queue/join``).
+
+A Gradio ``validator`` would run the handler's preprocessing at join time, and a failure there (a range error
+naming its field) would reach API clients as a bare "400 Bad Request"; so the bound is checked here instead, in
+front of Gradio, and only the queue's own jobs are counted (``ui.common.queued_jobs``). A refusal is answered as
+Gradio answers a failed validation (HTTP 422 with the message), which gradio_client raises as a
+``ValidationError`` and the page shows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from .session import TooManyJobs, check_share, owner_key
+
+GPU = "gpu"  # the concurrency id of every generation event (ui.common.wire_generation)
+
+
+class QueueShare:
+    def __init__(self, app: Any, limit: int, jobs: Callable[[Any], list[tuple[str, str]]]):
+        self.app = app
+        self.limit = limit
+        self.jobs = jobs  # the (owner, address) of each queued or running generation job, given the Blocks
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if self.limit <= 0 or scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        if not scope["path"].rstrip("/").endswith("/queue/join"):
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        refusal = self._refusal(scope, body)
+        if refusal is not None:
+            detail = [{"__type__": "validate", "is_valid": False, "message": refusal, "parameter_name": "prompt"}]
+            payload = json.dumps({"detail": detail}).encode()
+            await send(
+                {"type": "http.response.start", "status": 422, "headers": [(b"content-type", b"application/json")]}
+            )
+            await send({"type": "http.response.body", "body": payload})
+            return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _refusal(self, scope: dict, body: bytes) -> str | None:
+        app = scope.get("app")
+        blocks = app.get_blocks() if app is not None and hasattr(app, "get_blocks") else None
+        try:
+            data = json.loads(body)
+            fn = blocks.fns[int(data["fn_index"])]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None  # not ours to judge: Gradio answers malformed joins itself
+        if getattr(fn, "concurrency_id", None) != GPU:
+            return None
+        address = (scope.get("client") or ("", 0))[0]
+        owner = owner_key(_username(app, scope), data.get("session_hash"), address)
+        try:
+            check_share(self.jobs(blocks), owner, address, self.limit)
+        except TooManyJobs as err:
+            return str(err)
+        return None
+
+
+def _username(app: Any, scope: dict) -> str | None:
+    """The login of the caller, as Gradio finds it for ``gr.Request.username`` (its access-token cookie)."""
+    cookies: dict[str, str] = {}
+    for key, value in scope.get("headers", []):
+        if key == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                name, _, val = part.strip().partition("=")
+                cookies[name] = val
+    cookie_id = getattr(app, "cookie_id", "")
+    token = cookies.get(f"access-token-{cookie_id}") or cookies.get(f"access-token-unsecure-{cookie_id}")
+    return getattr(app, "tokens", {}).get(token) if token else None
