@@ -393,7 +393,7 @@ def test_listen_api_without_auth_warns_and_mounts(monkeypatch, caplog):
 
     monkeypatch.setattr(app, "build_engine", lambda settings: type("E", (), {"startup_notice": ""})())
     monkeypatch.setattr(ui.app, "build_demo", lambda engine: FakeDemo())
-    monkeypatch.setattr(ui.app, "launch_options", lambda engine: {})
+    monkeypatch.setattr(ui.app, "launch_options", lambda engine, logins=None: {})
     monkeypatch.setattr(api.routes, "mount_api", lambda *a: calls.setdefault("mounted", a))
     app.main(["--listen", "--api", "--offline"])
     assert "--listen --api without --auth" in caplog.text

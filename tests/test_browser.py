@@ -123,16 +123,21 @@ def test_stop_on_one_tab_leaves_the_other_tabs_queued_run(browser, app_url):
     """txt2img running and a sampler grid queued from the same page: txt2img's Stop stops txt2img only."""
     page = browser.new_page()
     page.goto(app_url)
+    page.get_by_role("tab", name="sampler grid").click()  # the grid set up first, so it joins in a moment
+    page.locator("#grid-prompt textarea").fill("a red circle")
+    set_number(page, "grid-steps", "2")
+    page.locator("#grid-steps-list textarea").fill("1, 2")
+    page.get_by_role("tab", name="txt2img").click()
     page.locator("#txt2img-prompt textarea").fill("a slow picture")
     set_number(page, "txt2img-steps", "150")
+    set_number(page, "txt2img-width", "128")
+    set_number(page, "txt2img-height", "128")
+    set_number(page, "txt2img-batch", "2")
     page.locator("#txt2img-generate").click()
     page.wait_for_function(
         "() => document.querySelector('#txt2img-infotext textarea').value.startsWith('Step ')", timeout=60_000
     )
     page.get_by_role("tab", name="sampler grid").click()
-    page.locator("#grid-prompt textarea").fill("a red circle")
-    set_number(page, "grid-steps", "2")
-    page.locator("#grid-steps-list textarea").fill("1, 2")
     page.locator("#grid-generate").click()  # waits in the queue behind txt2img
     page.get_by_role("tab", name="txt2img").click()
     page.locator("#txt2img-stop").click()

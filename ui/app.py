@@ -104,4 +104,5 @@ def build_demo(engine: Engine) -> gr.Blocks:
     # One pipeline run per engine (one GPU; a Ray deployment has one per replica), FIFO; a bounded queue so a
     # crowd gets "queue full", not a stall.
     demo.queue(default_concurrency_limit=engine.concurrency, max_size=engine.settings.queue_size)
+    demo.sd_studio_runs = studio.cancels  # ui/queue_share.py tells it which jobs joined the queue
     return demo

@@ -342,6 +342,7 @@ def stream_generation(
                 if item.preview is not None:
                     yield [item.preview], desc, gr.skip(), *_skips(extras)
             else:
+                run.completed = True
                 for warning in getattr(item, "warnings", ()):
                     gr.Warning(warning)
                 yield *(final or _final)(item), *extras(item)
@@ -366,8 +367,8 @@ def address_of(request: gr.Request) -> str:
     return getattr(client, "host", "") or ""
 
 
-def queued_jobs(blocks: gr.Blocks | None) -> list[tuple[str, str]]:
-    """(owner, address) of every generation job waiting in Gradio's queue or running.
+def queued_jobs(blocks: gr.Blocks | None) -> list[tuple[str, str, str]]:
+    """(owner, address, endpoint) of every generation job waiting in Gradio's queue or running.
 
     Gradio has no public view of its queue, so this reads its event lists; tests/test_shared_demo.py fails if
     they change. Counting the queue itself (not our own bookkeeping) means a job a client cancelled, or a page
@@ -383,14 +384,14 @@ def queued_jobs(blocks: gr.Blocks | None) -> list[tuple[str, str]]:
         if event.concurrency_id != "gpu":
             continue
         host = getattr(getattr(event.request, "client", None), "host", "") or ""
-        jobs.append((owner_key(event.username, event.session_hash, host), host))
+        jobs.append((owner_key(event.username, event.session_hash, host), host, event.fn.api_name or ""))
     return jobs
 
 
 def stopped_message(step: int, total: int) -> str:
     if total:
         return f"Stopped at step {step}/{total}; the picture shown is that step's preview. Nothing was saved."
-    return "Stopped. Nothing was saved."
+    return "Stopped before it started. Nothing was saved."
 
 
 def _skips(extras: Callable[[GenerationResult | None], tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -435,9 +436,10 @@ def wire_generation(
         concurrency_id="gpu",
     )
 
-    def stop(request: gr.Request) -> str:
+    def stop(request: gr.Request) -> Any:
         runs = studio.cancels.cancel(owner_of(request), api_name)
-        return stopped_message(runs[0].step, runs[0].total) if runs else stopped_message(0, 0)
+        # Nothing of this tab's going: the last result stays on screen.
+        return stopped_message(runs[0].step, runs[0].total) if runs else gr.skip()
 
     # Only this tab's runs of this caller. Gradio's own cancel (tied to this page's session and this event) also
     # drops a run still waiting in the queue at once, instead of a spinner until other people's runs end.

@@ -19,13 +19,13 @@ GPU = "gpu"  # the concurrency id of every generation event (ui.common.wire_gene
 
 
 class QueueShare:
-    def __init__(self, app: Any, limit: int, jobs: Callable[[Any], list[tuple[str, str]]]):
+    def __init__(self, app: Any, limit: int, jobs: Callable[[Any], list[tuple[str, str, str]]]):
         self.app = app
         self.limit = limit
-        self.jobs = jobs  # the (owner, address) of each queued or running generation job, given the Blocks
+        self.jobs = jobs  # the (owner, address, endpoint) of each queued or running generation job, given the Blocks
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if self.limit <= 0 or scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         if not scope["path"].rstrip("/").endswith("/queue/join"):
@@ -37,7 +37,7 @@ class QueueShare:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        refusal = self._refusal(scope, body)
+        refusal, joined = self._refusal(scope, body)
         if refusal is not None:
             detail = [{"__type__": "validate", "is_valid": False, "message": refusal, "parameter_name": "prompt"}]
             payload = json.dumps({"detail": detail}).encode()
@@ -46,6 +46,8 @@ class QueueShare:
             )
             await send({"type": "http.response.body", "body": payload})
             return
+        if joined is not None:
+            joined()
         replayed = False
 
         async def replay() -> dict:
@@ -57,23 +59,25 @@ class QueueShare:
 
         await self.app(scope, replay, send)
 
-    def _refusal(self, scope: dict, body: bytes) -> str | None:
+    def _refusal(self, scope: dict, body: bytes) -> tuple[str | None, Callable[[], None] | None]:
+        """(why the job is refused, or None; what to call once it is let in)."""
         app = scope.get("app")
         blocks = app.get_blocks() if app is not None and hasattr(app, "get_blocks") else None
         try:
             data = json.loads(body)
             fn = blocks.fns[int(data["fn_index"])]
         except (ValueError, TypeError, KeyError, AttributeError):
-            return None  # not ours to judge: Gradio answers malformed joins itself
+            return None, None  # not ours to judge: Gradio answers malformed joins itself
         if getattr(fn, "concurrency_id", None) != GPU:
-            return None
+            return None, None
         address = (scope.get("client") or ("", 0))[0]
         owner = owner_key(_username(app, scope), data.get("session_hash"), address)
         try:
-            check_share(self.jobs(blocks), owner, address, self.limit)
+            check_share([job[:2] for job in self.jobs(blocks)], owner, address, self.limit)
         except TooManyJobs as err:
-            return str(err)
-        return None
+            return str(err), None
+        registry = getattr(blocks, "sd_studio_runs", None)  # ui.app.build_demo puts the Stop registry there
+        return None, (lambda: registry.joined(owner, fn.api_name or "")) if registry is not None else None
 
 
 def _username(app: Any, scope: dict) -> str | None:

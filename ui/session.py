@@ -10,6 +10,7 @@ address may have queued or running at once, so one client cannot fill the shared
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 
@@ -23,6 +24,8 @@ class Run:
     address: str
     tab: str
     event: threading.Event = field(default_factory=threading.Event)
+    completed: bool = False  # its pictures were delivered
+    ended_at: float = 0.0
     step: int = 0  # last step reported, for "stopped at step k/n"
     total: int = 0
 
@@ -54,24 +57,49 @@ def owner_key(username: str | None, session: str | None, address: str | None) ->
 class CancelRegistry:
     """The runs going now, each with its Stop event."""
 
+    # Stop's own event and Gradio's cancel of the same run race: when the cancel ends the run first, Stop still
+    # reports the step it ended at, if it ended this recently without finishing.
+    RECENT = 10.0
+
     def __init__(self) -> None:
         self._runs: list[Run] = []
+        self._last: dict[tuple[str, str], Run] = {}
+        self._waiting: dict[tuple[str, str], list[float]] = {}  # when each job that has not started joined
         self._lock = threading.Lock()
+
+    def joined(self, owner: str, tab: str) -> None:
+        """A job joined the queue (ui/queue_share.py); only for Stop's message: a run that waits is dropped by
+        Gradio's own cancel, and Stop then says it stopped it."""
+        with self._lock:
+            self._waiting.setdefault((owner, tab), []).append(time.monotonic())
 
     def start(self, owner: str, tab: str, address: str = "") -> Run:
         with self._lock:
+            waiting = self._waiting.get((owner, tab))
+            if waiting:
+                waiting.pop(0)
             run = Run(owner, address, tab)
             self._runs.append(run)
             return run
 
     def cancel(self, owner: str, tab: str) -> list[Run]:
-        """Stop this owner's runs on this tab; returns them for the message."""
+        """Stop this owner's runs on this tab; returns them for the message (empty: nothing was going)."""
+        now = time.monotonic()
         with self._lock:
             hit = [r for r in self._runs if r.owner == owner and r.tab == tab and not r.event.is_set()]
+            last = self._last.get((owner, tab))
+            # Joins older than an hour never started (their page went away): forgotten.
+            waiting = [t for t in self._waiting.pop((owner, tab), []) if now - t < 3600]
         for run in hit:
             run.event.set()
-        return hit
+        if hit:
+            return hit
+        if last is not None and not last.completed and now - last.ended_at < self.RECENT:
+            return [last]
+        return [Run(owner, "", tab)] if waiting else []  # a waiting run: stopped before it started
 
     def finish(self, run: Run) -> None:
         with self._lock:
             self._runs = [r for r in self._runs if r is not run]
+            run.ended_at = time.monotonic()
+            self._last[(run.owner, run.tab)] = run
