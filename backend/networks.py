@@ -138,6 +138,38 @@ class Networks:
         self.loras = _scan(self.lora_dirs)
         self.embeddings = _scan(self.embedding_dirs)
 
+    def lora_list(self) -> list[dict[str, Any]]:
+        """A1111's ``/sdapi/v1/loras`` entries (the path is the file's, relative to its folder)."""
+        return [
+            {"name": n, "alias": n, "path": self._relative(p, self.lora_dirs), "metadata": {}}
+            for n, p in sorted(self.loras.items())
+        ]
+
+    def embedding_list(self) -> dict[str, dict[str, Any]]:
+        """A1111's ``/sdapi/v1/embeddings`` "loaded" entries: vectors and their width, read from the file header."""
+        listed: dict[str, dict[str, Any]] = {}
+        for name, path in sorted(self.embeddings.items()):
+            try:
+                shape = next(iter(read_header(path).values())).shape
+            except (CheckpointError, OSError, StopIteration):
+                continue
+            vectors, width = (shape[0], shape[-1]) if len(shape) > 1 else (1, shape[0])
+            listed[name] = {
+                "step": None,
+                "sd_checkpoint": None,
+                "sd_checkpoint_name": None,
+                "shape": width,
+                "vectors": vectors,
+            }
+        return listed
+
+    @staticmethod
+    def _relative(path: Path, dirs: list[Path]) -> str:
+        for folder in dirs:
+            if path.is_relative_to(folder):
+                return str(path.relative_to(folder))
+        return path.name
+
     def short_hash(self, path: Path, lora: bool) -> str:
         stat = path.stat()
         key = (path, stat.st_size, stat.st_mtime_ns)
@@ -171,6 +203,9 @@ class Networks:
                 raise ValidationError("prompt", self._missing("embedding", name, self.embedding_dirs))
         words = LORA_TAG.sub(" ", text)
         used = [name for name in self.embeddings if re.search(rf"(?<![\w\-]){re.escape(name)}(?![\w\-])", words)]
+        if any(not self._there(self.embeddings, name) for name in used):
+            self.refresh()  # a file gone since the last scan: its name is a plain word again
+            used = [name for name in used if self._there(self.embeddings, name)]
         return sorted(set(named) | set(used))
 
     @staticmethod
