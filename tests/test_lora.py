@@ -127,6 +127,15 @@ def base(run):
     return run().images[0]
 
 
+WITH_ALPHA = f"{PROMPT} <lora:alpha:1>"
+
+
+@pytest.fixture(scope="module")
+def with_alpha(run):
+    """The reference result with the LoRA alpha (several tests compare with it)."""
+    return run(prompt=WITH_ALPHA)
+
+
 def test_tags_are_parsed_out_of_the_prompt():
     text, tags = parse_lora_tags("a cat <lora:film grain:0.8>, <LORA:b>, <lora:c:0.5:1.5>")
     assert text == "a cat , , "
@@ -146,10 +155,9 @@ def test_folders_are_scanned_with_subfolders(engine):
     assert engine.token_label("red <lora:alpha:0.8>", TINY) == "1/75"  # a tag is not text the encoder sees
 
 
-def test_lora_changes_the_image_and_leaving_it_out_restores_the_base(run, base, folders):
-    with_lora = run(prompt=f"{PROMPT} <lora:alpha:1>")
+def test_lora_changes_the_image_and_leaving_it_out_restores_the_base(run, base, with_alpha, folders):
+    with_lora = with_alpha
     assert not same(with_lora.images[0], base)
-    assert same(run(prompt=f"{PROMPT} <lora:alpha>").images[0], with_lora.images[0])  # weight 1 by default
     half = run(prompt=f"{PROMPT} <lora:alpha:0.5>").images[0]
     assert not same(half, base) and not same(half, with_lora.images[0])  # the weight reaches the model
     assert same(run(prompt=f"{PROMPT} <lora:alpha:0>").images[0], base)  # weight 0: the base model's pixels
@@ -170,8 +178,8 @@ def test_text_encoder_and_unet_weights_apply_separately(run, base):
     assert not same(unet_only, base) and not same(text_only, base) and not same(unet_only, text_only)
 
 
-def test_two_loras_with_their_own_weights(run, base):
-    alpha = run(prompt=f"{PROMPT} <lora:alpha:1>").images[0]
+def test_two_loras_with_their_own_weights(run, base, with_alpha):
+    alpha = with_alpha.images[0]
     beta = run(prompt=f"{PROMPT} <lora:beta:1>").images[0]
     both = run(prompt=f"{PROMPT} <lora:alpha:1> <lora:beta:1>")
     assert not any(same(both.images[0], other) for other in (alpha, beta, base))
@@ -214,7 +222,7 @@ def test_embedding_by_file_name_is_its_vectors(run, folders):
     digest = hashlib.sha256((folders["embeddings"] / "crimson.safetensors").read_bytes()).hexdigest()[:12]
     assert parse_infotext(crimson.infotexts[0]).params["TI hashes"] == f"crimson: {digest}"
     # Several vectors, in the weighted (compel) path too, and in the negative prompt.
-    assert same(run(prompt="a redcircle").images[0], run(prompt="a red circle").images[0])
+    assert same(run(prompt="a redcircle").images[0], red)
     assert same(run(prompt="a (big:1.2) redcircle").images[0], run(prompt="a (big:1.2) red circle").images[0])
     assert same(run(negative_prompt="embedding:crimson").images[0], run(negative_prompt="red").images[0])
 
@@ -232,9 +240,9 @@ def test_img2img_takes_the_lora_too(engine, test_image):
     assert same(engine.run(request).images[0], plain)
 
 
-def test_grid_takes_the_tags(engine, run):
+def test_grid_takes_the_tags(engine, with_alpha):
     grid = GridRequest(
-        prompt=f"{PROMPT} <lora:alpha:1>",
+        prompt=WITH_ALPHA,
         seed=1234,
         steps=2,
         guidance_scale=5.0,
@@ -246,7 +254,7 @@ def test_grid_takes_the_tags(engine, run):
         schedule="Automatic",
     )
     result = GridRunner(engine).run(grid)
-    single = run(prompt=f"{PROMPT} <lora:alpha:1>")
+    single = with_alpha
     assert int(np.abs(pixels(result.images[0]) - pixels(single.images[0])).max()) <= 1
     assert result.infotexts[0] == single.infotexts[0]
     assert "Lora hashes" in result.infotext
@@ -261,14 +269,14 @@ def app_url(engine):
 
 
 @pytest.mark.api
-def test_tags_through_the_api(engine, app_url, run):
+def test_tags_through_the_api(app_url, with_alpha):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
     from PIL import Image
 
     client = Client(app_url, verbose=False)
     args = dict(
-        prompt=f"{PROMPT} <lora:alpha:1>",
+        prompt=WITH_ALPHA,
         seed=1234,
         steps=2,
         guidance_scale=5.0,
@@ -279,15 +287,15 @@ def test_tags_through_the_api(engine, app_url, run):
         model=TINY,
     )
     gallery, infotext, _ = client.predict(**args, api_name="/txt2img")
-    assert infotext == run(prompt=args["prompt"]).infotexts[0]
+    assert infotext == with_alpha.infotexts[0]
     with Image.open(gallery[0]["image"]) as got:
-        assert same(got, run(prompt=args["prompt"]).images[0])
+        assert same(got, with_alpha.images[0])
     with pytest.raises(AppError, match="no LoRA named 'ghost'"):
         client.predict(**{**args, "prompt": "<lora:ghost:1>"}, api_name="/txt2img")
 
 
 @pytest.mark.api
-def test_a1111_api_lists_them_and_txt2img_takes_the_tags(app_url, run):
+def test_a1111_api_lists_them_and_txt2img_takes_the_tags(app_url, with_alpha):
     import requests
 
     sd = f"{app_url}sdapi/v1"
@@ -297,7 +305,7 @@ def test_a1111_api_lists_them_and_txt2img_takes_the_tags(app_url, run):
     loaded = requests.get(f"{sd}/embeddings").json()["loaded"]
     assert (loaded["crimson"]["vectors"], loaded["redcircle"]["vectors"]) == (1, 2)
     body = {
-        "prompt": f"{PROMPT} <lora:alpha:1>",
+        "prompt": WITH_ALPHA,
         "seed": 1234,
         "steps": 2,
         "cfg_scale": 5.0,
@@ -309,7 +317,7 @@ def test_a1111_api_lists_them_and_txt2img_takes_the_tags(app_url, run):
     reply = requests.post(f"{sd}/txt2img", json=body)
     assert reply.status_code == 200, reply.text
     info = json.loads(reply.json()["info"])
-    assert info["infotexts"][0] == run(prompt=body["prompt"]).infotexts[0]
+    assert info["infotexts"][0] == with_alpha.infotexts[0]
     assert requests.post(f"{sd}/refresh-loras").status_code == 200
 
 
