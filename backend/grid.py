@@ -333,8 +333,9 @@ class GridRunner:
         images: dict[int, Image.Image] = {}
         seconds = [0.0] * len(plan.cells)
         guided = any(cell.guidance_scale > 1 for cell in plan.cells)
+        # As Engine.run; before the clock starts, so loading a LoRA is not counted as the cells' encoding time.
+        networks = engine.networks.apply(pipe, plan.cells[0].prompt, plan.cells[0].negative_prompt)
         start = time.perf_counter()
-        networks = engine.networks.apply(pipe, plan.cells[0].prompt, plan.cells[0].negative_prompt)  # as Engine.run
         embeddings = encode_prompt(pipe, networks.prompt, networks.negative_prompt, guided, plan.cells[0].clip_skip)
         encode_share = (time.perf_counter() - start) / len(plan.cells)
         for chunk in chunks:
