@@ -233,11 +233,15 @@ def build_router(state: ApiState) -> APIRouter:
 
     @router.get(f"{sd}/loras", tags=["sdapi"])
     def loras() -> list[dict[str, Any]]:
-        return []  # SD Studio has no LoRA support yet
+        return state.engine.networks.lora_list()
+
+    @router.post(f"{sd}/refresh-loras", tags=["sdapi"])
+    def refresh_loras() -> None:
+        state.engine.networks.refresh()
 
     @router.get(f"{sd}/embeddings", response_model=EmbeddingsResponse, tags=["sdapi"])
     def embeddings():
-        return EmbeddingsResponse()  # SD Studio has no textual inversions yet
+        return EmbeddingsResponse(loaded=state.engine.networks.embedding_list())
 
     @router.post(f"{sd}/png-info", response_model=PngInfoResponse, responses=errors, tags=["sdapi"])
     def png_info(body: PngInfoBody):

@@ -23,6 +23,7 @@ from .images import resize
 from .infotext import format_infotext
 from .interrupt import Cancelled, stoppable
 from .models import ModelRegistry
+from .networks import Networks
 from .outputs import PARAMETERS_KEY, OutputWriter
 from .pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from .presets import PresetStore, apply_styles
@@ -67,6 +68,7 @@ class Engine:
             self.registry.scan_checkpoints(settings)
         self.cache = cache or PipelineCache(self.registry, settings)
         self.annotators = Annotators(settings, self.cache.plan)
+        self.networks = Networks(settings)
         self.writer = OutputWriter(settings.output_dir)
         self.presets = PresetStore.load(settings.presets_dir, settings.user_dir)
         self.default_model, self.startup_notice = self._choose_default_model()
@@ -98,6 +100,7 @@ class Engine:
             request = request.replace(model=self.default_model)
         if request.seed == -1:
             request = request.replace(seed=random.randint(0, MAX_SEED))
+        self.networks.check(request.prompt, request.negative_prompt)  # a missing LoRA fails before any loading
         # Loading too happens under the lock: a model switch must never unload weights another run is using.
         with self.run_lock:
             if cancel is not None and cancel.is_set():
@@ -110,6 +113,10 @@ class Engine:
                 context["maps"] = self._control_maps(request)
             prepared = prepare(request, **context)
             pipe = self.cache.pipeline(request.model, *pipeline_key(request))
+            # LoRA tags and embeddings: applied to the model, taken out of the text it encodes; the infotext keeps them.
+            networks = self.networks.apply(pipe, request.prompt, request.negative_prompt)
+            prepared.kwargs.update(prompt=networks.prompt, negative_prompt=networks.negative_prompt or None)
+            prepared.infotext.update(networks.infotext)
             callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
             with stoppable(pipe, cancel):
                 raw = call_pipeline(pipe, loaded.scheduler_config, request, prepared.kwargs, callback)
@@ -143,12 +150,14 @@ class Engine:
         return paths, warnings
 
     def refresh_models(self) -> list[str]:
-        """Scan the checkpoint folders again (the Refresh button); returns why files were skipped.
+        """Scan the checkpoint, VAE, LoRA and embedding folders again (the Refresh button); returns why files were
+        skipped.
 
         A loaded model whose file is gone stays loaded until it is unloaded; new runs can no longer pick it.
         """
         with self.run_lock:
             self.registry.scan_checkpoints(self.settings)
+            self.networks.refresh()
         return list(self.registry.problems)
 
     def token_label(self, text: str, model: str = "") -> str:

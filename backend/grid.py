@@ -243,15 +243,15 @@ def _no_repeats(field_name: str, labels: list[str]) -> None:
         seen.add(label)
 
 
-def grid_infotext(plan: GridPlan) -> str:
-    """The first cell's parameters (as A1111 writes for a grid) plus both axes."""
+def grid_infotext(plan: GridPlan, extra: dict[str, str] | None = None) -> str:
+    """The first cell's parameters (as A1111 writes for a grid, LoRA hashes included) plus both axes."""
     axes = {
         "X Type": X_TITLE,
         "X Values": ", ".join(plan.x_labels),
         "Y Type": plan.y_title,
         "Y Values": ", ".join(plan.y_values),
     }
-    return format_infotext(plan.cells[0], plan.seed, axes)
+    return format_infotext(plan.cells[0], plan.seed, {**(extra or {}), **axes})
 
 
 def can_batch(pipe: Any) -> bool:
@@ -308,6 +308,7 @@ class GridRunner:
     ) -> GridResult:
         engine = self.engine
         plan = plan_grid(request, engine)
+        engine.networks.check(plan.cells[0].prompt, plan.cells[0].negative_prompt)
         # The whole grid holds the engine's lock, loading included: see Engine.run.
         with engine.run_lock:
             return self._run_locked(plan, on_step, cancel)
@@ -332,10 +333,10 @@ class GridRunner:
         images: dict[int, Image.Image] = {}
         seconds = [0.0] * len(plan.cells)
         guided = any(cell.guidance_scale > 1 for cell in plan.cells)
+        # As Engine.run; before the clock starts, so loading a LoRA is not counted as the cells' encoding time.
+        networks = engine.networks.apply(pipe, plan.cells[0].prompt, plan.cells[0].negative_prompt)
         start = time.perf_counter()
-        embeddings = encode_prompt(
-            pipe, plan.cells[0].prompt, plan.cells[0].negative_prompt, guided, plan.cells[0].clip_skip
-        )
+        embeddings = encode_prompt(pipe, networks.prompt, networks.negative_prompt, guided, plan.cells[0].clip_skip)
         encode_share = (time.perf_counter() - start) / len(plan.cells)
         for chunk in chunks:
             if cancel is not None and cancel.is_set():
@@ -348,20 +349,23 @@ class GridRunner:
                 done, spent = _run_cell(pipe, config, requests[0], embeddings, progress, cancel)
             for k, image, cell_seconds in zip(chunk, done, spent, strict=True):
                 images[k], seconds[k] = image, cell_seconds + encode_share
-        return self._finish(plan, [images[k] for k in range(len(plan.cells))], seconds, batched)
+        cells = [images[k] for k in range(len(plan.cells))]
+        return self._finish(plan, cells, seconds, batched, networks.infotext)
 
-    def _finish(self, plan: GridPlan, images: list[Image.Image], seconds: list[float], batched: bool) -> GridResult:
+    def _finish(
+        self, plan: GridPlan, images: list[Image.Image], seconds: list[float], batched: bool, extra: dict[str, str]
+    ) -> GridResult:
         """Labels, infotexts, the grid image; everything is saved only now, so a stopped grid saves nothing."""
         columns = plan.columns
         labels = [
             f"{plan.x_labels[k % columns]} · {plan.y_labels[k // columns]} · {s:.2f} s" for k, s in enumerate(seconds)
         ]
-        infotexts = [format_infotext(cell, cell.seed) for cell in plan.cells]
+        infotexts = [format_infotext(cell, cell.seed, extra) for cell in plan.cells]
         for image, text in zip(images, infotexts, strict=True):
             image.info[PARAMETERS_KEY] = text  # kept by any PNG written from it (the UI's gallery too)
         captions = [f"{s:.2f} s" for s in seconds]
         grid, boxes = draw_grid(images, plan.x_labels, plan.y_labels, X_TITLE, plan.y_title, captions)
-        text = grid_infotext(plan)
+        text = grid_infotext(plan, extra)
         grid.info[PARAMETERS_KEY] = text
         result = GridResult(grid, text, images, infotexts, labels, seconds, boxes, plan, batched)
         result.paths, cell_warnings = self.engine.save(images, infotexts, [plan.seed] * len(images))

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .networks import strip_tags
 from .requests import ValidationError
 
 ATTENTION_UP = 1.1
@@ -112,8 +113,9 @@ def needs_compel(prompt: str, tokenizer: Any) -> bool:
 
 
 def token_count(tokenizer: Any, prompt: str) -> int:
-    """Tokens of the prompt's words, brackets and weights left out (what counts against the 75 of a chunk)."""
-    text = " ".join(t for runs in weighted_chunks(prompt) for t, _ in runs)
+    """Tokens of the prompt's words, brackets, weights and LoRA tags left out (what counts against the 75 of a
+    chunk)."""
+    text = " ".join(t for runs in weighted_chunks(strip_tags(prompt)) for t, _ in runs)
     return len(tokenizer(text, add_special_tokens=False).input_ids)
 
 
@@ -145,9 +147,19 @@ def clip_skipped(text_encoder: Any, clip_skip: int) -> Iterator[None]:
 def encode(pipe: Any, prompt: str, negative: str) -> dict[str, torch.Tensor]:
     """``prompt_embeds``/``negative_prompt_embeds`` for a pipeline call: weights applied, every 75 tokens a chunk,
     and each BREAK piece chunked on its own (the pipeline repeats them per picture)."""
-    from compel import Compel
+    from compel import Compel, DiffusersTextualInversionManager
 
-    compel = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, truncate_long_prompts=False)
+    # A multi-vector embedding is several tokens (name, name_1, …): compel's manager expands the name into all of
+    # them, as the pipeline's own encoding does. Only then, so that other prompts keep their tokens as they are.
+    added = pipe.tokenizer.get_added_vocab()
+    multi = any(f"{token}_1" in added for token in added)
+    manager = DiffusersTextualInversionManager(pipe) if multi else None
+    compel = Compel(
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        truncate_long_prompts=False,
+        textual_inversion_manager=manager,
+    )
     embeds = []
     for text in (prompt, negative):
         pieces = [piece for piece in re.split(r"\bBREAK\b", text) if piece.strip()] or [""]

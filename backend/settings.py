@@ -45,6 +45,9 @@ class Settings:
     checkpoint_configs: Path = PROJECT_ROOT / "backend" / "configs"
     allow_pickle: bool = False
     vae_dir: str = ""  # VAE folders scanned besides models/vae (os.pathsep-separated)
+    # LoRA and textual-inversion folders scanned besides models/loras and models/embeddings (os.pathsep-separated).
+    lora_dirs: str = ""
+    embedding_dirs: str = ""
     # ControlNet preprocessor weights (depth, pose): a hub repository or a local folder with the same files.
     annotators: str = "lllyasviel/Annotators"
     # Device and memory.

@@ -19,6 +19,7 @@ from backend.requests import GenerationRequest, GenerationResult, ValidationErro
 from backend.samplers import SAMPLERS, supported_schedules
 
 from .inputs import FieldDropdown, FieldNumber, FieldSlider
+from .networks import build_network_picker
 from .presets_ui import PresetRow, build_preset_row, wire_preset_row
 from .schedule import schedule_dropdown
 from .session import CancelRegistry, owner_key
@@ -91,7 +92,8 @@ class OutputControls:
 
 
 def build_prompt_block(studio: Studio, prefix: str) -> tuple[gr.Textbox, gr.Textbox, gr.Dropdown]:
-    """Prompt, negative prompt, styles, and the final prompts the styles give (shown before generating)."""
+    """Prompt, negative prompt, the LoRA/embedding picker, styles, and the final prompts the styles give (shown
+    before generating)."""
     # value="": the API then has a default for them too, so a client may send only the fields it cares about.
     prompt = gr.Textbox("", label="Prompt", lines=3, placeholder="a lighthouse at dusk", elem_id=f"{prefix}-prompt")
     prompt_tokens = gr.Markdown("0/75", elem_id=f"{prefix}-prompt-tokens")
@@ -102,6 +104,7 @@ def build_prompt_block(studio: Studio, prefix: str) -> tuple[gr.Textbox, gr.Text
     for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
         # Tokens per 75-token chunk, as A1111 shows them; weights and brackets do not count.
         box.change(studio.engine.token_label, box, counter, queue=False, api_visibility="private")
+    build_network_picker(studio.engine, prefix, prompt)
     styles = FieldDropdown(
         list(studio.engine.presets.styles), value=[], multiselect=True, label="Styles", elem_id=f"{prefix}-styles"
     )
