@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 
+from backend import space, zerogpu
 from backend.engine import Engine
 from backend.logins import Logins, read_user_file
 from backend.settings import Settings
@@ -23,9 +24,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description="SD Studio: a Stable Diffusion studio in the browser.")
     p.add_argument("--model", default=None, help="default model name from presets/models.json (SDSTUDIO_DEFAULT_MODEL)")
-    p.add_argument("--host", default=env("SDSTUDIO_HOST", "127.0.0.1"), help="address to serve on (SDSTUDIO_HOST)")
+    # Host and port default to Gradio's GRADIO_SERVER_NAME/PORT, then 127.0.0.1:7860 (0.0.0.0 on a Space).
+    p.add_argument("--host", default=env("SDSTUDIO_HOST"), help="address to serve on (SDSTUDIO_HOST)")
     p.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 so the LAN can connect")
-    p.add_argument("--port", type=int, default=int(env("SDSTUDIO_PORT", "7860")), help="port (SDSTUDIO_PORT)")
+    port = env("SDSTUDIO_PORT")
+    p.add_argument("--port", type=int, default=int(port) if port else None, help="port (SDSTUDIO_PORT)")
     p.add_argument("--share", action="store_true", default=env("SDSTUDIO_SHARE") == "1", help="Gradio share link")
     p.add_argument("--auth", default=env("SDSTUDIO_AUTH"), help="require login, user:password (SDSTUDIO_AUTH)")
     p.add_argument(
@@ -86,10 +89,11 @@ def build_engine(settings: Settings) -> Engine:
     return Engine(settings)
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
+def build_settings(args: argparse.Namespace) -> tuple[Settings, str]:
+    """Settings from the flags, the ``SDSTUDIO_*`` variables and, on a Space, its profile; and the profile's notice."""
+    defaults, notice = space.profile()
     settings = Settings.from_env(
+        defaults=defaults,
         default_model=args.model,
         output_dir=args.output_dir,
         offline=args.offline,
@@ -99,7 +103,16 @@ def main(argv: list[str] | None = None) -> None:
         ray_address=args.ray_address,
         ray_replicas=args.ray_replicas,
     )
+    return settings, notice
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    zerogpu.prepare()
+    settings, space_notice = build_settings(args)
     engine = build_engine(settings)
+    engine.startup_notice = " ".join(filter(None, [space_notice, engine.startup_notice]))
     if engine.startup_notice:
         logging.warning(engine.startup_notice)
 
@@ -109,10 +122,15 @@ def main(argv: list[str] | None = None) -> None:
     logins = build_logins(args.auth, args.auth_file)
     if args.api and args.listen and not logins:
         logging.warning("--listen --api without --auth: anyone on the network can generate through the API")
+    share = args.share
+    if share and space.space_id():
+        logging.warning("--share ignored: this runs on a Hugging Face Space, which is already public at its own URL")
+        share = False
+    host, port = space.serve_address(args.host, args.port, args.listen)
     demo.launch(
-        server_name="0.0.0.0" if args.listen else args.host,
-        server_port=args.port,
-        share=args.share,
+        server_name=host,
+        server_port=port,
+        share=share,
         prevent_thread_lock=args.api,
         **launch_options(engine, logins),
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import zerogpu
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -15,12 +16,19 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 
 @dataclass(frozen=True)
 class DevicePlan:
-    device: str
+    device: str  # where the weights live between runs
     dtype: torch.dtype
+    gpu_per_call: bool = False  # ZeroGPU: each run moves the pipeline to a GPU lent for that call
 
 
 def plan_device(settings: Settings) -> DevicePlan:
-    """CUDA fp16, then MPS fp16, then CPU fp32, unless settings name a device or dtype."""
+    """CUDA fp16, then MPS fp16, then CPU fp32, unless settings name a device or dtype.
+
+    On ZeroGPU the weights stay on the CPU in fp16 (CUDA must not be initialised in the main process); each run
+    moves them to the GPU inside its ``spaces.GPU`` call (``backend.zerogpu``).
+    """
+    if settings.device == "auto" and zerogpu.active():
+        return DevicePlan("cpu", _dtype(settings, torch.float16), gpu_per_call=True)
     device = settings.device
     if device == "auto":
         if torch.cuda.is_available():
@@ -29,14 +37,16 @@ def plan_device(settings: Settings) -> DevicePlan:
             device = "mps"
         else:
             device = "cpu"
-    if settings.dtype != "auto":
-        if settings.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or auto, got {settings.dtype!r}")
-        dtype = DTYPES[settings.dtype]
-    else:
-        # Half precision on CPU is slow or unsupported for several ops; fp32 there.
-        dtype = torch.float32 if device == "cpu" else torch.float16
-    return DevicePlan(device, dtype)
+    # Half precision on CPU is slow or unsupported for several ops; fp32 there.
+    return DevicePlan(device, _dtype(settings, torch.float32 if device == "cpu" else torch.float16))
+
+
+def _dtype(settings: Settings, auto: torch.dtype) -> torch.dtype:
+    if settings.dtype == "auto":
+        return auto
+    if settings.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or auto, got {settings.dtype!r}")
+    return DTYPES[settings.dtype]
 
 
 # Default caps on one request's work (width × height × steps × pictures). On a CPU one 512² SD 1.5 step takes
@@ -49,7 +59,10 @@ GPU_PIXEL_STEPS = 1024 * 1024 * 100 * 8
 def pixel_step_limit(settings: Settings) -> int:
     if settings.max_pixel_steps > 0:
         return settings.max_pixel_steps
-    return CPU_PIXEL_STEPS if plan_device(settings).device == "cpu" else GPU_PIXEL_STEPS
+    plan = plan_device(settings)
+    if plan.gpu_per_call:
+        return zerogpu.MAX_PIXEL_STEPS  # more would be cut off at ZeroGPU's longest call
+    return CPU_PIXEL_STEPS if plan.device == "cpu" else GPU_PIXEL_STEPS
 
 
 def check_cost(pixel_steps: int, settings: Settings, what: str) -> None:

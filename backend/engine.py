@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from . import zerogpu
 from .annotators import Annotators
 from .images import resize
 from .infotext import format_infotext
@@ -262,19 +263,28 @@ def step_callback(
 def call_pipeline(
     pipe: Any, scheduler_config: dict[str, Any], request: GenerationRequest, kwargs: dict[str, Any], callback
 ) -> list[Image.Image]:
-    """One pipeline call as every run makes it: a fresh scheduler, one CPU generator per image, the step callback."""
-    # Schedulers are stateful: every run gets a fresh one from the model's own config.
-    pipe.scheduler = build_scheduler(scheduler_config, request.sampler, request.schedule)
-    with clip_skipped(pipe.text_encoder, request.clip_skip):
-        if "prompt" in kwargs:  # text, not embeddings the caller made (the grid)
-            embeddings = prompt_embeddings(pipe, kwargs["prompt"], kwargs["negative_prompt"] or "")
-            if embeddings is not None:
-                kwargs = {key: v for key, v in kwargs.items() if key not in ("prompt", "negative_prompt")}
-                kwargs.update(embeddings)
-        output = pipe(
-            **kwargs,
-            generator=generators(request.seed, request.batch_size),
-            callback_on_step_end=callback,
-            callback_on_step_end_tensor_inputs=["latents"],
-        )
-    return list(output.images)
+    """One pipeline call as every run makes it: a fresh scheduler, one CPU generator per image, the step callback.
+
+    On a ZeroGPU Space the call runs on a GPU lent for its estimated duration (``backend.zerogpu``).
+    """
+
+    def run() -> list[Image.Image]:
+        # Schedulers are stateful: every run gets a fresh one from the model's own config.
+        pipe.scheduler = build_scheduler(scheduler_config, request.sampler, request.schedule)
+        call_kwargs = kwargs
+        with clip_skipped(pipe.text_encoder, request.clip_skip):
+            if "prompt" in call_kwargs:  # text, not embeddings the caller made (the grid)
+                embeddings = prompt_embeddings(pipe, call_kwargs["prompt"], call_kwargs["negative_prompt"] or "")
+                if embeddings is not None:
+                    call_kwargs = {k: v for k, v in call_kwargs.items() if k not in ("prompt", "negative_prompt")}
+                    call_kwargs.update(embeddings)
+            output = pipe(
+                **call_kwargs,
+                generator=generators(request.seed, request.batch_size),
+                callback_on_step_end=callback,
+                callback_on_step_end_tensor_inputs=["latents"],
+            )
+        return list(output.images)
+
+    seconds = zerogpu.duration_for(request.steps, request.width, request.height, request.batch_size)
+    return zerogpu.on_gpu(pipe, run, seconds)

@@ -23,6 +23,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retri
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageDraw, ImageFont
 
+from . import zerogpu
 from .devices import check_cost
 from .engine import MAX_SEED, Cancelled, Engine, StepCallback, StepEvent, call_pipeline, generators, step_callback
 from .infotext import format_infotext
@@ -344,7 +345,13 @@ class GridRunner:
             progress.start(chunk[0] + 1, len(chunk))
             requests = [plan.cells[k] for k in chunk]
             if batched:
-                done, spent = _denoise_batch(pipe, config, requests, embeddings, progress, cancel)
+                steps = max(cell.steps for cell in requests)
+                seconds_asked = zerogpu.duration_for(steps, requests[0].width, requests[0].height, len(requests))
+                done, spent = zerogpu.on_gpu(
+                    pipe,
+                    lambda: _denoise_batch(pipe, config, requests, embeddings, progress, cancel),  # noqa: B023
+                    seconds_asked,
+                )
             else:
                 done, spent = _run_cell(pipe, config, requests[0], embeddings, progress, cancel)
             for k, image, cell_seconds in zip(chunk, done, spent, strict=True):

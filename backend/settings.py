@@ -84,10 +84,13 @@ class Settings:
                 object.__setattr__(self, f.name, Path(getattr(self, f.name)).expanduser())
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
-        """Build settings from ``SDSTUDIO_*`` variables, then apply explicit overrides."""
+    def from_env(
+        cls, environ: dict[str, str] | None = None, defaults: dict[str, object] | None = None, **overrides: object
+    ) -> Settings:
+        """Build settings from ``defaults`` (e.g. a Space's profile), then ``SDSTUDIO_*`` variables, then explicit
+        overrides (each later one wins)."""
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values: dict[str, object] = dict(defaults or {})
         for f in dataclasses.fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None:

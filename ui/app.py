@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 
 from backend.engine import Engine
 from backend.logins import Logins
+from backend.space import duplicate_url, space_id
 
 from . import tab_controlnet, tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
 from .common import Studio, queued_jobs
@@ -84,6 +85,13 @@ def build_demo(engine: Engine) -> gr.Blocks:
         studio.preset_storage = own_preset_storage()
         if engine.startup_notice:
             gr.Markdown(f"**Note:** {engine.startup_notice}", elem_id="startup-notice")
+        if space := space_id():
+            # One Space serves everyone through one queue; a copy of it has its own.
+            gr.Markdown(
+                f"Busy? [Duplicate this Space]({duplicate_url(space)}) to get your own copy with its own queue "
+                "(and your own GPU if you choose one).",
+                elem_id="duplicate-space",
+            )
         if engine.presets.problems:
             problems = "\n".join(f"- {p}" for p in engine.presets.problems)
             gr.Markdown(f"**Some preset files could not be read:**\n{problems}", elem_id="preset-problems")

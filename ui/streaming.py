@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Iterator
@@ -31,7 +32,9 @@ def run_streaming(
         finally:
             events.put(_DONE)
 
-    worker = threading.Thread(target=work, name="sd-studio-run", daemon=True)
+    # The run sees this event's context (Gradio's request): ZeroGPU reads it to bill the visitor's own GPU quota.
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(work,), name="sd-studio-run", daemon=True)
     worker.start()
     try:
         while (event := events.get()) is not _DONE:
