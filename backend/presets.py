@@ -1,14 +1,18 @@
 """Styles (A1111 ``styles.csv`` format) and generation presets (named bundles of request values).
 
 Shipped data lives in ``presets/`` (every ``*.csv`` there is a styles file, so a user's own ``styles.csv``
-dropped in works as is); presets a user saves go to ``<user_dir>/presets.json``, never over shipped files.
+dropped in works as is). ``<user_dir>/presets.json`` holds the server owner's presets, offered to everyone. Presets
+a user saves from the page are that user's alone: kept under their login (``<user_dir>/presets/``) or, without a
+login, in their browser's storage.
 A malformed file is reported with its path and line and skipped; loading never raises.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import re
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,6 +22,9 @@ from .outputs import write_atomic
 from .requests import GenerationRequest
 
 PLACEHOLDER = "{prompt}"
+MAX_PRESET_NAME = 60
+MAX_OWN_PRESETS = 50
+_MARKUP = set("<>&\"'`")
 # Request fields a preset may set (not prompt, seed, or images: those are the user's own).
 PRESET_FIELDS = (
     "negative_prompt",
@@ -153,26 +160,76 @@ class PresetStore:
             raise KeyError(f"unknown style(s) {unknown}; choose from: {', '.join(self.styles)}")
         return [self.styles[n] for n in names]
 
-    def save_user_preset(self, name: str, values: dict[str, Any]) -> GenerationPreset:
-        """Add or replace a user preset; shipped presets cannot be overwritten."""
-        name = name.strip()
-        if not name:
-            raise ValueError("give the preset a name")
-        with self._save_lock:  # two users saving at once must not lose one of the saves
-            return self._save(name, values)
+    def add_own(self, entries: Any, name: str, values: dict[str, Any]) -> tuple[list[dict[str, Any]], GenerationPreset]:
+        """A user's presets with ``name`` added or replaced: (entries to store, the saved preset).
 
-    def _save(self, name: str, values: dict[str, Any]) -> GenerationPreset:
-        existing = self.presets.get(name)
-        if existing is not None and not existing.user:
-            raise ValueError(f"{name!r} is a shipped preset; save under another name")
-        current, _ = read_presets_json(self.user_file, user=True)
-        entries = [{"name": p.name, "values": p.values} for p in current if p.name != name]
-        # Width/height 0 mean "follow the input image" (img2img, inpaint): not a size to carry to other tabs.
-        clean = {k: v for k, v in values.items() if k in PRESET_FIELDS and not (k in ("width", "height") and not v)}
-        entries.append({"name": name, "values": clean})
-        write_json_atomic(self.user_file, {"presets": entries})
-        self.reload()
-        return self.presets[name]
+        Names of the server's presets (shipped, or the owner's shared file) are taken; one person keeps at most
+        ``MAX_OWN_PRESETS``.
+        """
+        name = check_preset_name(name)
+        if name in self.presets:
+            raise ValueError(f"{name!r} is one of this server's presets; save under another name")
+        own = own_presets(entries)
+        own.pop(name, None)
+        if len(own) >= MAX_OWN_PRESETS:
+            raise ValueError(
+                f"you already keep {MAX_OWN_PRESETS} presets, the most one person may; save over one of them "
+                "(the same name replaces it)"
+            )
+        saved = GenerationPreset(name, preset_values(values), "own", True)
+        return [{"name": p.name, "values": p.values} for p in (*own.values(), saved)], saved
+
+    def owner_file(self, login: str) -> Path:
+        """Where a logged-in user's presets are kept: a file per login, named so no login can reach another's."""
+        slug = re.sub(r"[^A-Za-z0-9_-]", "_", login)[:32]
+        digest = hashlib.sha256(login.encode("utf-8")).hexdigest()[:12]
+        return Path(self.user_dir) / "presets" / f"{slug}-{digest}.json"
+
+    def read_owner(self, login: str) -> list[dict[str, Any]]:
+        try:
+            data = json.loads(self.owner_file(login).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return data.get("presets", []) if isinstance(data, dict) else []
+
+    def write_owner(self, login: str, entries: list[dict[str, Any]]) -> None:
+        path = self.owner_file(login)
+        with self._save_lock:  # two pages of one login saving at once must not interleave
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, {"presets": entries})
+
+
+def check_preset_name(name: Any) -> str:
+    """A preset name is shown in every menu of its owner's page: short, printable, nothing a page could read as
+    markup."""
+    text = str(name or "").strip()
+    if not text:
+        raise ValueError("give the preset a name")
+    if len(text) > MAX_PRESET_NAME:
+        raise ValueError(f"a preset name has at most {MAX_PRESET_NAME} characters, this one {len(text)}")
+    if any(ch in _MARKUP or not ch.isprintable() for ch in text):
+        raise ValueError("a preset name may not contain < > & \" ' ` or control characters")
+    return text
+
+
+def preset_values(values: dict[str, Any]) -> dict[str, Any]:
+    # Width/height 0 mean "follow the input image" (img2img, inpaint): not a size to carry to other tabs.
+    return {k: v for k, v in values.items() if k in PRESET_FIELDS and not (k in ("width", "height") and not v)}
+
+
+def own_presets(entries: Any) -> dict[str, GenerationPreset]:
+    """A user's own presets from what was stored for them (their file, or their browser's storage, which the
+    browser can change: anything malformed is left out)."""
+    found: dict[str, GenerationPreset] = {}
+    for entry in entries[:MAX_OWN_PRESETS] if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
+            continue
+        try:
+            name = check_preset_name(entry.get("name"))
+        except ValueError:
+            continue
+        found[name] = GenerationPreset(name, preset_values(entry["values"]), "own", True)
+    return found
 
 
 def preset_applies_to(request_cls: type[GenerationRequest]) -> tuple[str, ...]:

@@ -39,6 +39,12 @@ class Settings:
     max_models: int = 1  # models kept resident; the least recently used one is unloaded
     offline: bool = False  # never touch the network; only local folders and the local hub cache
     cache_dir: Path = field(default_factory=_default_cache_dir)  # built-in models are written here
+    # Single-file checkpoints: folders scanned besides models/checkpoints (os.pathsep-separated), the per-family
+    # config folders from_single_file reads (no weights), and whether pickle files (.ckpt) may be loaded (unsafe).
+    checkpoints_dir: str = ""
+    checkpoint_configs: Path = PROJECT_ROOT / "backend" / "configs"
+    allow_pickle: bool = False
+    vae_dir: str = ""  # VAE folders scanned besides models/vae (os.pathsep-separated)
     # ControlNet preprocessor weights (depth, pose): a hub repository or a local folder with the same files.
     annotators: str = "lllyasviel/Annotators"
     # Device and memory.
@@ -59,6 +65,7 @@ class Settings:
     max_image_pixels: int = 4096 * 4096  # an uploaded picture with more pixels is refused before it is decoded
     cache_max_age: int = 3600  # seconds Gradio keeps uploads and served results in its cache
     queue_size: int = 16
+    jobs_per_client: int = 4  # runs one page (session/login) or one address may have queued or running at once
     preview_every: int = 1  # decode a live preview every N steps (0 = never)
     # Where generation runs: "local" (in this process) or "ray" (a Ray Serve deployment; see backend/remote.py).
     workers: str = "local"

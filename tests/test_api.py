@@ -32,6 +32,7 @@ ARGS = dict(
     schedule="Automatic",
     model=TINY,
     styles=[],
+    vae="",
 )
 
 
@@ -208,3 +209,16 @@ def test_every_field_but_the_pictures_has_the_uis_default(app):
     gallery, infotext, seed = client.predict(prompt="a red circle on a blue background", api_name="/txt2img")
     assert len(gallery) == 1 and f"Seed: {seed}" in infotext
     assert f"Model: {engine.default_model}" in infotext
+
+
+def test_a1111_prompt_syntax_through_the_api(app):
+    engine, client = app
+    args = {**ARGS, "batch_size": 1, "prompt": "a (red:1.6) circle, (unbalanced BREAK blue"}
+    gallery, infotext, _ = client.predict(**args, api_name="/txt2img")
+    assert infotext.startswith(args["prompt"])
+    direct = engine.run(Txt2ImgRequest(**args)).images[0]
+    plain = engine.run(Txt2ImgRequest(**{**args, "prompt": "a red circle, unbalanced blue"})).images[0]
+    with Image.open(gallery[0]["image"]) as img:
+        got = np.asarray(img.convert("RGB"))
+    assert np.array_equal(got, np.asarray(direct.convert("RGB")))
+    assert not np.array_equal(got, np.asarray(plain.convert("RGB")))

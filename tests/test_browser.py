@@ -324,7 +324,20 @@ def test_preset_saved_in_one_tab_is_offered_in_another(browser, app_url):
     page.get_by_role("option", name="Seven steps").click()
     page.locator("#img2img-preset-apply").click()
     page.wait_for_function("() => document.querySelector('#img2img-steps input[type=number]').value === '7'")
+    # It is this browser's: still offered after a reload, never to another visitor.
+    page.reload()
+    page.get_by_text("Presets").first.click()
+    page.locator("#txt2img-preset input").click()
+    page.get_by_role("option", name="Seven steps").wait_for()
     page.close()
+    stranger = browser.new_context()
+    other = stranger.new_page()
+    other.goto(app_url)
+    other.get_by_text("Presets").first.click()
+    other.locator("#txt2img-preset input").click()
+    other.get_by_role("option", name="Quality").wait_for()  # the server's presets are offered to everyone
+    assert other.get_by_role("option", name="Seven steps").count() == 0
+    stranger.close()
 
 
 def test_send_to_controlnet_carries_the_picture_as_reference(browser, app_url):

@@ -12,8 +12,9 @@ from backend.engine import Cancelled, Engine
 from backend.infotext import parse_infotext
 from backend.outputs import read_infotext
 from backend.requests import Txt2ImgRequest
+from backend.tasks import pipeline_key
 
-from .conftest import pixels
+from .conftest import TINY, pixels
 
 
 def same(a, b) -> bool:
@@ -107,6 +108,29 @@ def test_cancel_stops_the_run_and_saves_nothing(settings, tiny_request):
     assert not settings.output_dir.exists() or not any(settings.output_dir.rglob("*.png"))
     # The engine keeps serving after a cancel.
     assert engine.run(tiny_request).images
+
+
+def test_stop_acts_within_a_step(shared_engine, tiny_request):
+    """Stop is checked before each UNet block: a Stop pressed during the first step ends it there."""
+    cancel = threading.Event()
+    shared_engine.run(tiny_request.replace(steps=1))  # loaded
+    pipe = shared_engine.cache.pipeline(TINY, *pipeline_key(tiny_request))
+    unet = pipe.unet
+    first_resnet = next(m for m in unet.modules() if type(m).__name__ == "ResnetBlock2D")
+    ran: list[str] = []
+    # The user presses Stop while the first block of the first step runs.
+    pressed = first_resnet.register_forward_hook(lambda *args: (cancel.set(), ran.append("block")))
+    steps: list[int] = []
+    try:
+        with pytest.raises(Cancelled):
+            shared_engine.run(tiny_request.replace(steps=5), on_step=lambda e: steps.append(e.step), cancel=cancel)
+    finally:
+        pressed.remove()
+    assert ran == ["block"] and steps == []  # no step finished, the next block did not run
+    # The checks are gone after the run: the shared modules carry no hooks, and the next run is complete.
+    assert all(not m._forward_pre_hooks for m in pipe.vae.modules()) and not first_resnet._forward_pre_hooks
+    assert len(shared_engine.run(tiny_request.replace(steps=2), on_step=lambda e: steps.append(e.step)).images) == 1
+    assert steps == [1, 2]
 
 
 def test_default_model_falls_back_offline(settings):

@@ -7,7 +7,15 @@ import json
 import pytest
 
 from backend.engine import Engine
-from backend.presets import PresetStore, Style, apply_styles, merge_prompt, read_styles_csv
+from backend.presets import (
+    MAX_OWN_PRESETS,
+    PresetStore,
+    Style,
+    apply_styles,
+    merge_prompt,
+    own_presets,
+    read_styles_csv,
+)
 from backend.requests import ValidationError
 from backend.settings import Settings
 
@@ -86,20 +94,54 @@ def test_styles_land_in_the_request_and_infotext(settings, tiny_request):
         engine.run(tiny_request.replace(styles=("Nope",)))
 
 
-def test_saved_preset_survives_restart_and_never_overwrites_shipped(tmp_path):
+def test_own_presets_survive_restart_per_login_and_never_overwrite_the_servers(tmp_path):
     presets = Settings().presets_dir
     store = PresetStore.load(presets, tmp_path / "user")
-    store.save_user_preset("My look", {"steps": 33, "sampler": "DDIM", "prompt": "not a preset field"})
+    entries, saved = store.add_own([], "My look", {"steps": 33, "sampler": "DDIM", "prompt": "not a preset field"})
+    store.write_owner("ann", entries)
     again = PresetStore.load(presets, tmp_path / "user")  # a restart
-    assert again.presets["My look"].values == {"steps": 33, "sampler": "DDIM"}
-    assert again.presets["My look"].user
-    again.save_user_preset("My look", {"steps": 12})
-    assert PresetStore.load(presets, tmp_path / "user").presets["My look"].values == {"steps": 12}
-    with pytest.raises(ValueError, match="shipped preset"):
-        again.save_user_preset("Quality", {"steps": 1})
-    with pytest.raises(ValueError, match="give the preset a name"):
-        again.save_user_preset("  ", {"steps": 1})
+    assert own_presets(again.read_owner("ann"))["My look"].values == {"steps": 33, "sampler": "DDIM"}
+    assert again.read_owner("bob") == [] and "My look" not in again.presets  # nobody else's, not the server's
+    entries, _ = again.add_own(again.read_owner("ann"), "My look", {"steps": 12})
+    assert [e["values"] for e in entries] == [{"steps": 12}]  # the same name replaces
+    with pytest.raises(ValueError, match="one of this server's presets"):
+        again.add_own([], "Quality", {"steps": 1})
     assert json.loads((presets / "generation.json").read_text())["presets"][-1]["name"] == "Quality"
+    # Any login gets a file of its own inside the user folder.
+    for login in ("../../etc/passwd", "ann/../bob", "Ann"):
+        path = store.owner_file(login)
+        assert path.parent == tmp_path / "user" / "presets" and path != store.owner_file("ann")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("  ", "give the preset a name"),
+        ("x" * 61, "at most 60 characters"),
+        ("<img src=x onerror=alert(1)>", "may not contain"),
+        ("tab\there", "may not contain"),
+        ('quote"d', "may not contain"),
+    ],
+)
+def test_preset_names_are_bounded_and_plain(tmp_path, name, message):
+    store = PresetStore.load(Settings().presets_dir, tmp_path / "user")
+    with pytest.raises(ValueError, match=message):
+        store.add_own([], name, {"steps": 1})
+
+
+def test_one_person_keeps_a_bounded_number_and_stored_junk_is_ignored(tmp_path):
+    store = PresetStore.load(Settings().presets_dir, tmp_path / "user")
+    entries: list = []
+    for i in range(MAX_OWN_PRESETS):
+        entries, _ = store.add_own(entries, f"p{i}", {"steps": i + 1})
+    with pytest.raises(ValueError, match=f"already keep {MAX_OWN_PRESETS} presets"):
+        store.add_own(entries, "one more", {"steps": 1})
+    entries, _ = store.add_own(entries, "p3", {"steps": 9})  # replacing one is fine
+    assert own_presets(entries)["p3"].values == {"steps": 9}
+    # A browser's storage is the browser's to change: malformed entries are left out.
+    junk = [{"name": "<b>", "values": {}}, {"name": "ok", "values": {"steps": 2, "evil": 1}}, "x", {"name": 3}]
+    assert {n: p.values for n, p in own_presets(junk).items()} == {"ok": {"steps": 2}}
+    assert own_presets({"not": "a list"}) == {}
 
 
 def test_malformed_preset_file_is_reported_and_app_starts(tmp_path, cache_dir):
@@ -120,5 +162,5 @@ def test_malformed_preset_file_is_reported_and_app_starts(tmp_path, cache_dir):
 
 def test_follow_image_size_is_not_saved(tmp_path):
     store = PresetStore.load(Settings().presets_dir, tmp_path / "user")
-    saved = store.save_user_preset("from img2img", {"width": 0, "height": 0, "steps": 9, "strength": 0.4})
+    _, saved = store.add_own([], "from img2img", {"width": 0, "height": 0, "steps": 9, "strength": 0.4})
     assert saved.values == {"steps": 9, "strength": 0.4}

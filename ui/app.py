@@ -6,11 +6,15 @@ from functools import partial
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from backend.engine import Engine
+from backend.logins import Logins
 
 from . import tab_controlnet, tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
 from .common import Studio
+from .login_guard import LoginGuard
+from .presets_ui import own_preset_storage
 from .send import wire_gallery_sends, wire_send
 from .session import CancelRegistry
 
@@ -57,13 +61,23 @@ CSS = """
 """
 
 
-def launch_options(engine: Engine) -> dict[str, Any]:
+def launch_options(engine: Engine, logins: Logins | None = None) -> dict[str, Any]:
     """``launch`` arguments every server of the app uses (the CLI and the tests).
 
     No ``allowed_paths``: the output folder is the server owner's and is never served. Users get the copies Gradio
-    caches for their own session.
+    caches for their own session. With ``logins``, Gradio's login page checks them, behind ``LoginGuard``'s brake.
     """
-    return {"max_file_size": f"{engine.settings.max_upload_mb}mb", "js": SHORTCUTS_JS, "css": CSS}
+    options: dict[str, Any] = {"max_file_size": f"{engine.settings.max_upload_mb}mb", "js": SHORTCUTS_JS, "css": CSS}
+    if logins is not None:
+        options["auth"] = logins.verify
+        options["app_kwargs"] = {"middleware": [Middleware(LoginGuard, logins=logins)]}
+    return options
+
+
+def queued_events(demo: gr.Blocks) -> int:
+    """Events waiting in the Gradio queue (the A1111 API's jobs count against the same bound)."""
+    queue = getattr(demo, "_queue", None)  # Gradio has no public accessor for its queue's length
+    return len(queue) if queue is not None else 0
 
 
 def build_demo(engine: Engine) -> gr.Blocks:
@@ -73,11 +87,15 @@ def build_demo(engine: Engine) -> gr.Blocks:
     # long-running demo does not fill its disk.
     with gr.Blocks(title=TITLE, delete_cache=(max(60, age // 4), age)) as demo:
         gr.Markdown(f"# {TITLE}")
+        studio.preset_storage = own_preset_storage()
         if engine.startup_notice:
             gr.Markdown(f"**Note:** {engine.startup_notice}", elem_id="startup-notice")
         if engine.presets.problems:
             problems = "\n".join(f"- {p}" for p in engine.presets.problems)
             gr.Markdown(f"**Some preset files could not be read:**\n{problems}", elem_id="preset-problems")
+        if engine.registry.problems:
+            skipped = "\n".join(f"- {p}" for p in engine.registry.problems)
+            gr.Markdown(f"**Some checkpoint files were skipped:**\n{skipped}", elem_id="checkpoint-problems")
         with gr.Tabs() as tabs:
             handles = {}
             for tab_id, module in TABS.items():
@@ -92,4 +110,5 @@ def build_demo(engine: Engine) -> gr.Blocks:
     # One pipeline run per engine (one GPU; a Ray deployment has one per replica), FIFO; a bounded queue so a
     # crowd gets "queue full", not a stall.
     demo.queue(default_concurrency_limit=engine.concurrency, max_size=engine.settings.queue_size)
+    studio.blocks = demo
     return demo

@@ -7,6 +7,7 @@ never offer a value the backend rejects.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,9 +19,10 @@ from backend.pipelines import ModelUnavailable
 from backend.requests import GenerationRequest, GenerationResult, ValidationError, field_limits
 from backend.samplers import SAMPLERS, supported_schedules
 
+from .inputs import FieldDropdown, FieldNumber, FieldSlider
 from .presets_ui import PresetRow, build_preset_row, wire_preset_row
 from .schedule import schedule_dropdown
-from .session import CancelRegistry
+from .session import CancelRegistry, TooManyJobs, check_share, owner_key
 from .streaming import run_streaming
 
 # Request fields in the order every tab's handler takes them (and the API exposes them).
@@ -37,6 +39,7 @@ COMMON_FIELDS = (
     "schedule",
     "model",
     "styles",
+    "vae",
 )
 
 
@@ -46,6 +49,8 @@ class Studio:
 
     engine: Engine
     cancels: CancelRegistry
+    preset_storage: gr.BrowserState | None = None  # the page's own presets when nobody is logged in
+    blocks: gr.Blocks | None = None  # set once built: the per-client bound reads its queue
 
 
 @dataclass
@@ -62,6 +67,7 @@ class CommonControls:
     schedule: gr.Dropdown
     model: gr.Dropdown
     styles: gr.Dropdown
+    vae: gr.Dropdown
     random_seed: gr.Button
     reuse_seed: gr.Button
     presets: PresetRow | None = None
@@ -90,10 +96,15 @@ def build_prompt_block(studio: Studio, prefix: str) -> tuple[gr.Textbox, gr.Text
     """Prompt, negative prompt, styles, and the final prompts the styles give (shown before generating)."""
     # value="": the API then has a default for them too, so a client may send only the fields it cares about.
     prompt = gr.Textbox("", label="Prompt", lines=3, placeholder="a lighthouse at dusk", elem_id=f"{prefix}-prompt")
+    prompt_tokens = gr.Markdown("0/75", elem_id=f"{prefix}-prompt-tokens")
     negative = gr.Textbox(
         "", label="Negative prompt", lines=2, placeholder="blurry, lowres", elem_id=f"{prefix}-negative"
     )
-    styles = gr.Dropdown(
+    negative_tokens = gr.Markdown("0/75", elem_id=f"{prefix}-negative-tokens")
+    for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
+        # Tokens per 75-token chunk, as A1111 shows them; weights and brackets do not count.
+        box.change(studio.engine.token_label, box, counter, queue=False, api_visibility="private")
+    styles = FieldDropdown(
         list(studio.engine.presets.styles), value=[], multiselect=True, label="Styles", elem_id=f"{prefix}-styles"
     )
     final = gr.Textbox(
@@ -161,11 +172,10 @@ def build_common_controls(
     size_note = " (0 = from image)" if zero_size_allowed else ""
     section = prompt_section or build_prompt_section(studio, prefix)
     presets, prompt, negative, styles = section.presets, section.prompt, section.negative_prompt, section.styles
+    model, vae = build_model_row(studio, prefix)
     with gr.Row():
-        model = gr.Dropdown(engine.registry.names, value=engine.default_model, label="Model", elem_id=f"{prefix}-model")
-    with gr.Row():
-        sampler = gr.Dropdown(list(SAMPLERS), value="DPM++ 2M", label="Sampler", elem_id=f"{prefix}-sampler")
-        schedule = gr.Dropdown(
+        sampler = FieldDropdown(list(SAMPLERS), value="DPM++ 2M", label="Sampler", elem_id=f"{prefix}-sampler")
+        schedule = FieldDropdown(
             supported_schedules("DPM++ 2M"),
             value="Karras",
             label="Schedule type",
@@ -192,7 +202,7 @@ def build_common_controls(
         )
     batch = limit_slider("Batch size", limits["batch_size"], 1, f"{prefix}-batch")
     with gr.Row(equal_height=True):
-        seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, scale=4, elem_id=f"{prefix}-seed")
+        seed = FieldNumber(label="Seed (-1 = random)", value=-1, precision=0, scale=4, elem_id=f"{prefix}-seed")
         random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{prefix}-random-seed")
         reuse_seed = gr.Button("Reuse", scale=0, min_width=80, elem_id=f"{prefix}-reuse-seed")
     controls = CommonControls(
@@ -208,6 +218,7 @@ def build_common_controls(
         schedule=schedule,
         model=model,
         styles=styles,
+        vae=vae,
         random_seed=random_seed,
         reuse_seed=reuse_seed,
         presets=presets,
@@ -221,10 +232,50 @@ def build_common_controls(
     return controls
 
 
+def build_model_row(studio: Studio, prefix: str) -> tuple[gr.Dropdown, gr.Dropdown]:
+    """The model and VAE dropdowns and the Refresh button, which rescans the checkpoint and VAE folders."""
+    engine = studio.engine
+    with gr.Row(equal_height=True):
+        # Custom values pass to the engine, which checks the name against the current scan: an API client can use a
+        # checkpoint found by Refresh though its copy of the dropdown's choices is the one from the start.
+        model = FieldDropdown(
+            engine.registry.names,
+            value=engine.default_model,
+            label="Model",
+            scale=8,
+            allow_custom_value=True,
+            elem_id=f"{prefix}-model",
+        )
+        # "" = the model's own VAE; custom values reach the engine, which names the VAEs it has.
+        vae = FieldDropdown(
+            vae_choices(engine), value="", label="VAE", scale=3, allow_custom_value=True, elem_id=f"{prefix}-vae"
+        )
+        refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id=f"{prefix}-refresh-models")
+
+    def refresh_models(current: str, current_vae: str):
+        problems = engine.refresh_models()
+        names = engine.registry.names
+        for problem in problems:
+            gr.Warning(problem)
+        return (
+            gr.Dropdown(choices=names, value=current if current in names else engine.default_model),
+            gr.Dropdown(choices=vae_choices(engine), value=current_vae if current_vae in engine.registry.vaes else ""),
+        )
+
+    # One public endpoint (txt2img's) is enough for API clients; the other tabs' buttons stay private.
+    api = {"api_name": "refresh_models"} if prefix == "txt2img" else {"api_visibility": "private"}
+    refresh.click(refresh_models, inputs=[model, vae], outputs=[model, vae], queue=False, **api)
+    return model, vae
+
+
+def vae_choices(engine: Engine) -> list[tuple[str, str]]:
+    return [("Model's own", ""), *((name, name) for name in engine.registry.vaes)]
+
+
 def limit_slider(label: str, limit: Any, value: float, elem_id: str, **kwargs: Any) -> gr.Slider:
     """A slider over a validator limit (``field_limits``): its range and (unless given) step are the backend's."""
     options = {"step": limit.step, **kwargs}
-    return gr.Slider(limit.minimum, limit.maximum, value=value, label=label, elem_id=elem_id, **options)
+    return FieldSlider(limit.minimum, limit.maximum, value=value, label=label, elem_id=elem_id, **options)
 
 
 def _wire_control_updates(studio: Studio, c: CommonControls, size_from_image: bool) -> None:
@@ -297,11 +348,13 @@ def _selected_index(evt: gr.SelectData) -> int:
 def stream_generation(
     studio: Studio,
     request: GenerationRequest,
-    session: str,
+    caller: gr.Request,
     progress: gr.Progress,
     extras: Callable[[GenerationResult | None], tuple[Any, ...]] = lambda result: (),
     runner: Any = None,
     final: Callable[[Any], tuple[Any, ...]] | None = None,
+    *,
+    tab: str,
 ) -> Iterator[tuple[Any, ...]]:
     """The body of every tab's handler: (gallery, infotext, seed used, *extras) while running and at the end.
 
@@ -309,10 +362,11 @@ def stream_generation(
     engine) is anything with ``Engine.run``'s signature, e.g. the sampler grid's; ``final`` maps its result to
     (gallery, infotext, seed used).
     """
-    cancel = studio.cancels.start(session)
+    run = studio.cancels.start(owner_of(caller), tab, address_of(caller))
     try:
-        for item in run_streaming(runner or studio.engine, request, cancel):
+        for item in run_streaming(runner or studio.engine, request, run.event):
             if isinstance(item, StepEvent):
+                run.step, run.total = item.step, item.total
                 desc = getattr(item, "desc", None) or f"Step {item.step}/{item.total}"  # a grid names its cell
                 progress((item.step, item.total), desc=desc)
                 if item.preview is not None:
@@ -326,9 +380,47 @@ def stream_generation(
     except (ModelUnavailable, ValueError) as err:  # ValueError: a pipeline refusing its arguments
         raise gr.Error(str(err)) from None
     except Cancelled:
-        yield [], "Stopped. Nothing was saved.", gr.skip(), *_skips(extras)
+        # The last preview stays in the gallery: what existed when Stop was pressed.
+        yield gr.skip(), stopped_message(run.step, run.total), gr.skip(), *_skips(extras)
     finally:
-        studio.cancels.finish(session, cancel)
+        studio.cancels.finish(run)
+
+
+def owner_of(request: gr.Request) -> str:
+    """Who a run belongs to: login name, page session and client address together."""
+    return owner_key(getattr(request, "username", None), request.session_hash, address_of(request))
+
+
+def address_of(request: gr.Request) -> str:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", "") or ""
+
+
+def queued_jobs(blocks: gr.Blocks | None) -> list[tuple[str, str]]:
+    """(owner, address) of every generation job waiting in Gradio's queue or running.
+
+    Gradio has no public view of its queue, so this reads its event lists; tests/test_shared_demo.py fails if
+    they change. Counting the queue itself (not our own bookkeeping) means a job a client cancelled, or a page
+    that went away, stops counting at once.
+    """
+    queue = getattr(blocks, "_queue", None)
+    if queue is None:
+        return []
+    events = [event for waiting in queue.event_queue_per_concurrency_id.values() for event in waiting.queue]
+    events += [event for job in getattr(queue, "active_jobs", None) or [] if job for event in job]
+    jobs = []
+    for event in events:
+        if event.concurrency_id != "gpu":
+            continue
+        host = getattr(getattr(event.request, "client", None), "host", "") or ""
+        jobs.append((owner_key(event.username, event.session_hash, host), host))
+    return jobs
+
+
+def stopped_message(step: int, total: int) -> str:
+    if total:
+        return f"Stopped at step {step}/{total}; the picture shown is that step's preview. Nothing was saved."
+    return "Stopped before it started. Nothing was saved."
 
 
 def _skips(extras: Callable[[GenerationResult | None], tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -360,24 +452,45 @@ def wire_generation(
     """
     if controls.presets is not None:
         targets = {name: getattr(controls, name) for name in COMMON_FIELDS} | (preset_fields or {})
-        wire_preset_row(studio.engine.presets, controls.presets, targets)
+        wire_preset_row(studio.engine.presets, controls.presets, targets, studio.preset_storage)
 
-    def enqueue(request: gr.Request) -> None:
-        studio.cancels.enqueue(request.session_hash or "")
+    inputs = controls.inputs() + extra_inputs
 
-    # Registered at click time (no queue), so Stop also reaches a run still waiting in the queue.
-    out.generate.click(enqueue, queue=False, api_visibility="private").then(
+    def admit(*values: Any) -> list[dict[str, Any]]:
+        """Runs when the job joins the queue (a click or an API call): registers it, so Stop also reaches a run
+        still waiting, or refuses it past the per-person limit before it takes a place in the shared queue."""
+        request = next(v for v in values if isinstance(v, gr.Request))
+        checks = [gr.validate(True, "") for _ in inputs]
+        owner, address = owner_of(request), address_of(request)
+        try:
+            limit = studio.engine.settings.jobs_per_client
+            check_share(queued_jobs(studio.blocks), owner, address, limit)
+            studio.cancels.enqueue(owner, api_name, address)
+        except TooManyJobs as err:
+            # A validation answer (HTTP 422 with the message) is what browsers and gradio_client both show.
+            checks[0] = gr.validate(False, str(err))
+        return checks
+
+    # Gradio passes a validator the handler's arguments, the gr.Request included where the signature asks for it.
+    functools.update_wrapper(admit, handler)
+    generation = out.generate.click(
         handler,
-        inputs=controls.inputs() + extra_inputs,
+        validator=admit,
+        inputs=inputs,
         outputs=out.outputs() + (extra_outputs or []),
         api_name=api_name,
         concurrency_id="gpu",
     )
 
-    def stop(request: gr.Request) -> None:
-        studio.cancels.cancel(request.session_hash or "")
+    def stop(request: gr.Request) -> str | Any:
+        runs = studio.cancels.cancel(owner_of(request), api_name)
+        if not runs:
+            return gr.skip()
+        return stopped_message(runs[0].step, runs[0].total) if runs[0].started else stopped_message(0, 0)
 
-    out.stop.click(stop, queue=False, api_visibility="private")
+    # Only this tab's runs of this caller. Gradio's own cancel (tied to this page's session and this event) also
+    # drops a run still waiting in the queue at once, instead of a spinner until other people's runs end.
+    out.stop.click(stop, outputs=out.infotext, queue=False, api_visibility="private", cancels=[generation])
     controls.reuse_seed.click(
         lambda s: -1 if s is None else s, out.seed_used, controls.seed, queue=False, api_visibility="private"
     )

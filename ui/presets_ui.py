@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
-from backend.presets import PRESET_FIELDS, PresetStore
+from backend.presets import PRESET_FIELDS, PresetStore, own_presets
 
 from .schedule import schedule_dropdown
 
@@ -30,34 +31,67 @@ def build_preset_row(store: PresetStore, prefix: str) -> PresetRow:
     return PresetRow(choice, apply, name, save)
 
 
-def wire_preset_row(store: PresetStore, row: PresetRow, targets: dict[str, gr.components.Component]) -> None:
-    """``targets``: request field name → the tab's control for it (only fields the tab has)."""
+def own_preset_storage() -> gr.BrowserState:
+    """Where a visitor without a login keeps their presets: their browser (nothing of theirs on the server).
+
+    The secret only keeps the stored value stable across server restarts; presets are no secret.
+    """
+    return gr.BrowserState([], storage_key="sd-studio-presets", secret="sd-studio-presets")
+
+
+def _own_entries(store: PresetStore, stored: Any, request: gr.Request) -> list[Any]:
+    login = getattr(request, "username", None)
+    if login:
+        return store.read_owner(login)
+    return stored if isinstance(stored, list) else []
+
+
+def wire_preset_row(
+    store: PresetStore, row: PresetRow, targets: dict[str, gr.components.Component], storage: gr.BrowserState
+) -> None:
+    """``targets``: request field name → the tab's control for it (only fields the tab has); ``storage``: the
+    page's browser storage for presets (used when nobody is logged in)."""
     names = [n for n in PRESET_FIELDS if n in targets]
     components = [targets[n] for n in names]
     quiet = {"queue": False, "api_visibility": "private"}
 
-    def apply(preset: str | None, *current):
+    def menu(stored: Any, request: gr.Request) -> gr.Dropdown:
+        """The server's presets, then the user's own."""
+        return gr.Dropdown(choices=[*store.presets, *own_presets(_own_entries(store, stored, request))])
+
+    def apply(data: dict[Any, Any], request: gr.Request):
+        preset = data[row.choice]
         if not preset:
             raise gr.Error("Pick a preset first")
-        if preset not in store.presets:
+        found = store.presets.get(preset) or own_presets(_own_entries(store, data[storage], request)).get(preset)
+        if found is None:
             raise gr.Error(f"Unknown preset {preset!r}")
-        values = store.presets[preset].values
-        updates = [values.get(n, gr.skip()) for n in names]
+        values = found.values
+        updates = {targets[n]: values[n] for n in names if n in values}
         if "schedule" in names and ("sampler" in values or "schedule" in values):
-            now = dict(zip(names, current, strict=True))
-            sampler = values.get("sampler", now.get("sampler"))
-            updates[names.index("schedule")] = schedule_dropdown(sampler, values.get("schedule", now.get("schedule")))
+            sampler = values.get("sampler", data.get(targets.get("sampler")))
+            schedule = values.get("schedule", data[targets["schedule"]])
+            updates[targets["schedule"]] = schedule_dropdown(sampler, schedule)
         return updates
 
-    def save(preset_name: str, *current):
+    def save(data: dict[Any, Any], request: gr.Request):
+        login = getattr(request, "username", None)
         try:
-            saved = store.save_user_preset(preset_name or "", dict(zip(names, current, strict=True)))
+            entries, saved = store.add_own(
+                _own_entries(store, data[storage], request),
+                data[row.name] or "",
+                {n: data[targets[n]] for n in names},
+            )
+            if login:
+                store.write_owner(login, entries)
         except (ValueError, OSError) as err:
             raise gr.Error(str(err)) from None
-        gr.Info(f"Saved preset {saved.name!r}")
-        return gr.Dropdown(choices=list(store.presets), value=saved.name)
+        where = "under your login" if login else "in this browser"
+        gr.Info(f"Saved preset {saved.name!r} {where}")
+        choices = [*store.presets, *own_presets(entries)]
+        return {row.choice: gr.Dropdown(choices=choices, value=saved.name), storage: gr.skip() if login else entries}
 
-    # Presets saved in another tab (or by another user) show up as soon as the list is opened.
-    row.choice.focus(lambda: gr.Dropdown(choices=list(store.presets)), None, row.choice, **quiet)
-    row.apply.click(apply, [row.choice, *components], components, **quiet)
-    row.save.click(save, [row.name, *components], row.choice, **quiet)
+    # Presets saved in another tab show up as soon as the list is opened.
+    row.choice.focus(menu, storage, row.choice, **quiet)
+    row.apply.click(apply, {row.choice, storage, *components}, components, **quiet)
+    row.save.click(save, {row.name, storage, *components}, [row.choice, storage], **quiet)

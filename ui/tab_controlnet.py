@@ -194,6 +194,7 @@ def build_tab(studio: Studio) -> TabHandle:
         schedule: str,
         model: str,
         styles: list[str] | None,
+        vae: str,
         image,
         control_type: str,
         preprocessor: str,
@@ -236,7 +237,7 @@ def build_tab(studio: Studio) -> TabHandle:
             found = result.extras.get("control_maps", []) if result else []
             return (found[0] if found else None, found[1] if len(found) > 1 else None)
 
-        yield from stream_generation(studio, req, request.session_hash or "", progress, maps)
+        yield from stream_generation(studio, req, request, progress, maps, tab="controlnet")
 
     size_inputs = [controls.width, controls.height, resize_mode]
 

@@ -68,6 +68,7 @@ def build_tab(studio: Studio) -> TabHandle:
         schedule: str,
         model: str,
         styles: list[str] | None,
+        vae: str,
         samplers: list[str] | None,
         steps_list: str,
         cfg_list: str,
@@ -88,7 +89,7 @@ def build_tab(studio: Studio) -> TabHandle:
             cfg_list=split_list(cfg_list),
         )
         yield from stream_generation(
-            studio, req, request.session_hash or "", progress, extras=_extras, runner=runner, final=_final
+            studio, req, request, progress, extras=_extras, runner=runner, final=_final, tab="sampler_grid"
         )
 
     wire_generation(

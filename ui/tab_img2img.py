@@ -66,6 +66,7 @@ def build_tab(studio: Studio) -> TabHandle:
         schedule: str,
         model: str,
         styles: list[str] | None,
+        vae: str,
         image,
         strength: float,
         resize_mode: str,
@@ -74,7 +75,7 @@ def build_tab(studio: Studio) -> TabHandle:
     ):
         """Generate from an image and a prompt; width/height 0 follow the image."""
         req = build_request(Img2ImgRequest, locals())
-        yield from stream_generation(studio, req, request.session_hash or "", progress)
+        yield from stream_generation(studio, req, request, progress, tab="img2img")
 
     wire_generation(
         studio,

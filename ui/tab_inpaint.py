@@ -91,6 +91,7 @@ def build_tab(studio: Studio) -> TabHandle:
         schedule: str,
         model: str,
         styles: list[str] | None,
+        vae: str,
         image,
         mask,
         strength: float,
@@ -104,10 +105,8 @@ def build_tab(studio: Studio) -> TabHandle:
         """Repaint the masked area (white) of an image; everything outside the mask is kept."""
         picture, painted = split_editor_value(image, mask)
         req = build_request(InpaintRequest, locals(), image=picture, mask=painted)
-        session = request.session_hash or ""
-        yield from stream_generation(
-            studio, req, session, progress, lambda result: (result.extras.get("mask") if result else None,)
-        )
+        mask_used = lambda result: (result.extras.get("mask") if result else None,)  # noqa: E731
+        yield from stream_generation(studio, req, request, progress, mask_used, tab="inpaint")
 
     wire_generation(
         studio,

@@ -37,12 +37,13 @@ def build_tab(studio: Studio) -> TabHandle:
         schedule: str,
         model: str,
         styles: list[str] | None,
+        vae: str,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),
     ):
         """Generate images from a prompt. Returns the images (PNG) and the A1111-style infotext."""
         req = build_request(Txt2ImgRequest, locals())
-        yield from stream_generation(studio, req, request.session_hash or "", progress)
+        yield from stream_generation(studio, req, request, progress, tab="txt2img")
 
     wire_generation(studio, controls, out, txt2img, [], api_name="txt2img")
     return TabHandle("txt2img", controls, out)
