@@ -100,15 +100,3 @@ def test_tricky_controls_explain_themselves(browser, app_url):  # noqa: F811
             text = page.locator(f"#{elem_id}").first.inner_text()
             assert words in text, f"{tab}: {elem_id} shows no tooltip ({text!r})"
     page.close()
-
-
-def test_seed_used_is_empty_until_a_run_finished(browser, app_url):  # noqa: F811
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
-    page.goto(app_url)
-    assert page.locator("#txt2img-seed-used input").input_value() == ""
-    page.locator("#txt2img-seed input[type=number]").fill("77")
-    page.locator("#txt2img-steps input[type=number]").fill("2")
-    page.locator("#txt2img-steps input[type=number]").press("Tab")
-    page.locator("#txt2img-generate").click()
-    page.wait_for_function("() => document.querySelector('#txt2img-seed-used input').value === '77'", timeout=60_000)
-    page.close()
