@@ -320,7 +320,7 @@ BAD_ELSEWHERE = [
     ("/controlnet", {**CONTROL, "control_type": "scribble"}, "Control type: Value: scribble is not in"),
     ("/controlnet", {**CONTROL, "preprocessor": "magic"}, "Preprocessor: Value: 'magic'"),
     ("/controlnet", {**CONTROL, "conditioning_scale": 99}, "Control weight (conditioning scale): Value 99"),
-    ("/controlnet", {**CONTROL, "guidance_start": 2}, "Guidance start (fraction of steps): Value 2"),
+    ("/controlnet", {**CONTROL, "guidance_start": 2}, "Guidance start: Value 2"),
     ("/controlnet", {**CONTROL, "guidance_start": 0.8, "guidance_end": 0.2}, "must be below guidance end (0.2)"),
     ("/controlnet", {**CONTROL, "low_threshold": 250, "high_threshold": 10}, "threshold"),
     ("/controlnet", {**CONTROL, "resize_mode": "Squash"}, "Resize mode: Value: 'Squash'"),

@@ -51,6 +51,15 @@ CSS = """
   image-rendering: pixelated;
   object-fit: contain !important;
 }
+/* Phones stack the columns, which would put Generate below every setting: keep Generate/Stop in a bar at the
+   bottom of the screen instead (and room under the page so the bar hides nothing). */
+@media (max-width: 640px) {
+  .run-buttons {
+    position: fixed; bottom: 0; left: 0; right: 0; z-index: 40; margin: 0; padding: 8px;
+    background: var(--background-fill-primary); box-shadow: 0 -2px 8px rgba(0, 0, 0, 0.15);
+  }
+  body { padding-bottom: 72px; }
+}
 """
 
 

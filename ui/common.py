@@ -133,14 +133,32 @@ def build_prompt_block(studio: Studio, prefix: str) -> tuple[gr.Textbox, gr.Text
     return prompt, negative, styles
 
 
+@dataclass
+class PromptSection:
+    """Presets, prompt, negative prompt and styles: built first on every tab, so the prompt is what one sees first."""
+
+    presets: PresetRow
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    styles: gr.Dropdown
+
+
+def build_prompt_section(studio: Studio, prefix: str) -> PromptSection:
+    presets = build_preset_row(studio.engine.presets, prefix)
+    return PromptSection(presets, *build_prompt_block(studio, prefix))
+
+
 def build_common_controls(
     studio: Studio,
     prefix: str,
     size_from_image: bool = False,
     fields: Sequence[str] = COMMON_FIELDS,
     zero_size_allowed: bool = False,
+    prompt_section: PromptSection | None = None,
 ) -> CommonControls:
     """Prompt, negative prompt, sampler, steps, CFG, size, batch, seed and model, with their limits.
+
+    ``prompt_section``: the tab built it already (above its pictures); otherwise it is built here, first.
 
     ``size_from_image``: width/height start at 0, meaning "the input image's size".
     ``zero_size_allowed``: 0 is a valid width/height ("the input image's size") though they start at the
@@ -153,16 +171,26 @@ def build_common_controls(
     spec = engine.registry.get(engine.default_model)
     zero_size_allowed = zero_size_allowed or size_from_image
     size_note = " (0 = from image)" if zero_size_allowed else ""
-    presets = build_preset_row(engine.presets, prefix)
-    prompt, negative, styles = build_prompt_block(studio, prefix)
+    section = prompt_section or build_prompt_section(studio, prefix)
+    presets, prompt, negative, styles = section.presets, section.prompt, section.negative_prompt, section.styles
     model, vae = build_model_row(studio, prefix)
     with gr.Row():
         sampler = FieldDropdown(list(SAMPLERS), value="DPM++ 2M", label="Sampler", elem_id=f"{prefix}-sampler")
         schedule = FieldDropdown(
-            supported_schedules("DPM++ 2M"), value="Karras", label="Schedule type", elem_id=f"{prefix}-schedule"
+            supported_schedules("DPM++ 2M"),
+            value="Karras",
+            label="Schedule type",
+            info="How the noise level falls over the steps; Karras spends more steps on fine detail.",
+            elem_id=f"{prefix}-schedule",
         )
     steps = limit_slider("Steps", limits["steps"], spec.defaults.steps, f"{prefix}-steps")
-    guidance = limit_slider("CFG scale", limits["guidance_scale"], spec.defaults.guidance_scale, f"{prefix}-cfg")
+    guidance = limit_slider(
+        "CFG scale",
+        limits["guidance_scale"],
+        spec.defaults.guidance_scale,
+        f"{prefix}-cfg",
+        info="How closely the picture follows the prompt: higher is more literal, too high burns the colours.",
+    )
     with gr.Row():
         w_limit, h_limit = limits["width"], limits["height"]
         if zero_size_allowed:
@@ -285,7 +313,7 @@ SEND_TARGETS = {"img2img": "Send to img2img", "inpaint": "Send to inpaint", "con
 
 
 def build_output_block(prefix: str) -> OutputControls:
-    with gr.Row():
+    with gr.Row(elem_classes=["run-buttons"]):
         generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop")
     # Not interactive: an output, so no "Drop Media Here" upload prompt while it is empty.

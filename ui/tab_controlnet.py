@@ -21,6 +21,7 @@ from .common import (
     TabHandle,
     build_common_controls,
     build_output_block,
+    build_prompt_section,
     build_request,
     limit_slider,
     stream_generation,
@@ -102,8 +103,18 @@ def build_unit(studio: Studio, prefix: str, optional: bool) -> UnitControls:
     detect = slider("detect_resolution", "Detect resolution (0 = the output size)", defaults.detect_resolution)
     scale = slider("conditioning_scale", "Control weight (conditioning scale)", defaults.conditioning_scale)
     with gr.Row():
-        start = slider("guidance_start", "Guidance start (fraction of steps)", defaults.guidance_start)
-        end = slider("guidance_end", "Guidance end", defaults.guidance_end)
+        start = slider(
+            "guidance_start",
+            "Guidance start",
+            defaults.guidance_start,
+            info="Fraction of the steps after which the ControlNet starts to steer.",
+        )
+        end = slider(
+            "guidance_end",
+            "Guidance end",
+            defaults.guidance_end,
+            info="Fraction of the steps after which it stops; earlier leaves the details to the prompt.",
+        )
 
     def show_options(control_type: str):
         # Each detector's own options, shown only where they apply.
@@ -140,10 +151,12 @@ def unit_from(values: dict[str, Any], suffix: str = "") -> ControlUnit:
 def build_tab(studio: Studio) -> TabHandle:
     with gr.Row():
         with gr.Column(scale=1):
+            section = build_prompt_section(studio, "controlnet")
             first = build_unit(studio, "controlnet", optional=False)
             guess_mode = gr.Checkbox(
                 value=False,
-                label="Guess mode (the ControlNet ignores the prompt and reads the content from the map)",
+                label="Guess mode",
+                info="The ControlNet ignores the prompt and reads the content from the map alone.",
                 elem_id="controlnet-guess-mode",
             )
             with gr.Accordion("Second unit (multi-ControlNet, e.g. pose + depth)", open=False):
@@ -164,7 +177,7 @@ def build_tab(studio: Studio) -> TabHandle:
             )
             # The model's own size by default (a large photo as reference must not make a huge picture);
             # 0 still means the picture's size.
-            controls = build_common_controls(studio, "controlnet", zero_size_allowed=True)
+            controls = build_common_controls(studio, "controlnet", zero_size_allowed=True, prompt_section=section)
         with gr.Column(scale=1):
             out = build_output_block("controlnet")
 

@@ -12,6 +12,7 @@ from .common import (
     TabHandle,
     build_common_controls,
     build_output_block,
+    build_prompt_section,
     build_request,
     limit_slider,
     stream_generation,
@@ -22,12 +23,19 @@ from .inputs import FieldRadio, PictureInput, picture_input
 
 def build_strength(studio: Studio, prefix: str) -> gr.Slider:
     limit = field_limits(studio.engine.settings)["strength"]
-    return limit_slider("Denoising strength", limit, 0.75, f"{prefix}-strength")
+    return limit_slider(
+        "Denoising strength",
+        limit,
+        0.75,
+        f"{prefix}-strength",
+        info="How much to change the input: 0 keeps it, 1 ignores it.",
+    )
 
 
 def build_tab(studio: Studio) -> TabHandle:
     with gr.Row():
         with gr.Column(scale=1):
+            section = build_prompt_section(studio, "img2img")
             image = picture_input(
                 PictureInput,
                 label="Image",
@@ -41,7 +49,7 @@ def build_tab(studio: Studio) -> TabHandle:
             resize_mode = FieldRadio(
                 list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", elem_id="img2img-resize-mode"
             )
-            controls = build_common_controls(studio, "img2img", size_from_image=True)
+            controls = build_common_controls(studio, "img2img", size_from_image=True, prompt_section=section)
         with gr.Column(scale=1):
             out = build_output_block("img2img")
 

@@ -12,6 +12,7 @@ from .common import (
     TabHandle,
     build_common_controls,
     build_output_block,
+    build_prompt_section,
     build_request,
     limit_slider,
     stream_generation,
@@ -26,6 +27,7 @@ def build_tab(studio: Studio) -> TabHandle:
     limits = field_limits(studio.engine.settings)
     with gr.Row():
         with gr.Column(scale=1):
+            section = build_prompt_section(studio, "inpaint")
             editor = picture_input(
                 PictureEditor,
                 label="Image — paint the area to repaint",
@@ -50,7 +52,13 @@ def build_tab(studio: Studio) -> TabHandle:
                 )
             strength = build_strength(studio, "inpaint")
             with gr.Row():
-                mask_blur = limit_slider("Mask blur", limits["mask_blur"], 4, "inpaint-mask-blur")
+                mask_blur = limit_slider(
+                    "Mask blur",
+                    limits["mask_blur"],
+                    4,
+                    "inpaint-mask-blur",
+                    info="Pixels of feathering at the mask's edge, so the new part blends in.",
+                )
                 # Steps of 4 on the slider; the API takes any whole number in range.
                 padding = limit_slider("Only masked padding", limits["padding"], 32, "inpaint-padding", step=4)
             inpaint_area = FieldRadio(
@@ -59,7 +67,7 @@ def build_tab(studio: Studio) -> TabHandle:
             resize_mode = FieldRadio(
                 list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", elem_id="inpaint-resize-mode"
             )
-            controls = build_common_controls(studio, "inpaint", size_from_image=True)
+            controls = build_common_controls(studio, "inpaint", size_from_image=True, prompt_section=section)
         with gr.Column(scale=1):
             out = build_output_block("inpaint")
             mask_used = gr.Image(
