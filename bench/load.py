@@ -49,8 +49,7 @@ class Report:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def sequential(url: str, client_no: int, jobs: int, report: Report) -> None:
-    client = Client(url, verbose=False)
+def sequential(client: Client, client_no: int, jobs: int, report: Report) -> None:
     for job in range(jobs):
         try:
             client.predict(**JOB, seed=client_no * 100 + job, api_name="/txt2img")
@@ -94,7 +93,9 @@ def run(clients: int, jobs: int, burst_size: int, output_dir: Path) -> tuple[Rep
         Client(url, verbose=False).predict(**JOB, seed=0, api_name="/txt2img")  # model loaded before measuring
         before = rss_mb()
         steady = Report()
-        threads = [threading.Thread(target=sequential, args=(url, n, jobs, steady)) for n in range(clients)]
+        # Clients connect one by one (each fetches the page's config); then all of them generate at once.
+        connected = [Client(url, verbose=False) for _ in range(clients)]
+        threads = [threading.Thread(target=sequential, args=(c, n, jobs, steady)) for n, c in enumerate(connected)]
         for thread in threads:
             thread.start()
         for thread in threads:
