@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -19,8 +20,28 @@ class DevicePlan:
     dtype: torch.dtype
 
 
+# CPU flags (Linux /proc/cpuinfo names) that mean bf16 matmuls run natively: AVX-512 BF16 or AMX. Without them
+# PyTorch emulates bf16 through fp32 and it is no faster (often slower) than fp32.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_bf16_flags(cpuinfo: Path | None = None) -> list[str]:
+    """The native-bf16 flags this CPU reports (empty where there are none or the OS does not say)."""
+    cpuinfo = cpuinfo or CPUINFO
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return [flag for flag in NATIVE_BF16_FLAGS if flag in flags]
+    return []
+
+
 def plan_device(settings: Settings) -> DevicePlan:
-    """CUDA fp16, then MPS fp16, then CPU fp32, unless settings name a device or dtype."""
+    """CUDA fp16, then MPS fp16, then CPU bf16 where the CPU has native bf16 else fp32, unless settings say."""
     device = settings.device
     if device == "auto":
         if torch.cuda.is_available():
@@ -34,9 +55,25 @@ def plan_device(settings: Settings) -> DevicePlan:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or auto, got {settings.dtype!r}")
         dtype = DTYPES[settings.dtype]
     else:
-        # Half precision on CPU is slow or unsupported for several ops; fp32 there.
-        dtype = torch.float32 if device == "cpu" else torch.float16
+        # fp16 on CPU is slow or unsupported for several ops; bf16 only where the CPU computes it natively.
+        if device == "cpu":
+            dtype = torch.bfloat16 if cpu_bf16_flags() else torch.float32
+        else:
+            dtype = torch.float16
     return DevicePlan(device, dtype)
+
+
+def describe_plan(settings: Settings, plan: DevicePlan) -> str:
+    """One line for the page and the log: device, precision and why that precision."""
+    name = str(plan.dtype).removeprefix("torch.")
+    if settings.dtype != "auto":
+        why = "set by --dtype / SDSTUDIO_DTYPE"
+    elif plan.device == "cpu":
+        flags = cpu_bf16_flags()
+        why = f"CPU has native bf16 ({', '.join(flags)})" if flags else "CPU has no native bf16"
+    else:
+        why = "default for this device"
+    return f"Running on {plan.device} in {name} ({why})."
 
 
 # Default caps on one request's work (width × height × steps × pictures). On a CPU one 512² SD 1.5 step takes

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from .annotators import Annotators
+from .devices import describe_plan
 from .images import resize
 from .infotext import format_infotext
 from .interrupt import Cancelled, stoppable
@@ -70,6 +71,7 @@ class Engine:
         self.writer = OutputWriter(settings.output_dir)
         self.presets = PresetStore.load(settings.presets_dir, settings.user_dir)
         self.default_model, self.startup_notice = self._choose_default_model()
+        self.precision = describe_plan(settings, self.cache.plan)  # shown on the page and logged at start
         self.run_lock = threading.Lock()  # one pipeline run at a time per engine
 
     def _choose_default_model(self) -> tuple[str, str]:
