@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from . import cfg_cutoff
 from .annotators import Annotators
 from .devices import describe_plan
 from .images import resize
@@ -258,6 +259,10 @@ def call_pipeline(
     """One pipeline call as every run makes it: a fresh scheduler, one CPU generator per image, the step callback."""
     # Schedulers are stateful: every run gets a fresh one from the model's own config.
     pipe.scheduler = build_scheduler(scheduler_config, request.sampler, request.schedule)
+    tensor_inputs = ["latents"]
+    if cfg_cutoff.active(request.skip_cfg_after, request.guidance_scale):
+        tensor_inputs += cfg_cutoff.tensor_inputs(pipe)
+        callback = cfg_cutoff.with_cutoff(callback, request.skip_cfg_after)
     with clip_skipped(pipe.text_encoder, request.clip_skip):
         if "prompt" in kwargs:  # text, not embeddings the caller made (the grid)
             embeddings = prompt_embeddings(pipe, kwargs["prompt"], kwargs["negative_prompt"] or "")
@@ -268,6 +273,6 @@ def call_pipeline(
             **kwargs,
             generator=generators(request.seed, request.batch_size),
             callback_on_step_end=callback,
-            callback_on_step_end_tensor_inputs=["latents"],
+            callback_on_step_end_tensor_inputs=tensor_inputs,
         )
     return list(output.images)

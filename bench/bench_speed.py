@@ -1,18 +1,26 @@
-"""Benchmark: SD Studio's txt2img against a bare diffusers call, and each precision against fp32.
+"""Benchmark: SD Studio's txt2img against a bare diffusers call, each speed option against fp32, memory.
 
-    python bench/bench_speed.py [--size 256] [--steps 4] [--rounds 3] [--cfg 7] [--no-bf16]
+    python bench/bench_speed.py [--size 256] [--steps 4] [--rounds 3] [--cfg 7] [--skip-cfg 0.5]
+    python -m bench                                # the same
     python bench/bench_speed.py --size 512        # the 512x512 workload
+    python bench/bench_speed.py --no-memory       # speed only (the memory part saves ~2.5 GB of weights to /tmp)
 
 The workload is the SD 1.5 architecture (UNet, VAE and CLIP text encoder built from SD 1.5's published configs)
 with random weights: the cost of a step does not depend on the weight values, and nothing is downloaded. In one
 run, side by side, in alternating rounds (load drift hits every variant alike), medians:
 
-1. SD Studio's engine (validation, cache, callbacks, saving off) vs a bare ``StableDiffusionPipeline`` call with
-   the same components, scheduler, seed and steps, in fp32: the engine's overhead.
-2. bf16 (all modules) vs fp32, bare and through the engine, with its quality cost beside it: max and mean pixel
-   difference (0-255) against the fp32 picture.
+1. SD Studio's engine (validation, cache, step callbacks, a live preview every step, saving the PNG) vs a bare
+   ``StableDiffusionPipeline`` call with the same components, scheduler, seed and steps, in the same precision:
+   the engine's overhead.
+2. Each speed option vs diffusers fp32, with its quality cost beside it: max and mean pixel difference (0-255)
+   against the fp32 picture. Options: bf16 (all modules; the default on CPUs with native bf16) and "skip CFG after"
+   a fraction of the steps. The VAE's precision is measured on its own (decode time and difference).
 3. UNet efficiency: FLOPs of one UNet evaluation (torch's FLOP counter) ÷ the step time, as a fraction of this
    machine's matmul throughput measured in the same run, per precision.
+4. Memory (a fresh process, the engine's own loader on the weights saved to a temporary folder, default dtype):
+   resident memory with txt2img ready vs with img2img, inpaint and ControlNet ready too (the ControlNet's own
+   weights stated beside it), and after 5 model switches vs after the first load.
+5. The live preview's cost per step, and the tab switch (the img2img pipeline derived from the loaded model).
 
 Results are printed as ratios and written as JSON and a bar chart (PNG) to bench/results/ (git-ignored).
 """
@@ -21,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
+from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
@@ -43,7 +54,8 @@ from backend.devices import cpu_bf16_flags, describe_plan, plan_device  # noqa: 
 from backend.engine import Engine, generators  # noqa: E402
 from backend.models import ModelRegistry  # noqa: E402
 from backend.pipelines import PipelineCache  # noqa: E402
-from backend.requests import Txt2ImgRequest  # noqa: E402
+from backend.preview import latents_to_rgb  # noqa: E402
+from backend.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest, Txt2ImgRequest  # noqa: E402
 from backend.samplers import build_scheduler  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
@@ -114,9 +126,10 @@ def build_sd15() -> StableDiffusionPipeline:
     ).to("cpu")
 
 
-def engine_for(pipe: StableDiffusionPipeline, dtype: str) -> tuple[Engine, str]:
-    """An engine whose default model is ``pipe`` (loaded through the engine's own cache and options)."""
-    settings = Settings.from_env(offline=True, save_outputs=False, preview_every=0, dtype=dtype)
+def engine_for(pipe: StableDiffusionPipeline, dtype: str, output_dir: Path) -> tuple[Engine, str]:
+    """An engine whose default model is ``pipe`` (loaded through the engine's own cache and options), with a live
+    preview every step and saving on, as a user runs it."""
+    settings = Settings.from_env(offline=True, output_dir=output_dir, preview_every=1, dtype=dtype)
     registry = ModelRegistry.load(settings.models_file)
     cache = PipelineCache(registry, settings, loader=lambda spec, s, plan: pipe)
     engine = Engine(settings, registry, cache)
@@ -136,7 +149,7 @@ def bare(pipe: StableDiffusionPipeline, args) -> Image.Image:
     ).images[0]
 
 
-def through_engine(engine: Engine, model: str, args) -> Image.Image:
+def through_engine(engine: Engine, model: str, args, **fields) -> Image.Image:
     request = Txt2ImgRequest(
         prompt=PROMPT,
         negative_prompt=NEGATIVE,
@@ -147,8 +160,9 @@ def through_engine(engine: Engine, model: str, args) -> Image.Image:
         height=args.size,
         sampler=SAMPLER,
         model=model,
+        **fields,
     )
-    return engine.run(request).images[0]
+    return engine.run(request, on_step=lambda event: None).images[0]
 
 
 def matmul_flops_per_s(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
@@ -178,6 +192,110 @@ def difference(image: Image.Image, reference: Image.Image) -> tuple[int, float]:
     return int(delta.max()), float(delta.mean())
 
 
+def median_seconds(run, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def vae_precision(pipes: dict[str, StableDiffusionPipeline], args) -> dict[str, dict[str, float]]:
+    """The VAE decode alone in each precision: time, and the pixel difference against the fp32 decode."""
+    generator = torch.Generator().manual_seed(SEED)
+    latent = torch.randn(1, 4, args.size // 8, args.size // 8, generator=generator)
+    pictures, result = {}, {}
+    for dtype, pipe in pipes.items():
+        vae = pipe.vae
+
+        def decode(vae=vae, processor=pipe.image_processor):
+            with torch.no_grad():
+                out = vae.decode(latent.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+            return processor.postprocess(out.float(), output_type="pil")[0]
+
+        pictures[dtype] = decode()
+        result[dtype] = {"seconds": median_seconds(decode, max(2, args.rounds))}
+    for dtype, entry in result.items():
+        entry["max_pixel_diff_vs_fp32"], entry["mean_pixel_diff_vs_fp32"] = difference(
+            pictures[dtype], pictures["float32"]
+        )
+    return result
+
+
+def preview_seconds(args) -> float:
+    """One live preview (latents → RGB at the output size), as the engine makes it after a step."""
+    latents = torch.randn(1, 4, args.size // 8, args.size // 8)
+    factors = ModelRegistry.load(Settings().models_file).get(Settings().offline_model).latent_rgb_factors
+    return median_seconds(lambda: latents_to_rgb(latents, factors, (args.size, args.size)), 50)
+
+
+def save_weights(pipe: StableDiffusionPipeline, folder: Path) -> Path:
+    """The pipeline and a ControlNet of SD 1.5's shape (``from_unet``) as diffusers folders; the models file."""
+    pipe.save_pretrained(folder / "sd15")
+    ControlNetModel.from_unet(pipe.unet).save_pretrained(folder / "controlnet")
+    entry = {"source": str(folder / "sd15"), "family": "sd15", "controlnets": {"canny": str(folder / "controlnet")}}
+    models = json.loads(Settings().models_file.read_text())  # the shipped families (SD 1.5's settings)
+    models["models"] = [{**entry, "name": name} for name in ("SD 1.5 (random) A", "SD 1.5 (random) B")]
+    path = folder / "models.json"
+    path.write_text(json.dumps(models))
+    return path
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def memory_child(models_file: Path, size: int) -> dict[str, float]:
+    """Run in a fresh process: memory with txt2img ready, all tabs ready, after 5 model switches; tab switch time."""
+    settings = Settings.from_env(
+        offline=True, save_outputs=False, models_file=models_file, default_model="SD 1.5 (random) A", max_models=1
+    )
+    engine = Engine(settings)
+    picture = Image.new("RGB", (size, size), "gray")
+    mask = Image.new("L", (size, size), 0)
+    mask.paste(255, (size // 4, size // 4, size // 2, size // 2))
+    common = dict(prompt=PROMPT, seed=SEED, steps=1, guidance_scale=7.0, width=size, height=size, sampler=SAMPLER)
+
+    def settle() -> int:
+        gc.collect()
+        return rss_bytes()
+
+    result: dict[str, float] = {}
+    engine.run(Txt2ImgRequest(**common, model="SD 1.5 (random) A"))
+    result["rss_txt2img"] = settle()
+    start = time.perf_counter()
+    engine.cache.pipeline("SD 1.5 (random) A", "img2img")
+    result["tab_switch_seconds"] = time.perf_counter() - start
+    engine.run(Img2ImgRequest(**common, image=picture, strength=1.0, model="SD 1.5 (random) A"))
+    engine.run(InpaintRequest(**common, image=picture, mask=mask, strength=1.0, model="SD 1.5 (random) A"))
+    unit = ControlUnit(image=picture, preprocessor="none")
+    engine.run(ControlNetRequest(**common, units=(unit,), model="SD 1.5 (random) A"))
+    result["rss_all_tabs"] = settle()
+    controlnet = engine.cache.controlnet("SD 1.5 (random) A", "canny")
+    result["controlnet_bytes"] = sum(p.numel() * p.element_size() for p in controlnet.parameters())
+    del controlnet
+    for name in ("B", "A", "B", "A", "B"):  # 5 switches; max_models=1 unloads the other each time
+        engine.run(Txt2ImgRequest(**common, model=f"SD 1.5 (random) {name}"))
+    result["rss_after_5_switches"] = settle()
+    return result
+
+
+def memory(pipe: StableDiffusionPipeline, args) -> dict[str, float]:
+    """Save the weights, then measure in a fresh process (this one holds the speed part's copies)."""
+    with tempfile.TemporaryDirectory(prefix="sdstudio-bench-") as folder:
+        models_file = save_weights(pipe, Path(folder))
+        command = [sys.executable, __file__, "--memory-child", str(models_file), "--size", str(args.size)]
+        done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"the memory measurement failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def chart(rows: list[dict], title: str, path: Path) -> None:
     """A horizontal bar chart of speed vs the fp32 baseline (PIL only)."""
     width, bar, left = 760, 34, 300
@@ -200,8 +318,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--cfg", type=float, default=7.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-cfg", type=float, default=0.5, help="the 'skip CFG after' fraction measured")
     parser.add_argument("--no-bf16", action="store_true", help="fp32 only")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory part")
+    parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        print(json.dumps(memory_child(args.memory_child, args.size)))
+        return
 
     fp32 = build_sd15()
     pipes = {"float32": fp32}
@@ -210,12 +334,17 @@ def main() -> None:
     for pipe in pipes.values():
         pipe.set_progress_bar_config(disable=True)
 
+    saved = Path(tempfile.mkdtemp(prefix="sdstudio-bench-out-"))  # the engine's PNGs; removed at the end
     variants = {}
     for dtype, pipe in pipes.items():
         short = "fp32" if dtype == "float32" else "bf16"
-        engine, model = engine_for(pipe, dtype)
+        engine, model = engine_for(pipe, dtype, saved)
         variants[f"diffusers {short}"] = (dtype, lambda pipe=pipe: bare(pipe, args))
         variants[f"SD Studio {short}"] = (dtype, lambda engine=engine, model=model: through_engine(engine, model, args))
+    fastest = "bfloat16" if "bfloat16" in pipes else "float32"
+    engine, model = engine_for(pipes[fastest], fastest, saved)
+    skip = f"SD Studio {'bf16' if fastest == 'bfloat16' else 'fp32'} + skip CFG after {args.skip_cfg:g}"
+    variants[skip] = (fastest, lambda: through_engine(engine, model, args, skip_cfg_after=args.skip_cfg))
 
     images: dict[str, Image.Image] = {}
     for name, (_, run) in variants.items():  # warm-up, and the pictures compared
@@ -229,12 +358,17 @@ def main() -> None:
 
     peak = {dtype: matmul_flops_per_s(pipe.dtype) for dtype, pipe in pipes.items()}
     flops = {dtype: unet_flops(pipe, args) for dtype, pipe in pipes.items()}
+    vae = vae_precision(pipes, args)
+    preview = preview_seconds(args)
     baseline = statistics.median(times["diffusers fp32"])
     rows = []
     for name, (dtype, _) in variants.items():
         seconds = statistics.median(times[name])
         max_diff, mean_diff = difference(images[name], images["diffusers fp32"])
         step = seconds / args.steps
+        # Whole-step time includes the scheduler; the text encoder and VAE are spread over the steps too. A run
+        # that skips CFG makes fewer UNet evaluations than the counter's one per step, so no efficiency for it.
+        efficiency = flops[dtype] / step / peak[dtype] if "skip CFG" not in name else None
         rows.append(
             {
                 "name": name,
@@ -244,8 +378,7 @@ def main() -> None:
                 "speedup_vs_fp32": baseline / seconds,
                 "max_pixel_diff_vs_fp32": max_diff,
                 "mean_pixel_diff_vs_fp32": mean_diff,
-                # Whole-step time includes the scheduler; the text encoder and VAE are spread over the steps too.
-                "unet_fraction_of_matmul_peak": flops[dtype] / step / peak[dtype],
+                "unet_fraction_of_matmul_peak": efficiency,
             }
         )
     overhead = {
@@ -253,6 +386,7 @@ def main() -> None:
         for short in ("fp32", "bf16")
         if f"diffusers {short}" in times
     }
+    step_seconds = statistics.median(times[f"SD Studio {'bf16' if fastest == 'bfloat16' else 'fp32'}"]) / args.steps
 
     auto = describe_plan(Settings(device="cpu"), plan_device(Settings(device="cpu")))
     header = (
@@ -261,12 +395,13 @@ def main() -> None:
     )
     print(header)
     print(f"dtype auto here: {auto}\n")
-    print(f"{'':18}{'s/image':>9}{'s/step':>8}{'vs fp32':>9}{'max diff':>10}{'mean diff':>11}{'UNet/peak':>11}")
+    print(f"{'':36}{'s/image':>9}{'s/step':>8}{'vs fp32':>9}{'max diff':>10}{'mean diff':>11}{'UNet/peak':>11}")
     for row in rows:
+        share = row["unet_fraction_of_matmul_peak"]
         print(
-            f"{row['name']:18}{row['seconds']:9.2f}{row['seconds_per_step']:8.2f}{row['speedup_vs_fp32']:8.2f}x"
+            f"{row['name']:36}{row['seconds']:9.2f}{row['seconds_per_step']:8.2f}{row['speedup_vs_fp32']:8.2f}x"
             f"{row['max_pixel_diff_vs_fp32']:10d}{row['mean_pixel_diff_vs_fp32']:11.2f}"
-            f"{row['unet_fraction_of_matmul_peak']:10.0%}"
+            f"{f'{share:.0%}' if share is not None else '-':>11}"
         )
     print()
     for short, ratio in overhead.items():
@@ -274,6 +409,12 @@ def main() -> None:
     for dtype in pipes:
         gflop, gflops = flops[dtype] / 1e9, peak[dtype] / 1e9
         print(f"{dtype}: UNet {gflop:.0f} GFLOP per evaluation; matmul peak {gflops:.0f} GFLOP/s")
+    for dtype, entry in vae.items():
+        print(
+            f"VAE decode alone, {dtype}: {entry['seconds']:.2f} s, max/mean diff vs fp32 "
+            f"{entry['max_pixel_diff_vs_fp32']}/{entry['mean_pixel_diff_vs_fp32']:.2f}"
+        )
+    print(f"live preview: {preview * 1000:.2f} ms per step = {preview / step_seconds:.3%} of a step")
 
     RESULTS.mkdir(exist_ok=True)
     stem = f"speed_{args.size}"
@@ -285,10 +426,35 @@ def main() -> None:
         "engine_overhead": overhead,
         "unet_gflop_per_eval": {d: f / 1e9 for d, f in flops.items()},
         "matmul_peak_gflops": {d: p / 1e9 for d, p in peak.items()},
+        "vae_decode": vae,
+        "preview_seconds_per_step": preview,
+        "preview_fraction_of_step": preview / step_seconds,
+        "memory": None,
         "times": times,
     }
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
     chart(rows, f"speed vs diffusers fp32: {args.size}x{args.size}, {args.steps} steps, CPU", RESULTS / f"{stem}.png")
+    for path in saved.glob("**/*.png"):
+        path.unlink()
+
+    if not args.no_memory:
+        del images, variants, engine
+        mem = memory(pipes[fastest], args)
+        gib = 2**30
+        print(
+            f"memory ({fastest}): txt2img ready {mem['rss_txt2img'] / gib:.2f} GiB; all tabs ready "
+            f"{mem['rss_all_tabs'] / gib:.2f} GiB = {mem['rss_all_tabs'] / mem['rss_txt2img']:.3f}x, of which the "
+            f"ControlNet's weights {mem['controlnet_bytes'] / gib:.2f} GiB; without them "
+            f"{(mem['rss_all_tabs'] - mem['controlnet_bytes']) / mem['rss_txt2img']:.3f}x"
+        )
+        print(
+            f"after 5 model switches {mem['rss_after_5_switches'] / gib:.2f} GiB = "
+            f"{mem['rss_after_5_switches'] / mem['rss_txt2img']:.3f}x the first load; "
+            f"tab switch (img2img pipeline derived) {mem['tab_switch_seconds'] * 1000:.1f} ms"
+        )
+
+        result["memory"] = mem
+        (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
     print(f"\nwrote {RESULTS / stem}.json and .png")
 
 
