@@ -41,6 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--offline", action="store_true", default=None, help="never use the network (SDSTUDIO_OFFLINE)")
     p.add_argument("--device", default=None, help="auto, cuda, mps or cpu (SDSTUDIO_DEVICE)")
     p.add_argument(
+        "--dtype",
+        default=None,
+        help="auto (GPU fp16; CPU bfloat16 where it has native bf16, else float32), float16, bfloat16 or float32 "
+        "(SDSTUDIO_DTYPE)",
+    )
+    p.add_argument(
         "--annotators",
         default=None,
         help="ControlNet preprocessor weights: a local folder or a hub repository (SDSTUDIO_ANNOTATORS)",
@@ -98,6 +104,7 @@ def build_settings(args: argparse.Namespace) -> tuple[Settings, str]:
         output_dir=args.output_dir,
         offline=args.offline,
         device=args.device,
+        dtype=args.dtype,
         annotators=args.annotators,
         workers=args.workers,
         ray_address=args.ray_address,
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     zerogpu.prepare()
     settings, space_notice = build_settings(args)
     engine = build_engine(settings)
+    logging.info(engine.precision)
     engine.startup_notice = " ".join(filter(None, [space_notice, engine.startup_notice]))
     if engine.startup_notice:
         logging.warning(engine.startup_notice)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -21,8 +22,31 @@ class DevicePlan:
     gpu_per_call: bool = False  # ZeroGPU: each run moves the pipeline to a GPU lent for that call
 
 
+# CPU flags (Linux /proc/cpuinfo names) that mean bf16 matmuls run natively: AVX-512 BF16 or AMX. Without them
+# PyTorch emulates bf16 through fp32 and it is no faster (often slower) than fp32.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_bf16_flags(cpuinfo: Path | None = None) -> list[str]:
+    """The native-bf16 flags this CPU reports (empty where there are none or the OS does not say)."""
+    cpuinfo = cpuinfo or CPUINFO
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return [flag for flag in NATIVE_BF16_FLAGS if flag in flags]
+    return []
+
+
 def plan_device(settings: Settings) -> DevicePlan:
     """CUDA fp16, then MPS fp16, then CPU fp32, unless settings name a device or dtype.
+
+    bfloat16 on a CPU with native bf16 is an option (``--dtype bfloat16``), not the default: its speed and quality
+    on the real models are not measured yet (bench/bench_speed.py measures them).
 
     On ZeroGPU the weights stay on the CPU in fp16 (CUDA must not be initialised in the main process); each run
     moves them to the GPU inside its ``spaces.GPU`` call (``backend.zerogpu``).
@@ -47,6 +71,23 @@ def _dtype(settings: Settings, auto: torch.dtype) -> torch.dtype:
     if settings.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or auto, got {settings.dtype!r}")
     return DTYPES[settings.dtype]
+
+
+def describe_plan(settings: Settings, plan: DevicePlan) -> str:
+    """One line for the page and the log: device, precision and why that precision."""
+    name = str(plan.dtype).removeprefix("torch.")
+    if settings.dtype != "auto":
+        why = "set by --dtype / SDSTUDIO_DTYPE"
+    elif plan.device == "cpu":
+        flags = cpu_bf16_flags()
+        why = (
+            f"the default; this CPU has native bf16 ({', '.join(flags)}): --dtype bfloat16 is an option"
+            if flags
+            else "the default; this CPU has no native bf16"
+        )
+    else:
+        why = "default for this device"
+    return f"Running on {plan.device} in {name} ({why})."
 
 
 # Default caps on one request's work (width × height × steps × pictures). On a CPU one 512² SD 1.5 step takes

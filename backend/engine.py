@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from . import zerogpu
+from . import cfg_cutoff, zerogpu
 from .annotators import Annotators
+from .devices import describe_plan
 from .images import resize
 from .infotext import format_infotext
 from .interrupt import Cancelled, stoppable
@@ -73,6 +74,7 @@ class Engine:
         self.writer = OutputWriter(settings.output_dir)
         self.presets = PresetStore.load(settings.presets_dir, settings.user_dir)
         self.default_model, self.startup_notice = self._choose_default_model()
+        self.precision = describe_plan(settings, self.cache.plan)  # shown on the page and logged at start
         self.run_lock = threading.Lock()  # one pipeline run at a time per engine
 
     def _choose_default_model(self) -> tuple[str, str]:
@@ -271,6 +273,11 @@ def call_pipeline(
     def run() -> list[Image.Image]:
         # Schedulers are stateful: every run gets a fresh one from the model's own config.
         pipe.scheduler = build_scheduler(scheduler_config, request.sampler, request.schedule)
+        tensor_inputs = ["latents"]
+        step_end = callback
+        if cfg_cutoff.active(request.skip_cfg_after, request.guidance_scale):
+            tensor_inputs += cfg_cutoff.tensor_inputs(pipe)
+            step_end = cfg_cutoff.with_cutoff(callback, request.skip_cfg_after)
         call_kwargs = kwargs
         with clip_skipped(pipe.text_encoder, request.clip_skip):
             if "prompt" in call_kwargs:  # text, not embeddings the caller made (the grid)
@@ -281,8 +288,8 @@ def call_pipeline(
             output = pipe(
                 **call_kwargs,
                 generator=generators(request.seed, request.batch_size),
-                callback_on_step_end=callback,
-                callback_on_step_end_tensor_inputs=["latents"],
+                callback_on_step_end=step_end,
+                callback_on_step_end_tensor_inputs=tensor_inputs,
             )
         return list(output.images)
 

@@ -23,7 +23,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retri
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageDraw, ImageFont
 
-from . import zerogpu
+from . import cfg_cutoff, zerogpu
 from .devices import check_cost
 from .engine import MAX_SEED, Cancelled, Engine, StepCallback, StepEvent, call_pipeline, generators, step_callback
 from .infotext import format_infotext
@@ -65,6 +65,7 @@ class GridRequest:
     model: str = ""
     styles: tuple[str, ...] = ()
     vae: str = ""  # "" = the model's own
+    skip_cfg_after: float = 1.0  # as in Txt2ImgRequest: the fraction of each cell's steps that runs CFG
     samplers: list[str] = field(default_factory=list)
     steps_list: list[Any] = field(default_factory=list)
     cfg_list: list[Any] = field(default_factory=list)
@@ -209,6 +210,7 @@ def plan_grid(request: GridRequest, engine: Engine) -> GridPlan:
         model=request.model,
         styles=tuple(request.styles or ()),
         vae=request.vae,
+        skip_cfg_after=request.skip_cfg_after,
     )
     cells = []
     for value in values:
@@ -450,6 +452,10 @@ class _Lane:
     def guided(self) -> bool:
         return self.request.guidance_scale > 1  # the pipeline's do_classifier_free_guidance (no time_cond here)
 
+    def guided_at(self, i: int) -> bool:
+        """Whether iteration ``i`` runs CFG: as in a pipeline call with the request's "skip CFG after"."""
+        return self.guided and i < cfg_cutoff.guided_steps(len(self.timesteps), self.request.skip_cfg_after)
+
 
 # What can and cannot be batched. A diffusers pipeline call has one scheduler and one (scalar) CFG scale, so the
 # stock pipeline can batch only cells that differ in nothing but the seed; in a sampler grid no two cells are
@@ -496,20 +502,20 @@ def _denoise_batch(pipe, config, cells: list[Txt2ImgRequest], embeddings, progre
                 lane = lanes[k]
                 t = lane.timesteps[i]
                 # The pipeline's own order: [uncond, text] per cell when guided, the text alone when not.
-                x = torch.cat([lane.latents] * 2) if lane.guided else lane.latents
+                x = torch.cat([lane.latents] * 2) if lane.guided_at(i) else lane.latents
                 samples.append(lane.scheduler.scale_model_input(x, t))
                 times.append(t.to(device=device, dtype=torch.float32).expand(len(x)))  # the UNet embeds t as float
-                conditions += [negative, positive] if lane.guided else [positive]
+                conditions += [negative, positive] if lane.guided_at(i) else [positive]
             noise = pipe.unet(
                 torch.cat(samples), torch.cat(times), encoder_hidden_states=torch.cat(conditions), return_dict=False
             )[0]
             offset = 0
             for k in active:
                 lane = lanes[k]
-                width = 2 if lane.guided else 1
+                width = 2 if lane.guided_at(i) else 1
                 prediction = noise[offset : offset + width]
                 offset += width
-                if lane.guided:
+                if lane.guided_at(i):
                     uncond, text = prediction.chunk(2)
                     prediction = uncond + lane.request.guidance_scale * (text - uncond)
                 t = lane.timesteps[i]
@@ -518,7 +524,7 @@ def _denoise_batch(pipe, config, cells: list[Txt2ImgRequest], embeddings, progre
             _synchronize(device)
             per_sample = (time.perf_counter() - start) / offset
             for k in active:
-                seconds[k] += per_sample * (2 if lanes[k].guided else 1)
+                seconds[k] += per_sample * (2 if lanes[k].guided_at(i) else 1)
             first = lanes[active[0]]
             progress.tick(i + 1, longest, first.latents)
         start = time.perf_counter()

@@ -33,6 +33,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "Denoising strength": ("strength", float),
     "Mask blur": ("mask_blur", int),
     "Clip skip": ("clip_skip", int),
+    "Skip CFG after": ("skip_cfg_after", float),
 }
 
 
@@ -69,6 +70,8 @@ def format_infotext(request: GenerationRequest, seed: int, extra: Mapping[str, A
         "Model": request.model,
         "VAE": request.vae,  # left out when empty (the model's own)
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,  # A1111 writes it only when set
+        # Written only when it changed the run: below 1 on a guided request.
+        "Skip CFG after": request.skip_cfg_after if request.skip_cfg_after < 1 and request.guidance_scale > 1 else None,
     }
     params.update(extra or {})
     lines = [request.prompt]

@@ -56,6 +56,7 @@ def field_limits(settings: Settings) -> dict[str, Limit]:
         "low_threshold": Limit(1, 255),
         "high_threshold": Limit(1, 255),
         "clip_skip": Limit(1, 12),
+        "skip_cfg_after": Limit(0.05, 1.0, 0.05),
         "detect_resolution": Limit(0, max(settings.max_width, settings.max_height), MIN_DETECT_RESOLUTION),
     }
 
@@ -79,6 +80,7 @@ class GenerationRequest:
     save: bool = True  # write the pictures to the output folder (when the server saves at all)
     vae: str = ""  # "" = the model's own VAE; else a file of the VAE folders by name (backend.checkpoints)
     clip_skip: int = 1  # A1111's: 2 = the text encoder's last layer left out
+    skip_cfg_after: float = 1.0  # fraction of the steps with CFG; the rest skip the uncond pass (1 = never skip)
 
     task: ClassVar[str] = "generation"
 
@@ -353,6 +355,8 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
         _in_range(name, changes[name], limits[name])
     changes["guidance_scale"] = _real("guidance_scale", request.guidance_scale)
     _in_range("guidance_scale", changes["guidance_scale"], limits["guidance_scale"])
+    changes["skip_cfg_after"] = _real("skip_cfg_after", request.skip_cfg_after)
+    _in_range("skip_cfg_after", changes["skip_cfg_after"], limits["skip_cfg_after"])
     for name in ("width", "height"):
         value = changes[name]
         if value % SIZE_MULTIPLE:

@@ -33,6 +33,7 @@ ARGS = dict(
     model=TINY,
     styles=[],
     vae="",
+    skip_cfg_after=1.0,
 )
 
 
@@ -71,6 +72,21 @@ def test_bad_input_gives_a_clear_error_and_server_keeps_serving(app):
         client.predict(**{**ARGS, "model": "SD 1.5"}, api_name="/txt2img")
     _, _, seed = client.predict(**ARGS, api_name="/txt2img")
     assert seed == 77
+
+
+def test_skip_cfg_after_through_the_api(app):
+    """The option reaches the engine (another picture), is written to the infotext, and is refused by name."""
+    engine, client = app
+    one = {**ARGS, "batch_size": 1}
+    _, full, _ = client.predict(**one, api_name="/txt2img")
+    gallery, cut, _ = client.predict(**{**one, "skip_cfg_after": 0.5}, api_name="/txt2img")
+    assert "Skip CFG after" not in full
+    assert parse_infotext(cut).request_fields()["skip_cfg_after"] == 0.5
+    direct = engine.run(Txt2ImgRequest(**{**one, "skip_cfg_after": 0.5})).images[0]
+    with Image.open(gallery[0]["image"]) as img:
+        assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(direct.convert("RGB")))
+    with pytest.raises(AppError, match=r"Skip CFG after .*less than minimum value 0.05"):
+        client.predict(**{**one, "skip_cfg_after": 0.01}, api_name="/txt2img")
 
 
 def test_random_seed_is_returned(app):

@@ -41,11 +41,14 @@ def picture(colour: str, shape: str, background: str) -> Image.Image:
     return Image.fromarray(render(Scene(shape, colour, background, 36, 32, 32)))
 
 
-def test_txt2img_follows_colours_and_shapes(demo):
+# 0.5: "skip CFG after" half the steps (the opt-in speed option) must keep what the picture shows.
+@pytest.mark.parametrize("skip_cfg_after", [1.0, 0.5])
+def test_txt2img_follows_colours_and_shapes(demo, skip_cfg_after):
     hits = {"colour": 0, "background": 0, "shape": 0}
     for colour, shape, background in PROMPTS:
         prompt = f"a {colour} {shape} on a {background} background"
-        image = run(demo, Txt2ImgRequest(prompt=prompt, seed=11, steps=16, guidance_scale=6.0)).images[0]
+        request = Txt2ImgRequest(prompt=prompt, seed=11, steps=16, guidance_scale=6.0, skip_cfg_after=skip_cfg_after)
+        image = run(demo, request).images[0]
         got = classify_picture(image)
         hits["colour"] += got["colour"] == colour
         hits["background"] += got["background"] == background

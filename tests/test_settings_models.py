@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.devices import plan_device
+from backend import devices
+from backend.devices import cpu_bf16_flags, describe_plan, plan_device
 from backend.models import ModelRegistry, RegistryError
 from backend.settings import Settings
 
@@ -40,9 +41,41 @@ def test_bad_env_value_names_the_variable():
         Settings.from_env({"SDSTUDIO_MAX_STEPS": "lots"})
 
 
-def test_cpu_plan_is_fp32_and_dtype_override():
+CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\nbugs\t\t: none\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "flags", "dtype"),
+    [
+        ("", [], torch.float32),
+        ("avx512_bf16", ["avx512_bf16"], torch.float32),
+        ("amx_tile amx_bf16", ["amx_bf16"], torch.float32),
+    ],
+)
+def test_auto_cpu_precision_is_fp32_and_names_native_bf16(tmp_path, monkeypatch, extra, flags, dtype):
+    """fp32 stays the CPU default until the benchmark's figures justify bf16; the page says when it is an option."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO.format(extra=extra))
+    monkeypatch.setattr(devices, "CPUINFO", cpuinfo)
+    assert cpu_bf16_flags(cpuinfo) == flags
+    settings = Settings(device="cpu")
+    plan = plan_device(settings)
+    assert plan.dtype == dtype
+    line = describe_plan(settings, plan)
+    assert str(dtype).removeprefix("torch.") in line
+    assert ("no native bf16" in line) == (not flags)
+    assert ("--dtype bfloat16 is an option" in line) == bool(flags)
+
+
+def test_unreadable_cpuinfo_means_fp32(tmp_path, monkeypatch):
+    monkeypatch.setattr(devices, "CPUINFO", tmp_path / "missing")
     assert plan_device(Settings(device="cpu")).dtype == torch.float32
+
+
+def test_dtype_override():
     assert plan_device(Settings(device="cpu", dtype="bfloat16")).dtype == torch.bfloat16
+    assert plan_device(Settings(device="cpu", dtype="float32")).dtype == torch.float32
+    assert "set by --dtype" in describe_plan(Settings(device="cpu", dtype="float32"), plan_device(Settings()))
     with pytest.raises(ValueError, match="dtype must be one of"):
         plan_device(Settings(device="cpu", dtype="fp8"))
 

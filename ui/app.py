@@ -114,6 +114,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
                     handles[tab_id] = module.build_tab(studio)
             with gr.Tab("PNG info", id="png info"):
                 send_buttons, info_inputs = tab_pnginfo.build_tab(studio)
+        gr.Markdown(engine.precision, elem_id="precision")
         wire_gallery_sends(handles, tabs)
         for target, button in send_buttons.items():
             load = partial(tab_pnginfo.load_from_pnginfo, max_pixels=engine.settings.max_image_pixels)

@@ -40,6 +40,7 @@ COMMON_FIELDS = (
     "model",
     "styles",
     "vae",
+    "skip_cfg_after",
 )
 
 
@@ -67,6 +68,7 @@ class CommonControls:
     model: gr.Dropdown
     styles: gr.Dropdown
     vae: gr.Dropdown
+    skip_cfg_after: gr.Slider
     random_seed: gr.Button
     reuse_seed: gr.Button
     presets: PresetRow | None = None
@@ -191,6 +193,14 @@ def build_common_controls(
         f"{prefix}-cfg",
         info="How closely the picture follows the prompt: higher is more literal, too high burns the colours.",
     )
+    # Opt-in speed: after this fraction of the steps the uncond pass is skipped (1 = CFG on every step).
+    skip_cfg = limit_slider(
+        "Skip CFG after (fraction of steps; 1 = never)",
+        limits["skip_cfg_after"],
+        1.0,
+        f"{prefix}-skip-cfg-after",
+        info="Below 1, the last steps run without the negative prompt's pass: faster, slightly different.",
+    )
     with gr.Row():
         w_limit, h_limit = limits["width"], limits["height"]
         if zero_size_allowed:
@@ -220,6 +230,7 @@ def build_common_controls(
         model=model,
         styles=styles,
         vae=vae,
+        skip_cfg_after=skip_cfg,
         random_seed=random_seed,
         reuse_seed=reuse_seed,
         presets=presets,

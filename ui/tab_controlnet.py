@@ -195,6 +195,7 @@ def build_tab(studio: Studio) -> TabHandle:
         model: str,
         styles: list[str] | None,
         vae: str,
+        skip_cfg_after: float,
         image,
         control_type: str,
         preprocessor: str,

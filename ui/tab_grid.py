@@ -70,6 +70,7 @@ def build_tab(studio: Studio) -> TabHandle:
         model: str,
         styles: list[str] | None,
         vae: str,
+        skip_cfg_after: float,
         samplers: list[str] | None,
         steps_list: str,
         cfg_list: str,

@@ -67,6 +67,7 @@ def build_tab(studio: Studio) -> TabHandle:
         model: str,
         styles: list[str] | None,
         vae: str,
+        skip_cfg_after: float,
         image,
         strength: float,
         resize_mode: str,

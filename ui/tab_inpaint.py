@@ -92,6 +92,7 @@ def build_tab(studio: Studio) -> TabHandle:
         model: str,
         styles: list[str] | None,
         vae: str,
+        skip_cfg_after: float,
         image,
         mask,
         strength: float,

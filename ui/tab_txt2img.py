@@ -38,6 +38,7 @@ def build_tab(studio: Studio) -> TabHandle:
         model: str,
         styles: list[str] | None,
         vae: str,
+        skip_cfg_after: float,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),
     ):
