@@ -41,6 +41,9 @@ class Settings:
     cache_dir: Path = field(default_factory=_default_cache_dir)  # built-in models are written here
     # ControlNet preprocessor weights (depth, pose): a hub repository or a local folder with the same files.
     annotators: str = "lllyasviel/Annotators"
+    # Image upscalers (Extras, hires fix): model files found in these folders, separated by the OS path separator.
+    upscaler_dirs: str = "models/upscalers"
+    allow_pickle: bool = False  # also load .pth/.pt/.ckpt upscalers (pickle); .safetensors always load
     # Device and memory.
     device: str = "auto"  # auto | cuda | mps | cpu
     dtype: str = "auto"  # auto | float16 | bfloat16 | float32
