@@ -26,10 +26,18 @@ from .outputs import PARAMETERS_KEY, OutputWriter
 from .pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from .presets import PresetStore, apply_styles
 from .preview import latents_to_rgb
-from .requests import ControlNetRequest, GenerationRequest, GenerationResult, ValidationError, validate
+from .requests import (
+    ControlNetRequest,
+    GenerationRequest,
+    GenerationResult,
+    Txt2ImgRequest,
+    ValidationError,
+    validate,
+)
 from .samplers import build_scheduler
 from .settings import Settings
-from .tasks import pipeline_key, prepare
+from .tasks import pipeline_key, prepare, prepare_txt2img
+from .upscalers import upscale as upscale_image
 
 MAX_SEED = 2**32 - 1
 log = logging.getLogger(__name__)
@@ -111,6 +119,8 @@ class Engine:
             pipe = self.cache.pipeline(request.model, *pipeline_key(request))
             callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
             raw = call_pipeline(pipe, loaded.scheduler_config, request, prepared.kwargs, callback)
+            if isinstance(request, Txt2ImgRequest) and request.enable_hr:
+                raw = self._hires_pass(request, raw, loaded, on_step, cancel)
         images: list[Image.Image] = prepared.finish(raw)
         seeds = batch_seeds(request.seed, len(images))
         infotexts = [format_infotext(request, seed, prepared.infotext) for seed in seeds]
@@ -119,6 +129,28 @@ class Engine:
         paths, warnings = self.save(images, infotexts, seeds)
         seconds = time.monotonic() - started
         return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras, warnings, seconds)
+
+    def _hires_pass(self, request: Txt2ImgRequest, images: list[Image.Image], loaded, on_step, cancel):
+        """A1111's hires fix: upscale each picture, then img2img at the target size with the same seeds.
+
+        The img2img pipeline comes from ``from_pipe`` (the cache), so it shares the loaded weights.
+        """
+        size = request.hires_size()
+        bigger = [
+            upscale_image(image, request.hr_upscaler, 0, self.settings, field="hr_upscaler", target=size)
+            for image in images
+        ]
+        second = request.replace(width=size[0], height=size[1], steps=request.hr_steps or request.steps)
+        pipe = self.cache.pipeline(request.model, "img2img")
+        kwargs = {**prepare_txt2img(second.replace(enable_hr=False)).kwargs, "strength": request.strength}
+        del kwargs["width"], kwargs["height"], kwargs["num_images_per_prompt"]
+        out: list[Image.Image] = []
+        callback = self._step_callback(loaded.spec.latent_rgb_factors, second, on_step, cancel)
+        for index, image in enumerate(bigger):
+            # One picture per call keeps each picture's own seed, as the first pass had it.
+            one = second.replace(seed=batch_seeds(request.seed, len(images))[index], batch_size=1)
+            out += call_pipeline(pipe, loaded.scheduler_config, one, {**kwargs, "image": image}, callback)
+        return out
 
     def save(self, images: list[Image.Image], infotexts: list[str], seeds: list[int]) -> tuple[list[Path], list[str]]:
         """Save what can be saved; a full disk or an unwritable folder loses no picture the user sees."""
@@ -166,9 +198,7 @@ class Engine:
             if unit.preprocessor == "none":
                 maps.append(resize(unit.image.convert("RGB"), *size, request.resize_mode, fill="black"))
             else:
-                maps.append(
-                    self.annotators.control_map(unit.control_type, unit.image, size, unit, request.resize_mode)
-                )
+                maps.append(self.annotators.control_map(unit.control_type, unit.image, size, unit, request.resize_mode))
         return maps
 
     @staticmethod
@@ -204,9 +234,7 @@ class Engine:
 PipelineCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
 
 
-def step_callback(
-    cancel: threading.Event | None, report: Callable[[int, int, torch.Tensor], None]
-) -> PipelineCallback:
+def step_callback(cancel: threading.Event | None, report: Callable[[int, int, torch.Tensor], None]) -> PipelineCallback:
     """A diffusers ``callback_on_step_end`` that stops on ``cancel`` and reports (steps done, total, latents)."""
 
     def callback(pipe, step: int, timestep, tensors: dict[str, Any]) -> dict[str, Any]:

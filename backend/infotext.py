@@ -31,6 +31,9 @@ KEYS: dict[str, tuple[str, type]] = {
     "Model": ("model", str),
     "Denoising strength": ("strength", float),
     "Mask blur": ("mask_blur", int),
+    "Hires upscale": ("hr_scale", float),
+    "Hires steps": ("hr_steps", int),
+    "Hires upscaler": ("hr_upscaler", str),
 }
 
 
@@ -91,6 +94,8 @@ class InfoText:
                     pass  # an unreadable value leaves the field at its default
                 if convert is not str and not abs(values.get(name, 0)) < MAX_NUMBER:
                     values.pop(name)  # absurd (or inf/nan): no request takes it, and JSON cannot carry it
+        if "Hires upscale" in self.params:
+            values["enable_hr"] = True
         size = _SIZE.match(self.params.get("Size", ""))
         if size:
             values["width"], values["height"] = int(size.group(1)), int(size.group(2))

@@ -84,7 +84,21 @@ class GenerationRequest:
 
 @dataclass
 class Txt2ImgRequest(GenerationRequest):
+    """``enable_hr``: A1111's hires fix. Generate at width×height, upscale by ``hr_scale`` with ``hr_upscaler``
+    (Lanczos or a model file, backend.upscalers), then an img2img pass of ``hr_steps`` (0 = ``steps``) at
+    denoising ``strength`` on the larger picture."""
+
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Lanczos"
+    hr_steps: int = 0
+    strength: float = 0.7  # the hires pass's denoising strength
+
     task: ClassVar[str] = "txt2img"
+
+    def hires_size(self) -> tuple[int, int]:
+        """The second pass's size: the base size × ``hr_scale``, rounded down to multiples of 8."""
+        return tuple(int(v * self.hr_scale) // SIZE_MULTIPLE * SIZE_MULTIPLE for v in (self.width, self.height))
 
 
 @dataclass
@@ -330,6 +344,42 @@ def _validate_controlnet_fields(
     return changes
 
 
+def _validate_hires(
+    request: Txt2ImgRequest, changes: dict[str, Any], settings: Settings, limits: dict[str, Limit]
+) -> dict[str, Any]:
+    scale = _real("hr_scale", request.hr_scale)
+    if not 1.0 <= scale <= 8.0:
+        raise ValidationError("hr_scale", f"hr_scale (Hires upscale) must be between 1 and 8, got {_number(scale)}")
+    width, height = changes["width"], changes["height"]
+    target = request.replace(width=width, height=height, hr_scale=scale).hires_size()
+    for name, value, base in zip(("width", "height"), target, (width, height), strict=True):
+        if value > limits[name].maximum:
+            most = math.floor(limits[name].maximum / base * 100) / 100
+            raise ValidationError(
+                "hr_scale",
+                f"hires fix makes the {name} {value}, above the limit {_number(limits[name].maximum)}: "
+                f"lower Hires upscale to at most {most:g}",
+            )
+    steps = _whole("hr_steps", request.hr_steps)
+    if steps != 0:
+        _in_range("hr_steps", steps, limits["steps"])
+    from .upscalers import upscaler_names  # imports this module
+
+    choices = upscaler_names(settings)
+    if request.hr_upscaler not in choices:
+        raise ValidationError(
+            "hr_upscaler", f"unknown Hires upscaler {request.hr_upscaler!r}; choose one of: {', '.join(choices)}"
+        )
+    strength = _validate_strength(request.strength, steps or changes["steps"], limits)
+    hr_steps = steps or changes["steps"]
+    check_cost(
+        target[0] * target[1] * hr_steps * changes["batch_size"],
+        settings,
+        f"hires pass {target[0]}×{target[1]} × {hr_steps} steps × {changes['batch_size']} pictures",
+    )
+    return {"hr_scale": scale, "hr_steps": steps, "strength": strength}
+
+
 def validate(request: GenerationRequest, settings: Settings, models: Iterable[str] = ()) -> GenerationRequest:
     """Return a normalised copy of ``request`` or raise ``ValidationError`` naming the bad field."""
     limits = field_limits(settings)
@@ -342,6 +392,9 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
         changes.update(_validate_image_fields(request, settings, limits))
     elif isinstance(request, ControlNetRequest):
         changes.update(_validate_controlnet_fields(request, settings, limits))
+    hires = isinstance(request, Txt2ImgRequest) and bool(request.enable_hr)
+    if isinstance(request, Txt2ImgRequest):
+        changes["enable_hr"] = hires
     for name in ("seed", "steps", "width", "height", "batch_size"):
         if name in changes:
             continue
@@ -369,6 +422,8 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
     steps, batch = changes["steps"], changes["batch_size"]
     width, height = changes["width"], changes["height"]
     check_cost(width * height * steps * batch, settings, f"{width}×{height} × {steps} steps × {batch} pictures")
+    if hires:
+        changes.update(_validate_hires(request, changes, settings, limits))
     names = list(models)
     if names and request.model and request.model not in names:
         raise ValidationError("model", f"unknown model {request.model!r}; choose one of: {', '.join(names)}")

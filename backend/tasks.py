@@ -36,7 +36,16 @@ def _common(request: GenerationRequest) -> dict[str, Any]:
 
 
 def prepare_txt2img(request: Txt2ImgRequest) -> Prepared:
-    return Prepared(_common(request))
+    if not request.enable_hr:
+        return Prepared(_common(request))
+    # A1111's keys: Size stays the base size; the hires pass writes its own four.
+    extra: dict[str, Any] = {
+        "Denoising strength": request.strength,
+        "Hires upscale": f"{request.hr_scale:g}",
+        "Hires steps": request.hr_steps or None,
+        "Hires upscaler": request.hr_upscaler,
+    }
+    return Prepared(_common(request), infotext=extra)
 
 
 def prepare_img2img(request: Img2ImgRequest) -> Prepared:

@@ -54,9 +54,7 @@ class ModelUpscaler:
     scale: int
     model: torch.nn.Module
 
-    def upscale(
-        self, image: Image.Image, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP
-    ) -> Image.Image:
+    def upscale(self, image: Image.Image, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> Image.Image:
         """Run the model once (the model's own scale); ``tile=0`` runs the whole picture at once."""
         rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
         x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
