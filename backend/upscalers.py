@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -178,3 +179,28 @@ def upscale(
     if out.size != (width, height):
         out = out.resize((width, height), Image.Resampling.LANCZOS)
     return out
+
+
+def extras_upscale(image: Any, name: str, scale: Any, settings: Settings) -> Image.Image:
+    """The Extras tab and ``/upscale``: one picture on its own, checked first (a field per problem)."""
+    if image is None or not hasattr(image, "size"):
+        raise ValidationError("image", "add a picture to upscale")
+    try:
+        factor = float(scale)
+    except (TypeError, ValueError):
+        raise ValidationError("scale", f"scale must be a number, got {scale!r}") from None
+    if not 1.0 <= factor <= 8.0:
+        raise ValidationError("scale", f"scale must be between 1 and 8, got {factor:g}")
+    width, height = round(image.width * factor), round(image.height * factor)
+    if width * height > settings.max_image_pixels:
+        most = (settings.max_image_pixels / (image.width * image.height)) ** 0.5
+        raise ValidationError(
+            "scale",
+            f"{width}×{height} is more than the {settings.max_image_pixels} pixels allowed: "
+            f"use scale {int(most * 100) / 100:g} or less",
+        )
+    if name not in upscaler_names(settings):
+        raise ValidationError(
+            "upscaler", f"unknown upscaler {name!r}; choose one of {', '.join(upscaler_names(settings))}"
+        )
+    return upscale(image, name, factor, settings, field="upscaler")

@@ -47,7 +47,7 @@ def test_txt2img_endpoint_keywords_and_png_images(app):
     params = [
         p["parameter_name"] for p in client.view_api(return_format="dict")["named_endpoints"]["/txt2img"]["parameters"]
     ]
-    assert params == list(ARGS)
+    assert params == [*ARGS, "enable_hr", "hr_upscaler", "hr_scale", "hr_steps", "strength"]
     gallery, infotext, seed = client.predict(**ARGS, api_name="/txt2img")
     assert seed == 77 and len(gallery) == 2
     assert parse_infotext(infotext).params["Sampler"] == "Euler a"
@@ -208,3 +208,33 @@ def test_every_field_but_the_pictures_has_the_uis_default(app):
     gallery, infotext, seed = client.predict(prompt="a red circle on a blue background", api_name="/txt2img")
     assert len(gallery) == 1 and f"Seed: {seed}" in infotext
     assert f"Model: {engine.default_model}" in infotext
+
+
+def test_hires_fix_through_the_api(app):
+    _, client = app
+    args = {**ARGS, "batch_size": 1, "enable_hr": True, "hr_scale": 1.5, "hr_steps": 2, "strength": 0.6}
+    gallery, infotext, _ = client.predict(**args, api_name="/txt2img")
+    with Image.open(gallery[0]["image"]) as img:
+        assert img.size == (96, 96)
+    params = parse_infotext(infotext).params
+    assert params["Hires upscale"] == "1.5" and params["Size"] == "64x64" and params["Hires upscaler"] == "Lanczos"
+    with pytest.raises(AppError, match="hr_scale: hires fix makes the width 2304, above the limit 2048"):
+        client.predict(**{**args, "width": 768, "hr_scale": 3.0}, api_name="/txt2img")  # refused before it runs
+
+
+def test_upscale_endpoint(app, tmp_path):
+    from gradio_client import handle_file
+
+    _, client = app
+    path = tmp_path / "in.png"
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
+    out = client.predict(handle_file(str(path)), "Lanczos", 2.0, api_name="/upscale")
+    with Image.open(out) as img:
+        assert img.size == (64, 48)
+    with pytest.raises(AppError, match="greater than maximum value 8"):
+        client.predict(handle_file(str(path)), "Lanczos", 20.0, api_name="/upscale")
+    with pytest.raises(AppError, match="unknown upscaler"):
+        client.predict(handle_file(str(path)), "nope", 2.0, api_name="/upscale")
+    # The server keeps serving after the refusals.
+    assert client.predict(handle_file(str(path)), "Lanczos", 1.0, api_name="/upscale")

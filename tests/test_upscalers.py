@@ -101,3 +101,14 @@ def test_several_folders(tmp_path):
 
     settings = Settings(upscaler_dirs=f"{a}{os.pathsep}{b}")
     assert upscalers.upscaler_names(settings) == ["Lanczos", "first", "second"]
+
+
+def test_extras_refusals_name_the_field(settings):
+    with pytest.raises(ValidationError) as err:
+        upscalers.extras_upscale(None, "Lanczos", 2, settings)
+    assert err.value.field == "image"
+    small = Settings(upscaler_dirs=settings.upscaler_dirs, max_image_pixels=100 * 100)
+    with pytest.raises(ValidationError) as err:
+        upscalers.extras_upscale(_picture(40, 32), "Lanczos", 4, small)
+    assert err.value.field == "scale" and "use scale 2.79 or less" in str(err.value)
+    assert upscalers.extras_upscale(_picture(40, 32), "tiny-x2", 2, settings).size == (80, 64)

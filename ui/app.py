@@ -9,7 +9,7 @@ import gradio as gr
 
 from backend.engine import Engine
 
-from . import tab_controlnet, tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
+from . import tab_controlnet, tab_extras, tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
 from .common import Studio
 from .send import wire_gallery_sends, wire_send
 from .session import CancelRegistry
@@ -74,6 +74,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
             for tab_id, module in TABS.items():
                 with gr.Tab(tab_id, id=tab_id):
                     handles[tab_id] = module.build_tab(studio)
+            with gr.Tab("Extras", id="extras"):
+                tab_extras.build_tab(studio)
             with gr.Tab("PNG info", id="png info"):
                 send_buttons, info_inputs = tab_pnginfo.build_tab(studio)
         wire_gallery_sends(handles, tabs)
