@@ -26,6 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(env("SDSTUDIO_PORT", "7860")), help="port (SDSTUDIO_PORT)")
     p.add_argument("--share", action="store_true", default=env("SDSTUDIO_SHARE") == "1", help="Gradio share link")
     p.add_argument("--auth", default=env("SDSTUDIO_AUTH"), help="require login, user:password (SDSTUDIO_AUTH)")
+    p.add_argument("--api", action="store_true", default=env("SDSTUDIO_API") == "1", help="A1111 API (SDSTUDIO_API)")
     p.add_argument("--output-dir", default=None, help="where images are saved (SDSTUDIO_OUTPUT_DIR)")
     p.add_argument("--offline", action="store_true", default=None, help="never use the network (SDSTUDIO_OFFLINE)")
     p.add_argument("--device", default=None, help="auto, cuda, mps or cpu (SDSTUDIO_DEVICE)")
@@ -85,13 +86,22 @@ def main(argv: list[str] | None = None) -> None:
     from ui.app import build_demo, launch_options  # gradio is imported only when serving
 
     demo = build_demo(engine)
+    if args.api and args.listen and not args.auth:
+        logging.warning("--listen --api without --auth: anyone on the network can generate through the API")
     demo.launch(
         server_name="0.0.0.0" if args.listen else args.host,
         server_port=args.port,
         share=args.share,
         auth=parse_auth(args.auth),
+        prevent_thread_lock=args.api,
         **launch_options(engine),
     )
+    if args.api:
+        from api.routes import mount_api
+        from ui.app import queued_events
+
+        mount_api(demo.app, engine, parse_auth(args.auth), lambda: queued_events(demo))
+        demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from .outputs import PARAMETERS_KEY, OutputWriter
 from .pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from .presets import PresetStore, apply_styles
 from .preview import latents_to_rgb
+from .prompting import clip_skipped, count_label, prompt_embeddings
 from .requests import (
     ControlNetRequest,
     GenerationRequest,
@@ -73,6 +74,8 @@ class Engine:
     def __init__(self, settings: Settings, registry: ModelRegistry | None = None, cache: PipelineCache | None = None):
         self.settings = settings
         self.registry = registry or ModelRegistry.load(settings.models_file)
+        if self.registry.families:
+            self.registry.scan_checkpoints(settings)
         self.cache = cache or PipelineCache(self.registry, settings)
         self.annotators = Annotators(settings, self.cache.plan)
         self.writer = OutputWriter(settings.output_dir)
@@ -111,6 +114,7 @@ class Engine:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("generation stopped")
             loaded = self.load_for(request.model, request.task)
+            self.use_vae(request.model, request.vae)
             context = {}
             if isinstance(request, ControlNetRequest):
                 self._check_controlnets(loaded, request)
@@ -126,7 +130,7 @@ class Engine:
         infotexts = [format_infotext(request, seed, prepared.infotext) for seed in seeds]
         for image, text in zip(images, infotexts, strict=True):
             image.info[PARAMETERS_KEY] = text  # whoever serves or saves the picture keeps its parameters
-        paths, warnings = self.save(images, infotexts, seeds)
+        paths, warnings = self.save(images, infotexts, seeds) if request.save else ([], [])
         seconds = time.monotonic() - started
         return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras, warnings, seconds)
 
@@ -172,6 +176,29 @@ class Engine:
             log.error("%s (output folder %s)", warning, self.settings.output_dir)
         return paths, warnings
 
+    def refresh_models(self) -> list[str]:
+        """Scan the checkpoint folders again (the Refresh button); returns why files were skipped.
+
+        A loaded model whose file is gone stays loaded until it is unloaded; new runs can no longer pick it.
+        """
+        with self.run_lock:
+            self.registry.scan_checkpoints(self.settings)
+        return list(self.registry.problems)
+
+    def token_label(self, text: str, model: str = "") -> str:
+        """``42/75`` for a prompt box: its tokens on ``model``'s tokenizer (loaded only when no run is going,
+        since loading may unload the model a run uses); "" when the model is busy loading elsewhere."""
+        name = model if model in self.registry.models else self.default_model
+        loaded = self.cache.peek(name)
+        if loaded is None:
+            if not self.run_lock.acquire(blocking=False):
+                return ""
+            try:
+                loaded = self.cache.model(name)
+            finally:
+                self.run_lock.release()
+        return count_label(loaded.base.tokenizer, text)
+
     def grid_runner(self) -> Any:
         """What runs a ``GridRequest`` (``run``'s signature): the grid runner on this engine's pipelines."""
         from .grid import GridRunner  # grid builds on this module
@@ -184,6 +211,13 @@ class Engine:
         if task != "inpaint" and is_inpainting_unet(loaded.base.unet):
             raise ValidationError("model", f"{model} is an inpainting model: use it in the inpaint tab")
         return loaded
+
+    def use_vae(self, model: str, vae: str) -> None:
+        """Give ``model`` the VAE ``vae`` ("" = its own), refused with a message when there is no such VAE."""
+        if vae and vae not in self.registry.vaes:
+            have = ", ".join(self.registry.vaes) or "none; put .safetensors VAEs in models/vae and press Refresh"
+            raise ValidationError("vae", f"unknown VAE {vae!r}; choose the model's own or one of: {have}")
+        self.cache.use_vae(model, vae, self.registry.vaes.get(vae))
 
     def control_maps(self, request: ControlNetRequest) -> list[Image.Image]:
         """Only the preprocessing of a ControlNet request: each unit's control map at the output size."""
@@ -252,10 +286,16 @@ def call_pipeline(
     """One pipeline call as every run makes it: a fresh scheduler, one CPU generator per image, the step callback."""
     # Schedulers are stateful: every run gets a fresh one from the model's own config.
     pipe.scheduler = build_scheduler(scheduler_config, request.sampler, request.schedule)
-    output = pipe(
-        **kwargs,
-        generator=generators(request.seed, request.batch_size),
-        callback_on_step_end=callback,
-        callback_on_step_end_tensor_inputs=["latents"],
-    )
+    with clip_skipped(pipe.text_encoder, request.clip_skip):
+        if "prompt" in kwargs:  # text, not embeddings the caller made (the grid)
+            embeddings = prompt_embeddings(pipe, kwargs["prompt"], kwargs["negative_prompt"] or "")
+            if embeddings is not None:
+                kwargs = {key: v for key, v in kwargs.items() if key not in ("prompt", "negative_prompt")}
+                kwargs.update(embeddings)
+        output = pipe(
+            **kwargs,
+            generator=generators(request.seed, request.batch_size),
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
     return list(output.images)

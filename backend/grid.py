@@ -28,6 +28,7 @@ from .engine import MAX_SEED, Cancelled, Engine, StepCallback, StepEvent, call_p
 from .infotext import format_infotext
 from .outputs import PARAMETERS_KEY
 from .preview import latents_to_rgb
+from .prompting import clip_skipped, prompt_embeddings
 from .requests import Txt2ImgRequest, ValidationError, validate
 from .samplers import DEFAULT_SCHEDULE, SAMPLERS, SCHEDULES, build_scheduler, split_legacy_name, supported_schedules
 from .tasks import prepare
@@ -61,6 +62,7 @@ class GridRequest:
     schedule: str = DEFAULT_SCHEDULE
     model: str = ""
     styles: tuple[str, ...] = ()
+    vae: str = ""  # "" = the model's own
     samplers: list[str] = field(default_factory=list)
     steps_list: list[Any] = field(default_factory=list)
     cfg_list: list[Any] = field(default_factory=list)
@@ -204,6 +206,7 @@ def plan_grid(request: GridRequest, engine: Engine) -> GridPlan:
         batch_size=1,
         model=request.model,
         styles=tuple(request.styles or ()),
+        vae=request.vae,
     )
     cells = []
     for value in values:
@@ -261,12 +264,20 @@ def can_batch(pipe: Any) -> bool:
     return type(pipe) is StableDiffusionPipeline and pipe.unet.config.time_cond_proj_dim is None
 
 
-def encode_prompt(pipe: Any, prompt: str, negative_prompt: str, guided: bool) -> dict[str, torch.Tensor]:
-    """The pipeline's own prompt encoding, done once: the keyword arguments its ``__call__`` takes instead of text.
+def encode_prompt(
+    pipe: Any, prompt: str, negative_prompt: str, guided: bool, clip_skip: int = 1
+) -> dict[str, torch.Tensor]:
+    """The prompt encoding, done once: the keyword arguments the pipeline's ``__call__`` takes instead of text.
 
     ``guided``: whether any cell uses classifier-free guidance (CFG > 1), so the negative prompt is needed.
+    A1111 weights, BREAK and long prompts go through ``backend.prompting`` as in ``Engine.run``.
     """
-    with torch.no_grad():
+    with torch.no_grad(), clip_skipped(pipe.text_encoder, clip_skip):
+        embeddings = prompt_embeddings(pipe, prompt, negative_prompt)
+        if embeddings is not None:
+            if not guided:
+                del embeddings["negative_prompt_embeds"]
+            return embeddings
         encoded = pipe.encode_prompt(
             prompt=prompt,
             device=pipe._execution_device,
@@ -303,6 +314,7 @@ class GridRunner:
     def _run_locked(self, plan: GridPlan, on_step: StepCallback | None, cancel: threading.Event | None) -> GridResult:
         engine = self.engine
         loaded = engine.load_for(plan.model, "txt2img")
+        engine.use_vae(plan.model, plan.cells[0].vae)
         pipe = engine.cache.pipeline(plan.model, "txt2img")
         batched = self.batch and can_batch(pipe)
         chunks = _chunks(plan.cells, engine.settings.max_batch if batched else 1)
@@ -320,7 +332,9 @@ class GridRunner:
         seconds = [0.0] * len(plan.cells)
         guided = any(cell.guidance_scale > 1 for cell in plan.cells)
         start = time.perf_counter()
-        embeddings = encode_prompt(pipe, plan.cells[0].prompt, plan.cells[0].negative_prompt, guided)
+        embeddings = encode_prompt(
+            pipe, plan.cells[0].prompt, plan.cells[0].negative_prompt, guided, plan.cells[0].clip_skip
+        )
         encode_share = (time.perf_counter() - start) / len(plan.cells)
         for chunk in chunks:
             if cancel is not None and cancel.is_set():

@@ -29,11 +29,13 @@ KEYS: dict[str, tuple[str, type]] = {
     "CFG scale": ("guidance_scale", float),
     "Seed": ("seed", int),
     "Model": ("model", str),
+    "VAE": ("vae", str),
     "Denoising strength": ("strength", float),
     "Mask blur": ("mask_blur", int),
     "Hires upscale": ("hr_scale", float),
     "Hires steps": ("hr_steps", int),
     "Hires upscaler": ("hr_upscaler", str),
+    "Clip skip": ("clip_skip", int),
 }
 
 
@@ -68,6 +70,8 @@ def format_infotext(request: GenerationRequest, seed: int, extra: Mapping[str, A
         "Seed": seed,
         "Size": f"{request.width}x{request.height}",
         "Model": request.model,
+        "VAE": request.vae,  # left out when empty (the model's own)
+        "Clip skip": request.clip_skip if request.clip_skip > 1 else None,  # A1111 writes it only when set
     }
     params.update(extra or {})
     lines = [request.prompt]

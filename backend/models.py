@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .settings import PROJECT_ROOT
+from .checkpoints import ScanResult, checkpoint_dirs, config_dir, pair_inpainting, scan, scan_vaes, vae_dirs
+from .settings import PROJECT_ROOT, Settings
 
 FAMILIES = ("sd15", "sd2", "sdxl")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 BUILTIN_PREFIX = "builtin:"
 
 
@@ -44,6 +45,12 @@ class ModelSpec:
     inpaint: str | None = None
     description: str = ""
     controlnets: tuple[tuple[str, str], ...] = ()  # (control type, source) pairs
+    # Single files from the checkpoint folders: the config folder from_single_file reads, the scheduler's
+    # prediction type ("" = the config's own), and whether the file's UNet is a 9-channel inpainting one.
+    config: str = ""
+    prediction_type: str = ""
+    inpainting: bool = False
+    from_folder: bool = False  # found by the checkpoint scan (replaced on Refresh), not listed in models.json
 
     def controlnet(self, control_type: str) -> str | None:
         """The source of this model's ControlNet for ``control_type``, if it has one."""
@@ -87,6 +94,9 @@ def local_path(source: str) -> Path:
 @dataclass
 class ModelRegistry:
     models: dict[str, ModelSpec] = field(default_factory=dict)
+    families: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # checkpoint files skipped by the last scan, and why
+    vaes: dict[str, Path] = field(default_factory=dict)  # VAE name → file, from the VAE folders
 
     @property
     def names(self) -> list[str]:
@@ -116,12 +126,7 @@ class ModelRegistry:
                     name=entry["name"],
                     source=entry["source"],
                     family=entry["family"],
-                    defaults=Defaults(
-                        width=int(merged["width"]),
-                        height=int(merged["height"]),
-                        steps=int(merged["steps"]),
-                        guidance_scale=float(merged["guidance_scale"]),
-                    ),
+                    defaults=_defaults(merged),
                     latent_rgb_factors=tuple(tuple(row) for row in family["latent_rgb_factors"]),
                     inpaint=entry.get("inpaint"),
                     description=entry.get("description", ""),
@@ -134,4 +139,57 @@ class ModelRegistry:
             models[spec.name] = spec
         if not models:
             raise RegistryError(f"{path}: no models listed")
-        return cls(models)
+        return cls(models, families)
+
+    def add_checkpoints(self, result: ScanResult, settings: Settings) -> None:
+        """Replace the checkpoint-folder models with those of a new scan (start and the Refresh button).
+
+        A models.json entry keeps its name: a file with the same name is skipped with a message.
+        """
+        self.models = {name: spec for name, spec in self.models.items() if not spec.from_folder}
+        problems = list(result.problems)
+        listed, partners = pair_inpainting(result.checkpoints)
+        configs: dict[str, str] = {}  # family → its config folder, prepared once per scan
+        for checkpoint in listed:
+            if checkpoint.name in self.models:
+                problems.append(f"{checkpoint.path.name}: skipped, presets/models.json has a model of that name")
+                continue
+            family = self.families[checkpoint.family]
+            if checkpoint.family not in configs:
+                configs[checkpoint.family] = str(config_dir(settings, checkpoint.family))
+            partner = partners.get(checkpoint.name)
+            kind = "inpainting checkpoint (inpaint tab only)" if checkpoint.inpainting else "checkpoint"
+            self.models[checkpoint.name] = ModelSpec(
+                name=checkpoint.name,
+                source=str(checkpoint.path),
+                family=checkpoint.family,
+                defaults=_defaults(family),
+                latent_rgb_factors=tuple(tuple(row) for row in family["latent_rgb_factors"]),
+                inpaint=str(partner.path) if partner else None,
+                description=f"{checkpoint.label} {kind} from {checkpoint.path.parent}"
+                + (f"; inpainting with {partner.path.name}" if partner else ""),
+                controlnets=tuple(family.get("controlnets", {}).items()),
+                config=configs[checkpoint.family],
+                prediction_type=checkpoint.prediction_type,
+                inpainting=checkpoint.inpainting,
+                from_folder=True,
+            )
+        self.problems = problems
+
+    def scan_checkpoints(self, settings: Settings) -> None:
+        """Scan the checkpoint and VAE folders (at start and on Refresh)."""
+        self.add_checkpoints(scan(checkpoint_dirs(settings), settings.allow_pickle), settings)
+        self.vaes, vae_problems = scan_vaes(vae_dirs(settings))
+        self.problems += vae_problems
+
+    def checkpoint_names(self) -> list[str]:
+        return [name for name, spec in self.models.items() if spec.from_folder]
+
+
+def _defaults(values: dict[str, Any]) -> Defaults:
+    return Defaults(
+        width=int(values["width"]),
+        height=int(values["height"]),
+        steps=int(values["steps"]),
+        guidance_scale=float(values["guidance_scale"]),
+    )

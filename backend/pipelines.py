@@ -32,6 +32,7 @@ from diffusers.models.controlnets.controlnet import ControlNetOutput
 from . import tiny
 from .devices import DevicePlan, apply_memory_options, plan_device
 from .models import ModelRegistry, ModelSpec, local_path, source_kind
+from .nan_guard import guard_vae_nans
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class LoadedModel:
     memory_options: list[str] = field(default_factory=list)
     derived: dict[tuple[str, ...], DiffusionPipeline] = field(default_factory=dict)  # (task, *ControlNet sources)
     controlnets: dict[str, ControlNetModel] = field(default_factory=dict)  # source → model, loaded once
+    vaes: dict[str, Any] = field(default_factory=dict)  # VAE name ("" = the model's own) → AutoencoderKL
+    vae: str = ""  # the VAE its pipelines use now
 
 
 def is_cached(repo_id: str, marker: str = "model_index.json") -> bool:
@@ -111,11 +114,23 @@ def load_pipeline(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> Diff
     try:
         if spec.kind == "single_file":
             cls = StableDiffusionXLPipeline if spec.family == "sdxl" else StableDiffusionPipeline
-            return cls.from_single_file(source, local_files_only=local_only, **kwargs)
+            if not spec.config:
+                return cls.from_single_file(source, local_files_only=local_only, **kwargs)
+            if not Path(spec.config).is_dir():
+                raise ModelUnavailable(f"{spec.name}: its config folder {spec.config} is missing")
+            if spec.inpainting:  # a lone 9-channel file: the family's config describes the 4-channel UNet
+                kwargs["unet"] = single_file_unet(source, spec.config, plan)
+            # The shipped config folder holds every config and the tokenizer: nothing is fetched.
+            pipe = cls.from_single_file(source, config=spec.config, local_files_only=True, **kwargs)
+            if spec.prediction_type and pipe.scheduler.config.get("prediction_type") != spec.prediction_type:
+                pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, prediction_type=spec.prediction_type)
+            return pipe
         return AutoPipelineForText2Image.from_pretrained(
             source, use_safetensors=True, local_files_only=local_only, **kwargs
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        if isinstance(err, ModelUnavailable):
+            raise
         hint = ""
         if spec.kind == "hub":
             hint = (
@@ -125,10 +140,22 @@ def load_pipeline(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> Diff
         raise ModelUnavailable(f"{spec.name}: could not load {spec.source}: {err}.{hint}") from err
 
 
+def single_file_unet(source: str, config: str, plan: DevicePlan) -> UNet2DConditionModel:
+    """The 9-channel UNet of an inpainting checkpoint file, read with its family's config folder."""
+    return UNet2DConditionModel.from_single_file(
+        source, config=config, subfolder="unet", in_channels=9, dtype=plan.dtype, local_files_only=True
+    )
+
+
 def load_inpaint_unet(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> UNet2DConditionModel:
     """The 9-channel UNet of a model's inpainting variant (text encoder and VAE stay shared)."""
     assert spec.inpaint
     source = resolve_source(spec.name, spec.inpaint, settings)
+    if source_kind(spec.inpaint) == "single_file" and spec.config:
+        try:
+            return single_file_unet(source, spec.config, plan)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise ModelUnavailable(f"{spec.name}: could not load its inpainting file {spec.inpaint}: {err}") from err
     local_only = settings.offline or source_kind(spec.inpaint) != "hub"
     # A whole pipeline (hub id or folder) keeps its UNet in unet/; a bare UNet folder has config.json on top.
     subfolder = None if (Path(source) / "config.json").exists() else "unet"
@@ -157,6 +184,33 @@ def load_controlnet(spec: ModelSpec, control_type: str, settings: Settings, plan
             f"{spec.name}: could not load its {control_type} ControlNet {where}: {err}. Without a network, list a "
             "local diffusers folder for it in presets/models.json."
         ) from err
+
+
+def vae_config(spec: ModelSpec, settings: Settings) -> str:
+    """The folder whose ``vae/config.json`` describes the model's VAE (for reading a VAE file in its layout)."""
+    if spec.config:
+        return spec.config
+    if spec.kind in ("builtin", "folder"):
+        return resolve_source(spec.name, spec.source, settings)
+    from .checkpoints import config_dir
+
+    return str(config_dir(settings, spec.family))
+
+
+def load_vae(loaded: LoadedModel, path: Path | None, settings: Settings, plan: DevicePlan) -> Any:
+    """A VAE file (original layout) read with the model family's VAE config."""
+    from diffusers import AutoencoderKL
+
+    spec = loaded.spec
+    if path is None or not Path(path).exists():
+        raise ModelUnavailable(f"VAE file {path} is gone; press Refresh beside the model list")
+    try:
+        vae = AutoencoderKL.from_single_file(
+            str(path), config=vae_config(spec, settings), subfolder="vae", dtype=plan.dtype, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelUnavailable(f"VAE {Path(path).name} does not fit {spec.name} ({spec.family}): {err}") from err
+    return vae.to(loaded.base.vae.device)
 
 
 def skip_inactive_steps(controlnet: ControlNetModel) -> ControlNetModel:
@@ -205,6 +259,11 @@ class PipelineCache:
     def resident(self) -> list[str]:
         return list(self._models)
 
+    def peek(self, name: str) -> LoadedModel | None:
+        """The model if it is loaded, without loading or reordering anything."""
+        with self._lock:
+            return self._models.get(name)
+
     def model(self, name: str) -> LoadedModel:
         with self._lock:
             if name in self._models:
@@ -216,8 +275,9 @@ class PipelineCache:
             log.info("loading %s from %s", spec.name, spec.source)
             base = self._loader(spec, self.settings, self.plan)
             base.set_progress_bar_config(disable=True)  # progress goes through the step callback
+            guard_vae_nans(base.vae, spec.name)  # derived pipelines share this VAE, so they are guarded too
             options = apply_memory_options(base, self.settings, self.plan)
-            loaded = LoadedModel(spec, base, dict(base.scheduler.config), options)
+            loaded = LoadedModel(spec, base, dict(base.scheduler.config), options, vaes={"": base.vae})
             self._models[name] = loaded
             return loaded
 
@@ -257,6 +317,21 @@ class PipelineCache:
                     apply_memory_options(pipe, self.settings, self.plan)
                 loaded.derived[key] = pipe
             return loaded.derived[key]
+
+    def use_vae(self, name: str, vae: str, path: Path | None) -> None:
+        """Give the model's pipelines the VAE ``vae`` (``""`` = its own, else the file ``path``): only the VAE is
+        loaded (once) and swapped; the UNet and text encoders stay as they are."""
+        loaded = self.model(name)
+        with self._lock:
+            if loaded.vae == vae:
+                return
+            if vae not in loaded.vaes:
+                log.info("loading VAE %s for %s", vae, name)
+                loaded.vaes[vae] = guard_vae_nans(load_vae(loaded, path, self.settings, self.plan), vae)
+            module = loaded.vaes[vae]
+            for pipe in (loaded.base, *loaded.derived.values()):
+                pipe.vae = module
+            loaded.vae = vae
 
     def unload(self, name: str) -> None:
         with self._lock:

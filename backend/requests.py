@@ -55,6 +55,7 @@ def field_limits(settings: Settings) -> dict[str, Limit]:
         "guidance_end": Limit(0.0, 1.0, 0.01),
         "low_threshold": Limit(1, 255),
         "high_threshold": Limit(1, 255),
+        "clip_skip": Limit(1, 12),
         "detect_resolution": Limit(0, max(settings.max_width, settings.max_height), MIN_DETECT_RESOLUTION),
     }
 
@@ -75,6 +76,9 @@ class GenerationRequest:
     schedule: str = DEFAULT_SCHEDULE
     model: str = ""
     styles: tuple[str, ...] = ()  # applied to the prompts by the engine; the infotext has the result
+    save: bool = True  # write the pictures to the output folder (when the server saves at all)
+    vae: str = ""  # "" = the model's own VAE; else a file of the VAE folders by name (backend.checkpoints)
+    clip_skip: int = 1  # A1111's: 2 = the text encoder's last layer left out
 
     task: ClassVar[str] = "generation"
 
@@ -395,7 +399,7 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
     hires = isinstance(request, Txt2ImgRequest) and bool(request.enable_hr)
     if isinstance(request, Txt2ImgRequest):
         changes["enable_hr"] = hires
-    for name in ("seed", "steps", "width", "height", "batch_size"):
+    for name in ("seed", "steps", "width", "height", "batch_size", "clip_skip"):
         if name in changes:
             continue
         changes[name] = _whole(name, getattr(request, name))

@@ -39,6 +39,12 @@ class Settings:
     max_models: int = 1  # models kept resident; the least recently used one is unloaded
     offline: bool = False  # never touch the network; only local folders and the local hub cache
     cache_dir: Path = field(default_factory=_default_cache_dir)  # built-in models are written here
+    # Single-file checkpoints: folders scanned besides models/checkpoints (os.pathsep-separated), the per-family
+    # config folders from_single_file reads (no weights), and whether pickle files (.ckpt) may be loaded (unsafe).
+    checkpoints_dir: str = ""
+    checkpoint_configs: Path = PROJECT_ROOT / "backend" / "configs"
+    allow_pickle: bool = False
+    vae_dir: str = ""  # VAE folders scanned besides models/vae (os.pathsep-separated)
     # ControlNet preprocessor weights (depth, pose): a hub repository or a local folder with the same files.
     annotators: str = "lllyasviel/Annotators"
     # Image upscalers (Extras, hires fix): model files found in these folders, separated by the OS path separator.

@@ -17,7 +17,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(engine: Engine) -> Iterator[str]:
+def serve(engine: Engine, api: bool = False, auth: tuple[str, str] | None = None) -> Iterator[str]:
+    """``api``: also the A1111 API, as ``app.py --api`` mounts it (its state is ``serve.api_state``)."""
     demo = build_demo(engine)
     port = free_port()
     demo.launch(
@@ -25,8 +26,14 @@ def serve(engine: Engine) -> Iterator[str]:
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
+        auth=auth,
         **launch_options(engine),
     )
+    if api:
+        from api.routes import mount_api
+        from ui.app import queued_events
+
+        serve.api_state = mount_api(demo.app, engine, auth, lambda: queued_events(demo))
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

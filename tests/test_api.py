@@ -32,6 +32,7 @@ ARGS = dict(
     schedule="Automatic",
     model=TINY,
     styles=[],
+    vae="",
 )
 
 
@@ -238,3 +239,16 @@ def test_upscale_endpoint(app, tmp_path):
         client.predict(handle_file(str(path)), "nope", 2.0, api_name="/upscale")
     # The server keeps serving after the refusals.
     assert client.predict(handle_file(str(path)), "Lanczos", 1.0, api_name="/upscale")
+
+
+def test_a1111_prompt_syntax_through_the_api(app):
+    engine, client = app
+    args = {**ARGS, "batch_size": 1, "prompt": "a (red:1.6) circle, (unbalanced BREAK blue"}
+    gallery, infotext, _ = client.predict(**args, api_name="/txt2img")
+    assert infotext.startswith(args["prompt"])
+    direct = engine.run(Txt2ImgRequest(**args)).images[0]
+    plain = engine.run(Txt2ImgRequest(**{**args, "prompt": "a red circle, unbalanced blue"})).images[0]
+    with Image.open(gallery[0]["image"]) as img:
+        got = np.asarray(img.convert("RGB"))
+    assert np.array_equal(got, np.asarray(direct.convert("RGB")))
+    assert not np.array_equal(got, np.asarray(plain.convert("RGB")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 
 import httpx
@@ -219,3 +220,40 @@ def test_stale_temporary_files_are_removed_at_start(tmp_path, cache_dir):
     assert not stale.exists(), "a killed run's temporary file is removed"
     assert fresh.exists(), "a write that may be in progress is left alone"
     assert other.exists(), "files that are not ours are left alone"
+
+
+BAD_TXT2IMG = [
+    ({"steps": "abc"}, "Steps: 'abc' is not a valid value"),
+    ({"width": "512"}, "Width: '512' is not a valid value"),
+    ({"seed": None}, "seed: seed must be a whole number"),
+    ({"seed": 2**40}, "seed: seed must be between -1 and 4294967295"),
+    ({"steps": -5}, "Steps: Value -5 is less than minimum value 1"),
+    ({"steps": 10_000}, "Steps: Value 10000 is greater than maximum"),
+    ({"guidance_scale": -1}, "CFG scale: Value -1"),
+    ({"width": 100}, "width 100 is not a multiple of 8"),
+    ({"height": 4096}, "Height: Value 4096 is greater than maximum"),
+    ({"batch_size": 0}, "Batch size: Value 0 is less than minimum"),
+    ({"sampler": "Bogus"}, "Sampler: Value: Bogus is not in the list of choices"),
+    ({"schedule": "Sideways"}, "Schedule type: Value: Sideways is not in the list of choices"),
+    # The model and VAE menus take any text (a checkpoint found by Refresh after the app started); the engine
+    # checks the name against its current list.
+    ({"model": "../../etc/passwd"}, "model: unknown model '../../etc/passwd'; choose one of:"),
+    ({"vae": "../../etc/passwd"}, "vae: unknown VAE '../../etc/passwd'; choose the model's own"),
+    ({"styles": ["nope"]}, "Styles: Value: 'nope'"),
+    ({"prompt": "x" * 20_000}, "prompt is 20000 characters long; the limit is 4000"),
+    ({"prompt": "a cat\x00"}, "prompt contains a NUL character"),
+]
+
+
+@pytest.mark.parametrize("fields, message", BAD_TXT2IMG, ids=[str(list(f)) for f, _ in BAD_TXT2IMG])
+def test_bad_txt2img_input_names_the_field(app, fields, message):
+    _, client, _ = app
+    with pytest.raises(AppError, match=re.escape(message)):
+        client.predict(**{**ARGS, **fields}, api_name="/txt2img")
+
+
+def test_emoji_prompts_work_and_the_server_serves_after_bad_input(app):
+    _, client, _ = app
+    _, infotext, _ = client.predict(**{**ARGS, "prompt": "a red circle 🎈 ☕"}, api_name="/txt2img")
+    assert infotext.startswith("a red circle 🎈 ☕\n")
+    _still_serving(client)

@@ -57,6 +57,12 @@ def launch_options(engine: Engine) -> dict[str, Any]:
     return {"max_file_size": f"{engine.settings.max_upload_mb}mb", "js": SHORTCUTS_JS, "css": CSS}
 
 
+def queued_events(demo: gr.Blocks) -> int:
+    """Events waiting in the Gradio queue (the A1111 API's jobs count against the same bound)."""
+    queue = getattr(demo, "_queue", None)  # Gradio has no public accessor for its queue's length
+    return len(queue) if queue is not None else 0
+
+
 def build_demo(engine: Engine) -> gr.Blocks:
     studio = Studio(engine=engine, cancels=CancelRegistry())
     age = engine.settings.cache_max_age
@@ -69,6 +75,9 @@ def build_demo(engine: Engine) -> gr.Blocks:
         if engine.presets.problems:
             problems = "\n".join(f"- {p}" for p in engine.presets.problems)
             gr.Markdown(f"**Some preset files could not be read:**\n{problems}", elem_id="preset-problems")
+        if engine.registry.problems:
+            skipped = "\n".join(f"- {p}" for p in engine.registry.problems)
+            gr.Markdown(f"**Some checkpoint files were skipped:**\n{skipped}", elem_id="checkpoint-problems")
         with gr.Tabs() as tabs:
             handles = {}
             for tab_id, module in TABS.items():

@@ -18,6 +18,7 @@ from backend.pipelines import ModelUnavailable
 from backend.requests import GenerationRequest, GenerationResult, ValidationError, field_limits
 from backend.samplers import SAMPLERS, supported_schedules
 
+from .inputs import FieldDropdown, FieldNumber, FieldSlider
 from .presets_ui import PresetRow, build_preset_row, wire_preset_row
 from .schedule import schedule_dropdown
 from .session import CancelRegistry
@@ -37,6 +38,7 @@ COMMON_FIELDS = (
     "schedule",
     "model",
     "styles",
+    "vae",
 )
 
 
@@ -62,6 +64,7 @@ class CommonControls:
     schedule: gr.Dropdown
     model: gr.Dropdown
     styles: gr.Dropdown
+    vae: gr.Dropdown
     random_seed: gr.Button
     reuse_seed: gr.Button
     presets: PresetRow | None = None
@@ -90,10 +93,15 @@ def build_prompt_block(studio: Studio, prefix: str) -> tuple[gr.Textbox, gr.Text
     """Prompt, negative prompt, styles, and the final prompts the styles give (shown before generating)."""
     # value="": the API then has a default for them too, so a client may send only the fields it cares about.
     prompt = gr.Textbox("", label="Prompt", lines=3, placeholder="a lighthouse at dusk", elem_id=f"{prefix}-prompt")
+    prompt_tokens = gr.Markdown("0/75", elem_id=f"{prefix}-prompt-tokens")
     negative = gr.Textbox(
         "", label="Negative prompt", lines=2, placeholder="blurry, lowres", elem_id=f"{prefix}-negative"
     )
-    styles = gr.Dropdown(
+    negative_tokens = gr.Markdown("0/75", elem_id=f"{prefix}-negative-tokens")
+    for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
+        # Tokens per 75-token chunk, as A1111 shows them; weights and brackets do not count.
+        box.change(studio.engine.token_label, box, counter, queue=False, api_visibility="private")
+    styles = FieldDropdown(
         list(studio.engine.presets.styles), value=[], multiselect=True, label="Styles", elem_id=f"{prefix}-styles"
     )
     final = gr.Textbox(
@@ -143,11 +151,10 @@ def build_common_controls(
     size_note = " (0 = from image)" if zero_size_allowed else ""
     presets = build_preset_row(engine.presets, prefix)
     prompt, negative, styles = build_prompt_block(studio, prefix)
+    model, vae = build_model_row(studio, prefix)
     with gr.Row():
-        model = gr.Dropdown(engine.registry.names, value=engine.default_model, label="Model", elem_id=f"{prefix}-model")
-    with gr.Row():
-        sampler = gr.Dropdown(list(SAMPLERS), value="DPM++ 2M", label="Sampler", elem_id=f"{prefix}-sampler")
-        schedule = gr.Dropdown(
+        sampler = FieldDropdown(list(SAMPLERS), value="DPM++ 2M", label="Sampler", elem_id=f"{prefix}-sampler")
+        schedule = FieldDropdown(
             supported_schedules("DPM++ 2M"), value="Karras", label="Schedule type", elem_id=f"{prefix}-schedule"
         )
     steps = limit_slider("Steps", limits["steps"], spec.defaults.steps, f"{prefix}-steps")
@@ -164,7 +171,7 @@ def build_common_controls(
         )
     batch = limit_slider("Batch size", limits["batch_size"], 1, f"{prefix}-batch")
     with gr.Row(equal_height=True):
-        seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, scale=4, elem_id=f"{prefix}-seed")
+        seed = FieldNumber(label="Seed (-1 = random)", value=-1, precision=0, scale=4, elem_id=f"{prefix}-seed")
         random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{prefix}-random-seed")
         reuse_seed = gr.Button("Reuse", scale=0, min_width=80, elem_id=f"{prefix}-reuse-seed")
     controls = CommonControls(
@@ -180,6 +187,7 @@ def build_common_controls(
         schedule=schedule,
         model=model,
         styles=styles,
+        vae=vae,
         random_seed=random_seed,
         reuse_seed=reuse_seed,
         presets=presets,
@@ -193,10 +201,50 @@ def build_common_controls(
     return controls
 
 
+def build_model_row(studio: Studio, prefix: str) -> tuple[gr.Dropdown, gr.Dropdown]:
+    """The model and VAE dropdowns and the Refresh button, which rescans the checkpoint and VAE folders."""
+    engine = studio.engine
+    with gr.Row(equal_height=True):
+        # Custom values pass to the engine, which checks the name against the current scan: an API client can use a
+        # checkpoint found by Refresh though its copy of the dropdown's choices is the one from the start.
+        model = FieldDropdown(
+            engine.registry.names,
+            value=engine.default_model,
+            label="Model",
+            scale=8,
+            allow_custom_value=True,
+            elem_id=f"{prefix}-model",
+        )
+        # "" = the model's own VAE; custom values reach the engine, which names the VAEs it has.
+        vae = FieldDropdown(
+            vae_choices(engine), value="", label="VAE", scale=3, allow_custom_value=True, elem_id=f"{prefix}-vae"
+        )
+        refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id=f"{prefix}-refresh-models")
+
+    def refresh_models(current: str, current_vae: str):
+        problems = engine.refresh_models()
+        names = engine.registry.names
+        for problem in problems:
+            gr.Warning(problem)
+        return (
+            gr.Dropdown(choices=names, value=current if current in names else engine.default_model),
+            gr.Dropdown(choices=vae_choices(engine), value=current_vae if current_vae in engine.registry.vaes else ""),
+        )
+
+    # One public endpoint (txt2img's) is enough for API clients; the other tabs' buttons stay private.
+    api = {"api_name": "refresh_models"} if prefix == "txt2img" else {"api_visibility": "private"}
+    refresh.click(refresh_models, inputs=[model, vae], outputs=[model, vae], queue=False, **api)
+    return model, vae
+
+
+def vae_choices(engine: Engine) -> list[tuple[str, str]]:
+    return [("Model's own", ""), *((name, name) for name in engine.registry.vaes)]
+
+
 def limit_slider(label: str, limit: Any, value: float, elem_id: str, **kwargs: Any) -> gr.Slider:
     """A slider over a validator limit (``field_limits``): its range and (unless given) step are the backend's."""
     options = {"step": limit.step, **kwargs}
-    return gr.Slider(limit.minimum, limit.maximum, value=value, label=label, elem_id=elem_id, **options)
+    return FieldSlider(limit.minimum, limit.maximum, value=value, label=label, elem_id=elem_id, **options)
 
 
 def _wire_control_updates(studio: Studio, c: CommonControls, size_from_image: bool) -> None:

@@ -1,9 +1,11 @@
-"""Picture inputs that refuse bad uploads with a message naming the field, before Gradio decodes them.
+"""Inputs whose refusals name the field: pictures checked before Gradio decodes them, numbers and choices.
 
-Gradio decodes an upload in its own preprocessing, where a non-picture, a truncated file or a declared 30000×30000
-PNG fails with a generic error (or a long decode). These subclasses check the file's header first
-(``backend.images.check_picture_file``) and turn decoding failures into messages. ``is_template`` makes Gradio use
-the parent's front-end component.
+Gradio checks an input in its own preprocessing, before any handler runs: a non-picture, a truncated file or a
+declared 30000×30000 PNG fails there with a generic error (or a long decode), `steps="abc"` with a generic error,
+and a value out of range or not among the choices with a message that does not say which field. These subclasses
+check a picture's header first (``backend.images.check_picture_file``) and put the field's label before every
+refusal. ``is_template`` makes Gradio use the parent's front-end component; they add no ``__init__`` (Gradio builds
+a component's front-end config from its ``__init__`` signature).
 """
 
 from __future__ import annotations
@@ -57,3 +59,33 @@ def picture_input(cls: type[PictureInput] | type[PictureEditor], max_pixels: int
     component = cls(**kwargs)
     component.max_pixels = max_pixels
     return component
+
+
+def _named(label: str | None, preprocess: Any, payload: Any) -> Any:
+    try:
+        return preprocess(payload)
+    except gr.Error as err:
+        raise gr.Error(f"{label}: {err.message}") from None
+    except (TypeError, ValueError):  # e.g. steps="abc": Gradio's own conversion fails before any check
+        raise gr.Error(f"{label}: {payload!r} is not a valid value here") from None
+
+
+class FieldSlider(gr.Slider):
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        return _named(self.label, super().preprocess, payload)
+
+
+class FieldNumber(gr.Number):
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        return _named(self.label, super().preprocess, payload)
+
+
+class FieldDropdown(gr.Dropdown):
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        return _named(self.label, super().preprocess, payload)

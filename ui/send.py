@@ -16,7 +16,7 @@ from .common import TabHandle
 from .schedule import schedule_dropdown
 
 # Request fields every target receives. Size goes only to tabs whose size does not follow their input image.
-CARRIED = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "sampler", "schedule", "model")
+CARRIED = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "sampler", "schedule", "model", "vae")
 SIZE = ("width", "height")
 
 Loader = Callable[..., tuple[Image.Image | None, str]]
@@ -71,6 +71,8 @@ def wire_send(
     def send(*values):
         image, infotext = load(*values)
         fields = parse_infotext(infotext).request_fields() if infotext else {}
+        if infotext:
+            fields.setdefault("vae", "")  # no VAE key: the picture was made with the model's own
         dropped = unusable(fields, registry_names)
         if dropped:
             gr.Warning("Not carried over (unknown here): " + ", ".join(f"{k} {v!r}" for k, v in dropped.items()))

@@ -181,6 +181,7 @@ def build_tab(studio: Studio) -> TabHandle:
         schedule: str,
         model: str,
         styles: list[str] | None,
+        vae: str,
         image,
         control_type: str,
         preprocessor: str,

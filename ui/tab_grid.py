@@ -68,6 +68,7 @@ def build_tab(studio: Studio) -> TabHandle:
         schedule: str,
         model: str,
         styles: list[str] | None,
+        vae: str,
         samplers: list[str] | None,
         steps_list: str,
         cfg_list: str,

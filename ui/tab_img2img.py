@@ -58,6 +58,7 @@ def build_tab(studio: Studio) -> TabHandle:
         schedule: str,
         model: str,
         styles: list[str] | None,
+        vae: str,
         image,
         strength: float,
         resize_mode: str,

@@ -83,6 +83,7 @@ def build_tab(studio: Studio) -> TabHandle:
         schedule: str,
         model: str,
         styles: list[str] | None,
+        vae: str,
         image,
         mask,
         strength: float,

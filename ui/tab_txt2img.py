@@ -39,6 +39,7 @@ def build_tab(studio: Studio) -> TabHandle:
         schedule: str,
         model: str,
         styles: list[str] | None,
+        vae: str,
         enable_hr: bool = False,
         hr_upscaler: str = "Lanczos",
         hr_scale: float = 2.0,
