@@ -10,6 +10,7 @@ from backend.requests import field_limits
 from backend.upscalers import upscaler_names
 
 from .common import Studio, limit_slider
+from .inputs import FieldDropdown, FieldSlider
 
 
 @dataclass
@@ -44,16 +45,17 @@ def build_hires(studio: Studio) -> HiresControls:
             info="Generate at the size above, upscale, then refine at the larger size",
         )
         with gr.Row():
-            upscaler = gr.Dropdown(
+            upscaler = FieldDropdown(
                 upscaler_names(studio.engine.settings),
                 value="Lanczos",
                 label="Hires upscaler",
+                allow_custom_value=True,  # the engine names the upscalers it has
                 elem_id="txt2img-hr-upscaler",
             )
-            scale = gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Hires upscale", elem_id="txt2img-hr-scale")
+            scale = FieldSlider(1.0, 4.0, value=2.0, step=0.05, label="Hires upscale", elem_id="txt2img-hr-scale")
         with gr.Row():
             # 0 is A1111's "as many as the first pass", below the steps limit's minimum
-            steps = gr.Slider(
+            steps = FieldSlider(
                 0,
                 limits["steps"].maximum,
                 value=0,

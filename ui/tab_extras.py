@@ -9,7 +9,7 @@ from backend.requests import ValidationError
 from backend.upscalers import LANCZOS, extras_upscale, upscaler_names
 
 from .common import Studio
-from .inputs import PictureInput, picture_input
+from .inputs import FieldDropdown, FieldSlider, PictureInput, picture_input
 
 
 def build_tab(studio: Studio) -> None:
@@ -25,8 +25,15 @@ def build_tab(studio: Studio) -> None:
                 format="png",
                 elem_id="extras-image",
             )
-            upscaler = gr.Dropdown(upscaler_names(settings), value=LANCZOS, label="Upscaler", elem_id="extras-upscaler")
-            scale = gr.Slider(1.0, 8.0, value=2.0, step=0.05, label="Scale", elem_id="extras-scale")
+            # Custom values reach the backend, which names the upscalers it has (a file added after the start too).
+            upscaler = FieldDropdown(
+                upscaler_names(settings),
+                value=LANCZOS,
+                label="Upscaler",
+                allow_custom_value=True,
+                elem_id="extras-upscaler",
+            )
+            scale = FieldSlider(1.0, 8.0, value=2.0, step=0.05, label="Scale", elem_id="extras-scale")
             run = gr.Button("Upscale", variant="primary", elem_id="extras-run")
         with gr.Column(scale=1):
             result = gr.Image(label="Result", type="pil", format="png", interactive=False, elem_id="extras-result")
