@@ -39,6 +39,7 @@ from .samplers import build_scheduler
 from .settings import Settings
 from .tasks import pipeline_key, prepare, prepare_txt2img
 from .upscalers import upscale as upscale_image
+from .upscalers import upscale_latents
 
 MAX_SEED = 2**32 - 1
 log = logging.getLogger(__name__)
@@ -134,25 +135,31 @@ class Engine:
         seconds = time.monotonic() - started
         return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras, warnings, seconds)
 
-    def _hires_pass(self, request: Txt2ImgRequest, images: list[Image.Image], loaded, on_step, cancel):
-        """A1111's hires fix: upscale each picture, then img2img at the target size with the same seeds.
+    def _hires_pass(self, request: Txt2ImgRequest, first: list[Any], loaded, on_step, cancel) -> list[Image.Image]:
+        """A1111's hires fix: upscale each picture (or its latents), then img2img at the target size, same seeds.
 
         The img2img pipeline comes from ``from_pipe`` (the cache), so it shares the loaded weights.
         """
         size = request.hires_size()
-        bigger = [
-            upscale_image(image, request.hr_upscaler, 0, self.settings, field="hr_upscaler", target=size)
-            for image in images
-        ]
-        second = request.replace(width=size[0], height=size[1], steps=request.hr_steps or request.steps)
         pipe = self.cache.pipeline(request.model, "img2img")
+        if request.latent_hires:
+            # The first pass returned latents (batch entries of channels × h × w); img2img takes 4-channel ones as is.
+            latent_size = (size[1] // pipe.vae_scale_factor, size[0] // pipe.vae_scale_factor)
+            bigger = [upscale_latents(latent[None], request.hr_upscaler, latent_size) for latent in first]
+        else:
+            bigger = [
+                upscale_image(image, request.hr_upscaler, 0, self.settings, field="hr_upscaler", target=size)
+                for image in first
+            ]
+        second = request.replace(width=size[0], height=size[1], steps=request.hr_steps or request.steps)
         kwargs = {**prepare_txt2img(second.replace(enable_hr=False)).kwargs, "strength": request.strength}
         del kwargs["width"], kwargs["height"], kwargs["num_images_per_prompt"]
         out: list[Image.Image] = []
         callback = self._step_callback(loaded.spec.latent_rgb_factors, second, on_step, cancel)
-        for index, image in enumerate(bigger):
+        seeds = batch_seeds(request.seed, len(first))
+        for seed, image in zip(seeds, bigger, strict=True):
             # One picture per call keeps each picture's own seed, as the first pass had it.
-            one = second.replace(seed=batch_seeds(request.seed, len(images))[index], batch_size=1)
+            one = second.replace(seed=seed, batch_size=1)
             out += call_pipeline(pipe, loaded.scheduler_config, one, {**kwargs, "image": image}, callback)
         return out
 

@@ -89,7 +89,7 @@ class GenerationRequest:
 @dataclass
 class Txt2ImgRequest(GenerationRequest):
     """``enable_hr``: A1111's hires fix. Generate at width×height, upscale by ``hr_scale`` with ``hr_upscaler``
-    (Lanczos or a model file, backend.upscalers), then an img2img pass of ``hr_steps`` (0 = ``steps``) at
+    (a latent mode, Lanczos or a model file, backend.upscalers), then an img2img pass of ``hr_steps`` (0 = ``steps``) at
     denoising ``strength`` on the larger picture."""
 
     enable_hr: bool = False
@@ -99,6 +99,11 @@ class Txt2ImgRequest(GenerationRequest):
     strength: float = 0.7  # the hires pass's denoising strength
 
     task: ClassVar[str] = "txt2img"
+
+    @property
+    def latent_hires(self) -> bool:
+        """The hires fix resizes the first pass's latents (A1111's "Latent …" upscalers), not its pictures."""
+        return self.enable_hr and self.hr_upscaler.startswith("Latent")
 
     def hires_size(self) -> tuple[int, int]:
         """The second pass's size: the base size × ``hr_scale``, rounded down to multiples of 8."""
@@ -367,9 +372,9 @@ def _validate_hires(
     steps = _whole("hr_steps", request.hr_steps)
     if steps != 0:
         _in_range("hr_steps", steps, limits["steps"])
-    from .upscalers import upscaler_names  # imports this module
+    from .upscalers import hires_upscaler_names  # imports this module
 
-    choices = upscaler_names(settings)
+    choices = hires_upscaler_names(settings)
     if request.hr_upscaler not in choices:
         raise ValidationError(
             "hr_upscaler", f"unknown Hires upscaler {request.hr_upscaler!r}; choose one of: {', '.join(choices)}"

@@ -45,7 +45,10 @@ def prepare_txt2img(request: Txt2ImgRequest) -> Prepared:
         "Hires steps": request.hr_steps or None,
         "Hires upscaler": request.hr_upscaler,
     }
-    return Prepared(_common(request), infotext=extra)
+    kwargs = _common(request)
+    if request.latent_hires:
+        kwargs["output_type"] = "latent"  # the hires pass resizes these; no decode in between
+    return Prepared(kwargs, infotext=extra)
 
 
 def prepare_img2img(request: Img2ImgRequest) -> Prepared:

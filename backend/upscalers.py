@@ -26,6 +26,16 @@ SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt")
 DEFAULT_TILE = 256  # input pixels per tile side
 DEFAULT_OVERLAP = 16  # input pixels two neighbouring tiles share
+# Hires fix only: A1111's latent upscalers (name → torch interpolate mode, antialias). The first pass's latents are
+# resized and denoised at the target size without a VAE round trip; they need denoising around 0.5 or more.
+LATENT_MODES: dict[str, tuple[str, bool]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
 
 
 def upscaler_dirs(settings: Settings) -> list[Path]:
@@ -47,6 +57,18 @@ def model_files(settings: Settings) -> dict[str, Path]:
 
 def upscaler_names(settings: Settings) -> list[str]:
     return [LANCZOS, *model_files(settings)]
+
+
+def hires_upscaler_names(settings: Settings) -> list[str]:
+    """The hires fix's choices, in A1111's order: the latent modes, then the picture upscalers."""
+    return [*LATENT_MODES, *upscaler_names(settings)]
+
+
+def upscale_latents(latents: torch.Tensor, name: str, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a (batch, channels, h, w) latent tensor to ``size`` = (height, width) with a latent mode."""
+    mode, antialias = LATENT_MODES[name]
+    # float32: not every mode is implemented for half precision on every device
+    return torch.nn.functional.interpolate(latents.float(), size=size, mode=mode, antialias=antialias).to(latents.dtype)
 
 
 @dataclass

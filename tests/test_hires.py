@@ -62,6 +62,20 @@ def test_hires_infotext_round_trips(demo):
 
 
 @pytest.mark.slow
+def test_latent_hires_resizes_the_latents(demo):
+    """A1111's "Latent" upscaler: the first pass's latents are resized, not its decoded picture."""
+    request = base_request(steps=6, enable_hr=True, hr_scale=1.5, hr_steps=4, strength=0.6)
+    base = demo.run(base_request(steps=6)).images[0]
+    latent = demo.run(request.replace(hr_upscaler="Latent"))
+    lanczos = demo.run(request).images[0]
+    big = latent.images[0]
+    assert big.size == (96, 96) and parse_infotext(latent.infotext).params["Hires upscaler"] == "Latent"
+    down = np.asarray(big.resize((64, 64), Image.Resampling.BOX), dtype=np.float32)
+    assert np.abs(down - np.asarray(base, dtype=np.float32)).mean() < 25  # same layout and colours
+    assert np.abs(np.asarray(big, dtype=np.int16) - np.asarray(lanczos, dtype=np.int16)).mean() > 1
+
+
+@pytest.mark.slow
 def test_strength_reaches_the_hires_pass(shared_engine, tiny_request):
     request = tiny_request.replace(enable_hr=True, hr_scale=2.0, hr_steps=4)
     low = np.asarray(shared_engine.run(request.replace(strength=0.3)).images[0], dtype=np.int16)

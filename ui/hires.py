@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from backend.requests import field_limits
-from backend.upscalers import upscaler_names
+from backend.upscalers import hires_upscaler_names
 
 from .common import Studio, limit_slider
 from .inputs import FieldDropdown, FieldSlider
@@ -46,7 +46,7 @@ def build_hires(studio: Studio) -> HiresControls:
         )
         with gr.Row():
             upscaler = FieldDropdown(
-                upscaler_names(studio.engine.settings),
+                hires_upscaler_names(studio.engine.settings),
                 value="Lanczos",
                 label="Hires upscaler",
                 allow_custom_value=True,  # the engine names the upscalers it has
