@@ -38,8 +38,8 @@ from .requests import (
 from .samplers import build_scheduler
 from .settings import Settings
 from .tasks import pipeline_key, prepare, prepare_txt2img
+from .upscalers import extras_upscale, upscale_latents
 from .upscalers import upscale as upscale_image
-from .upscalers import upscale_latents
 
 MAX_SEED = 2**32 - 1
 log = logging.getLogger(__name__)
@@ -162,6 +162,11 @@ class Engine:
             one = second.replace(seed=seed, batch_size=1)
             out += call_pipeline(pipe, loaded.scheduler_config, one, {**kwargs, "image": image}, callback)
         return out
+
+    def upscale(self, image: Any, name: str, scale: Any) -> Image.Image:
+        """The Extras tab and the upscale endpoints: one picture on its own, one run at a time on the device."""
+        with self.run_lock:
+            return extras_upscale(image, name, scale, self.settings)
 
     def save(self, images: list[Image.Image], infotexts: list[str], seeds: list[int]) -> tuple[list[Path], list[str]]:
         """Save what can be saved; a full disk or an unwritable folder loses no picture the user sees."""

@@ -17,11 +17,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .devices import plan_device
 from .requests import ValidationError
-from .settings import Settings
+from .settings import PROJECT_ROOT, Settings
 
 LANCZOS = "Lanczos"
-NONE = "None"
+NEAREST = "Nearest"
+PIL_FILTERS = {LANCZOS: Image.Resampling.LANCZOS, NEAREST: Image.Resampling.NEAREST}  # no model, no device
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt")
 DEFAULT_TILE = 256  # input pixels per tile side
@@ -39,7 +41,9 @@ LATENT_MODES: dict[str, tuple[str, bool]] = {
 
 
 def upscaler_dirs(settings: Settings) -> list[Path]:
-    return [Path(p).expanduser() for p in settings.upscaler_dirs.split(os.pathsep) if p.strip()]
+    """``SDSTUDIO_UPSCALER_DIRS`` (os.pathsep-separated); relative folders are the project's."""
+    paths = [Path(p.strip()).expanduser() for p in settings.upscaler_dirs.split(os.pathsep) if p.strip()]
+    return [p if p.is_absolute() else PROJECT_ROOT / p for p in paths]
 
 
 def model_files(settings: Settings) -> dict[str, Path]:
@@ -56,7 +60,7 @@ def model_files(settings: Settings) -> dict[str, Path]:
 
 
 def upscaler_names(settings: Settings) -> list[str]:
-    return [LANCZOS, *model_files(settings)]
+    return [*PIL_FILTERS, *model_files(settings)]
 
 
 def hires_upscaler_names(settings: Settings) -> list[str]:
@@ -135,14 +139,14 @@ def _ramp(h: int, w: int, fade: int, s: int, top: bool, bottom: bool, left: bool
     return (axis(h, top, bottom)[:, None] * axis(w, left, right)[None, :])[None, None]
 
 
-_cache: dict[tuple[str, float], ModelUpscaler] = {}
+_cache: dict[tuple[str, float, str], ModelUpscaler] = {}
 
 
-def load_model(path: Path, *, allow_pickle: bool, field: str = "upscaler") -> ModelUpscaler:
-    """Load a model file with spandrel; a file it cannot read is a ValidationError naming ``field``."""
+def load_model(path: Path, *, allow_pickle: bool, field: str = "upscaler", device: str = "cpu") -> ModelUpscaler:
+    """Load a model file with spandrel onto ``device``; a file it cannot read is a ValidationError naming ``field``."""
     import spandrel
 
-    key = (str(path), path.stat().st_mtime)
+    key = (str(path), path.stat().st_mtime, device)
     if key in _cache:
         return _cache[key]
     suffix = path.suffix.lower()
@@ -164,7 +168,7 @@ def load_model(path: Path, *, allow_pickle: bool, field: str = "upscaler") -> Mo
         raise ValidationError(field, f"{path.name} is not an upscaler model spandrel can load ({exc})") from None
     if not isinstance(descriptor, spandrel.ImageModelDescriptor) or descriptor.input_channels != 3:
         raise ValidationError(field, f"{path.name} is not a 3-channel image-to-image model")
-    model = descriptor.model.eval()
+    model = descriptor.model.eval().to(device)  # float32: not every architecture runs in half precision
     upscaler = ModelUpscaler(path.stem, int(descriptor.scale), model)
     _cache.clear()  # keep one model resident: they can be large
     _cache[key] = upscaler
@@ -187,12 +191,13 @@ def upscale(
     brings the result to the exact size.
     """
     width, height = target or (round(image.width * scale), round(image.height * scale))
-    if name == LANCZOS:
-        return image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+    if name in PIL_FILTERS:
+        return image.convert("RGB").resize((width, height), PIL_FILTERS[name])
     files = model_files(settings)
     if name not in files:
         raise ValidationError(field, f"unknown upscaler {name!r}; choose one of {', '.join(upscaler_names(settings))}")
-    model = load_model(files[name], allow_pickle=settings.allow_pickle, field=field)
+    device = plan_device(settings).device
+    model = load_model(files[name], allow_pickle=settings.allow_pickle, field=field, device=device)
     out = image.convert("RGB")
     while out.width < width or out.height < height:
         out = model.upscale(out, tile=tile)

@@ -39,7 +39,7 @@ def settings(tmp_path):
 
 
 def test_registry_lists_lanczos_and_model_files(settings):
-    assert upscalers.upscaler_names(settings) == ["Lanczos", "tiny-x2", "tiny-x4"]
+    assert upscalers.upscaler_names(settings) == ["Lanczos", "Nearest", "tiny-x2", "tiny-x4"]
 
 
 @pytest.mark.parametrize(("name", "scale"), [("tiny-x2", 2), ("tiny-x4", 4)])
@@ -79,7 +79,7 @@ def test_corrupt_file_is_a_validation_error(tmp_path):
 
 def test_pickle_needs_opt_in(tmp_path):
     _esrgan_file(tmp_path, "pickled", 2, suffix=".pth")
-    assert upscalers.upscaler_names(Settings(upscaler_dirs=str(tmp_path))) == ["Lanczos"]
+    assert upscalers.upscaler_names(Settings(upscaler_dirs=str(tmp_path))) == ["Lanczos", "Nearest"]
     with pytest.raises(ValidationError, match="SDSTUDIO_ALLOW_PICKLE"):
         upscalers.load_model(tmp_path / "pickled.pth", allow_pickle=False)
     opted_in = Settings(upscaler_dirs=str(tmp_path), allow_pickle=True)
@@ -100,7 +100,7 @@ def test_several_folders(tmp_path):
     import os
 
     settings = Settings(upscaler_dirs=f"{a}{os.pathsep}{b}")
-    assert upscalers.upscaler_names(settings) == ["Lanczos", "first", "second"]
+    assert upscalers.upscaler_names(settings) == ["Lanczos", "Nearest", "first", "second"]
 
 
 def test_extras_refusals_name_the_field(settings):

@@ -6,7 +6,7 @@ import gradio as gr
 from PIL import Image
 
 from backend.requests import ValidationError
-from backend.upscalers import LANCZOS, extras_upscale, upscaler_names
+from backend.upscalers import LANCZOS, upscaler_names
 
 from .common import Studio
 from .inputs import FieldDropdown, FieldSlider, PictureInput, picture_input
@@ -41,7 +41,7 @@ def build_tab(studio: Studio) -> None:
     def upscale(image: Image.Image | None, upscaler: str = LANCZOS, scale: float = 2.0) -> Image.Image:
         """Upscale one picture by ``scale`` with ``upscaler``. Returns the PNG."""
         try:
-            return extras_upscale(image, upscaler, scale, settings)
+            return studio.engine.upscale(image, upscaler, scale)
         except ValidationError as err:
             raise gr.Error(f"{err.field}: {err}") from None
 
