@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 from .annotators import CONTROL_TYPES, MIN_DETECT_RESOLUTION, PREPROCESSORS
 from .devices import check_cost
 from .images import SIZE_MULTIPLE
+from .outpaint import FILLS as OUTPAINT_FILLS
+from .outpaint import Margins, run_size
 from .samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS, supported_schedules
 from .settings import Settings
 
@@ -57,6 +59,7 @@ def field_limits(settings: Settings) -> dict[str, Limit]:
         "high_threshold": Limit(1, 255),
         "clip_skip": Limit(1, 12),
         "detect_resolution": Limit(0, max(settings.max_width, settings.max_height), MIN_DETECT_RESOLUTION),
+        "outpaint": Limit(0, max(settings.max_width, settings.max_height), SIZE_MULTIPLE),
     }
 
 
@@ -131,8 +134,19 @@ class InpaintRequest(Img2ImgRequest):
     mask_blur: int = 4
     inpaint_area: str = "Whole picture"
     padding: int = 32
+    # Outpainting: grow the picture by these many pixels per side (backend.outpaint). The output is the grown
+    # picture at its own size (width/height are set from it), the old pixels unchanged; the mask may then be empty.
+    outpaint_left: int = 0
+    outpaint_right: int = 0
+    outpaint_up: int = 0
+    outpaint_down: int = 0
+    outpaint_fill: str = "Blurred edge"
 
     task: ClassVar[str] = "inpaint"
+
+    @property
+    def margins(self) -> Margins:
+        return Margins(self.outpaint_left, self.outpaint_right, self.outpaint_up, self.outpaint_down)
 
 
 INPAINT_AREAS = ("Whole picture", "Only masked")
@@ -260,11 +274,13 @@ def _validate_image_fields(request: Img2ImgRequest, settings: Settings, limits: 
             _in_range(name, value, limits[name])
         changes[name] = value or auto[index]
     if isinstance(request, InpaintRequest):
-        if request.mask is None or not hasattr(request.mask, "size"):
+        outpainting = _validate_outpaint(request, settings, limits, changes)
+        if not outpainting and (request.mask is None or not hasattr(request.mask, "size")):
             raise ValidationError("mask", "paint the area to repaint (or upload a mask: white = repaint)")
         # Aligned to the image whatever size it came at (editors may return a smaller canvas).
-        changes["mask"] = binary_mask(request.mask, request.image.size)
-        if changes["mask"].getextrema()[1] == 0:
+        if request.mask is not None and hasattr(request.mask, "size"):
+            changes["mask"] = binary_mask(request.mask, request.image.size)
+        if not outpainting and changes["mask"].getextrema()[1] == 0:
             raise ValidationError("mask", "the mask is empty: paint the area to repaint")
         for name in ("mask_blur", "padding"):
             changes[name] = _whole(name, getattr(request, name))
@@ -272,6 +288,46 @@ def _validate_image_fields(request: Img2ImgRequest, settings: Settings, limits: 
         if request.inpaint_area not in INPAINT_AREAS:
             raise ValidationError("inpaint_area", f"inpaint_area must be one of: {', '.join(INPAINT_AREAS)}")
     return changes
+
+
+def _validate_outpaint(
+    request: InpaintRequest, settings: Settings, limits: dict[str, Limit], changes: dict[str, Any]
+) -> bool:
+    """Check the outpaint fields; when outpainting, the run size is the grown picture's (set in ``changes``)."""
+    names = ("outpaint_left", "outpaint_right", "outpaint_up", "outpaint_down")
+    for name in names:
+        changes[name] = _whole(name, getattr(request, name))
+        _in_range(name, changes[name], limits["outpaint"])
+    margins = Margins(*(changes[name] for name in names))
+    if not margins.any():
+        return False
+    if request.outpaint_fill not in OUTPAINT_FILLS:
+        raise ValidationError("outpaint_fill", f"outpaint_fill must be one of: {', '.join(OUTPAINT_FILLS)}")
+    size = run_size(request.image.size, margins)
+    for index, (name, sides, words) in enumerate(
+        (("width", names[:2], "left and right"), ("height", names[2:], "up and down"))
+    ):
+        field = sides[1] if changes[sides[1]] else sides[0]  # a side the user asked to grow, where there is one
+        limit = limits[name]
+        if size[index] > limit.maximum:
+            room = max(0, int(limit.maximum) - request.image.size[index]) // SIZE_MULTIPLE * SIZE_MULTIPLE
+            raise ValidationError(
+                field,
+                f"outpainting makes the {name} {size[index]}, above the limit {_number(limit.maximum)}: "
+                f"grow the picture by at most {room} px {words} together",
+            )
+        if size[index] < limit.minimum:
+            raise ValidationError(
+                field, f"outpainting makes the {name} {size[index]}, below {_number(limit.minimum)}: grow it more"
+            )
+    if size[0] * size[1] > settings.max_image_pixels:
+        raise ValidationError(
+            names[1] if margins.right else names[0],
+            f"outpainting makes {size[0]}×{size[1]}, more than the {settings.max_image_pixels} pixels allowed: "
+            "grow the picture less",
+        )
+    changes["width"], changes["height"] = size
+    return True
 
 
 def _validate_strength(strength: Any, steps: Any, limits: dict[str, Limit]) -> float:
