@@ -111,6 +111,25 @@ def test_img2img_and_inpaint_endpoints(app, tmp_path, test_image):
         client.predict(**common, image=editor, mask=None, **inpaint_args)
 
 
+def test_outpaint_through_the_inpaint_endpoint(app, tmp_path, test_image):
+    from gradio_client import handle_file
+
+    engine, client = app
+    src = tmp_path / "in.png"
+    test_image.save(src)
+    editor = {"background": handle_file(str(src)), "layers": [], "composite": None}
+    args = {**ARGS, "batch_size": 1, "width": 0, "height": 0, "image": editor, "mask": None, "strength": 1.0}
+    # No painted mask needed: the new strip on the left is what gets generated.
+    gallery, _, _, mask_used = client.predict(**args, outpaint_left=24, api_name="/inpaint")
+    with Image.open(gallery[0]["image"]) as out, Image.open(mask_used) as used:
+        assert out.size == (120, 64)
+        assert np.array_equal(np.asarray(out.convert("RGB"))[:, 24:], np.asarray(test_image))
+        assert np.asarray(used.convert("L"))[30, 10] == 255 and np.asarray(used.convert("L"))[30, 60] == 0
+    with pytest.raises(AppError, match="outpaint_down: outpainting makes the height"):
+        client.predict(**args, outpaint_down=2040, api_name="/inpaint")
+    assert client.predict(**args, outpaint_up=8, api_name="/inpaint")  # the server keeps serving
+
+
 def test_png_info_endpoint(app, tmp_path):
     from gradio_client import handle_file
 
