@@ -3,6 +3,7 @@
     python app.py                      # SD 1.5 from the hub (falls back to the offline model offline)
     python app.py --offline            # never touch the network
     python app.py --listen --auth me:secret
+    python app.py --listen --auth-file users.txt   # several users, hashed passwords (python -m backend.logins)
 
 Every flag has an environment variable (``SDSTUDIO_*``) so a Hugging Face Space can configure it.
 """
@@ -14,6 +15,7 @@ import logging
 import os
 
 from backend.engine import Engine
+from backend.logins import Logins, read_user_file
 from backend.settings import Settings
 
 
@@ -26,6 +28,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(env("SDSTUDIO_PORT", "7860")), help="port (SDSTUDIO_PORT)")
     p.add_argument("--share", action="store_true", default=env("SDSTUDIO_SHARE") == "1", help="Gradio share link")
     p.add_argument("--auth", default=env("SDSTUDIO_AUTH"), help="require login, user:password (SDSTUDIO_AUTH)")
+    p.add_argument(
+        "--auth-file",
+        default=env("SDSTUDIO_AUTH_FILE"),
+        help="require login: name:password lines; hash with python -m backend.logins (SDSTUDIO_AUTH_FILE)",
+    )
     p.add_argument("--api", action="store_true", default=env("SDSTUDIO_API") == "1", help="A1111 API (SDSTUDIO_API)")
     p.add_argument("--output-dir", default=None, help="where images are saved (SDSTUDIO_OUTPUT_DIR)")
     p.add_argument("--offline", action="store_true", default=None, help="never use the network (SDSTUDIO_OFFLINE)")
@@ -53,6 +60,19 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     if not sep or not user or not password:
         raise SystemExit("--auth must look like user:password")
     return user, password
+
+
+def build_logins(auth: str | None, auth_file: str | None) -> Logins | None:
+    """The users of ``--auth`` and ``--auth-file`` together (None: no login)."""
+    users: dict[str, str] = {}
+    if auth_file:
+        try:
+            users.update(read_user_file(auth_file))
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"--auth-file: {err}") from None
+    if pair := parse_auth(auth):
+        users[pair[0]] = pair[1]
+    return Logins(users) if users else None
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -86,21 +106,21 @@ def main(argv: list[str] | None = None) -> None:
     from ui.app import build_demo, launch_options  # gradio is imported only when serving
 
     demo = build_demo(engine)
-    if args.api and args.listen and not args.auth:
+    logins = build_logins(args.auth, args.auth_file)
+    if args.api and args.listen and not logins:
         logging.warning("--listen --api without --auth: anyone on the network can generate through the API")
     demo.launch(
         server_name="0.0.0.0" if args.listen else args.host,
         server_port=args.port,
         share=args.share,
-        auth=parse_auth(args.auth),
         prevent_thread_lock=args.api,
-        **launch_options(engine),
+        **launch_options(engine, logins),
     )
     if args.api:
         from api.routes import mount_api
         from ui.app import queued_events
 
-        mount_api(demo.app, engine, parse_auth(args.auth), lambda: queued_events(demo))
+        mount_api(demo.app, engine, logins, lambda: queued_events(demo))
         demo.block_thread()
 
 

@@ -23,6 +23,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from backend.annotators import PreprocessError
 from backend.engine import Engine
 from backend.images import size_from_image
+from backend.logins import Logins
 from backend.pipelines import ModelUnavailable
 from backend.pnginfo import PngInfoError, parameters_dict, read_parameters
 from backend.requests import ControlNetRequest, ControlUnit, GenerationRequest, ValidationError
@@ -91,7 +92,7 @@ class A1111Route(APIRoute):
 class ApiState:
     engine: Engine
     jobs: Jobs
-    auth: tuple[str, str] | None
+    auth: Logins | None
     model: str  # the API's current checkpoint (A1111's sd_model_checkpoint option)
 
     def limits(self) -> convert.Limits:
@@ -106,15 +107,21 @@ def _basic_auth(state: ApiState) -> Callable:
         """The caller's login, or None when the server has none. Any failure is a 401 (no route answers)."""
         if state.auth is None:
             return None
-        user, password = state.auth
-        ok = credentials is not None and (
-            secrets.compare_digest(credentials.username.encode(), user.encode())
-            & secrets.compare_digest(credentials.password.encode(), password.encode())
-        )
-        if not ok:
-            from fastapi import HTTPException
+        from fastapi import HTTPException
 
+        # The page's login and the API share one brake per address, so guessing here is as slow as there.
+        brake, address = state.auth.brake, request.client.host if request.client else ""
+        if (wait := brake.wait(address)) > 0:
+            raise HTTPException(
+                429,
+                f"Too many failed logins from your address; try again in {int(wait) + 1} s.",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
+        if credentials is None or not state.auth.verify(credentials.username, credentials.password):
+            if credentials is not None:
+                brake.failed(address, credentials.username)
             raise HTTPException(401, "Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+        brake.succeeded(address)
         return credentials.username
 
     return check
@@ -400,7 +407,7 @@ def _a1111_parameters(parsed) -> dict[str, Any]:
 def mount_api(
     app: FastAPI,
     engine: Engine,
-    auth: tuple[str, str] | None = None,
+    auth: Logins | None = None,
     waiting_elsewhere: Callable[[], int] = lambda: 0,
 ) -> ApiState:
     """Add the API's routes and its docs page (``/docs``) to ``app``; the same login guards both."""

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 
 from backend.engine import Engine
+from backend.logins import Logins
 from ui.app import build_demo, launch_options
 
 
@@ -17,8 +18,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(engine: Engine, api: bool = False, auth: tuple[str, str] | None = None) -> Iterator[str]:
-    """``api``: also the A1111 API, as ``app.py --api`` mounts it (its state is ``serve.api_state``)."""
+def serve(engine: Engine, api: bool = False, auth: tuple[str, str] | Logins | None = None) -> Iterator[str]:
+    """``api``: also the A1111 API, as ``app.py --api`` mounts it (its state is ``serve.api_state``); ``auth``: one
+    user, or ``Logins``, as ``--auth``/``--auth-file`` give them."""
+    logins = Logins.from_pairs([auth]) if isinstance(auth, tuple) else auth
     demo = build_demo(engine)
     port = free_port()
     demo.launch(
@@ -26,14 +29,13 @@ def serve(engine: Engine, api: bool = False, auth: tuple[str, str] | None = None
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
-        auth=auth,
-        **launch_options(engine),
+        **launch_options(engine, logins),
     )
     if api:
         from api.routes import mount_api
         from ui.app import queued_events
 
-        serve.api_state = mount_api(demo.app, engine, auth, lambda: queued_events(demo))
+        serve.api_state = mount_api(demo.app, engine, logins, lambda: queued_events(demo))
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -18,6 +18,7 @@ from PIL import Image
 from api.jobs import Jobs, QueueFull
 from backend.engine import Cancelled, Engine, StepEvent
 from backend.infotext import parse_infotext
+from backend.logins import Brake, Logins
 from backend.outputs import read_infotext
 from backend.requests import ControlNetRequest, ControlUnit, Txt2ImgRequest
 from backend.settings import Settings
@@ -346,7 +347,9 @@ def test_docs_describe_every_route(server):
 
 def test_with_auth_no_route_answers_without_the_login(tmp_path, cache_dir):
     engine = Engine(Settings(offline=True, output_dir=tmp_path, cache_dir=cache_dir))
-    with serve(engine, api=True, auth=("ann", "s3cret")) as url:
+    # A brake that never locks: this test makes one failed login per route on purpose (test_logins tests the brake).
+    logins = Logins({"ann": "s3cret"}, Brake(attempts=10**6))
+    with serve(engine, api=True, auth=logins) as url:
         schema = requests.get(f"{url}docs/openapi.json", auth=("ann", "s3cret")).json()
         routes = [(path, method) for path, item in schema["paths"].items() for method in item]
         routes += [("/docs", "get"), ("/docs/openapi.json", "get")]

@@ -6,11 +6,14 @@ from functools import partial
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from backend.engine import Engine
+from backend.logins import Logins
 
 from . import tab_controlnet, tab_extras, tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
 from .common import Studio
+from .login_guard import LoginGuard
 from .send import wire_gallery_sends, wire_send
 from .session import CancelRegistry
 
@@ -48,13 +51,17 @@ CSS = """
 """
 
 
-def launch_options(engine: Engine) -> dict[str, Any]:
+def launch_options(engine: Engine, logins: Logins | None = None) -> dict[str, Any]:
     """``launch`` arguments every server of the app uses (the CLI and the tests).
 
     No ``allowed_paths``: the output folder is the server owner's and is never served. Users get the copies Gradio
-    caches for their own session.
+    caches for their own session. With ``logins``, Gradio's login page checks them, behind ``LoginGuard``'s brake.
     """
-    return {"max_file_size": f"{engine.settings.max_upload_mb}mb", "js": SHORTCUTS_JS, "css": CSS}
+    options: dict[str, Any] = {"max_file_size": f"{engine.settings.max_upload_mb}mb", "js": SHORTCUTS_JS, "css": CSS}
+    if logins is not None:
+        options["auth"] = logins.verify
+        options["app_kwargs"] = {"middleware": [Middleware(LoginGuard, logins=logins)]}
+    return options
 
 
 def queued_events(demo: gr.Blocks) -> int:
