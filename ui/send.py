@@ -73,6 +73,7 @@ def wire_send(
         fields = parse_infotext(infotext).request_fields() if infotext else {}
         if infotext:
             fields.setdefault("vae", "")  # no VAE key: the picture was made with the model's own
+            fields.setdefault("enable_hr", False)  # no Hires keys: made without the hires fix
         dropped = unusable(fields, registry_names)
         if dropped:
             gr.Warning("Not carried over (unknown here): " + ", ".join(f"{k} {v!r}" for k, v in dropped.items()))
