@@ -29,7 +29,7 @@ from backend.requests import (
 )
 from backend.samplers import SAMPLERS, SCHEDULES, split_legacy_name
 
-from .models import GenerationBody, Img2ImgBody, Txt2ImgBody
+from .models import ExtrasBody, GenerationBody, Img2ImgBody, Txt2ImgBody
 
 # Our field names → the caller's, so a refusal from the backend's validator names the field the caller sent.
 FIELD_NAMES = {
@@ -42,6 +42,7 @@ FIELD_NAMES = {
     "padding": "inpaint_full_res_padding",
     "inpaint_area": "inpaint_full_res",
     "init_image": "init_images",
+    "hr_steps": "hr_second_pass_steps",
 }
 CONTROL_FIELDS = {
     "control_type": "model",
@@ -185,14 +186,39 @@ def iterations(body: GenerationBody) -> int:
     return body.n_iter
 
 
+# What A1111's UI sends for "the same as the first pass" in the hires fields it has and SD Studio does not.
+SAME_AS_FIRST_PASS = (None, "", "Use same checkpoint", "Use same sampler", "Use same scheduler")
+
+
+def _hires_fields(body: Txt2ImgBody) -> dict[str, Any]:
+    """A1111's hires fix fields → the request's; what SD Studio cannot do is refused by name, never ignored."""
+    if body.hr_resize_x or body.hr_resize_y:
+        raise ValidationError("hr_resize_x", "hires resize to a size is not available in SD Studio: send hr_scale")
+    for name in ("hr_checkpoint_name", "hr_sampler_name", "hr_scheduler"):
+        if getattr(body, name) not in SAME_AS_FIRST_PASS:
+            raise ValidationError(name, f"the hires pass uses the first pass's {name[3:]} in SD Studio: leave it out")
+    for name, first in (("hr_prompt", body.prompt), ("hr_negative_prompt", body.negative_prompt)):
+        if getattr(body, name) not in ("", first):
+            raise ValidationError(name, f"the hires pass uses the first pass's prompts in SD Studio: leave {name} out")
+    return {
+        "enable_hr": True,
+        "hr_scale": body.hr_scale,
+        "hr_upscaler": body.hr_upscaler or "Latent",  # A1111's default for the API's null
+        "hr_steps": body.hr_second_pass_steps,
+        "strength": 0.7 if body.denoising_strength is None else body.denoising_strength,
+    }
+
+
 def txt2img_request(body: Txt2ImgBody, model: str, limits: Limits) -> GenerationRequest:
-    if body.enable_hr:
-        raise ValidationError("enable_hr", "hires fix is not available in SD Studio yet: send enable_hr false")
     fields = _common(body, model)
     units = control_units(body, limits)
     if units:
+        if body.enable_hr:
+            raise ValidationError("enable_hr", "hires fix with ControlNet is not available in SD Studio yet")
         guess = _guess_mode(body)
         return ControlNetRequest(**fields, units=units, guess_mode=guess, resize_mode=_control_resize(body))
+    if body.enable_hr:
+        fields.update(_hires_fields(body))
     return Txt2ImgRequest(**fields)
 
 
@@ -328,6 +354,8 @@ def response(results: list[GenerationResult], body: GenerationBody, interrupted:
     seeds = [seed for result in results for seed in result.seeds]
     infotexts = [text for result in results for text in result.infotexts]
     ran = results[0].request if results else None
+    # A txt2img request carries a hires strength even with the hires fix off; A1111 reports none then.
+    strength = None if isinstance(ran, Txt2ImgRequest) and not ran.enable_hr else getattr(ran, "strength", None)
     info = {
         "prompt": ran.prompt if ran else body.prompt,
         "all_prompts": [ran.prompt if ran else body.prompt] * len(images),
@@ -348,7 +376,7 @@ def response(results: list[GenerationResult], body: GenerationBody, interrupted:
         "restore_faces": False,
         "sd_model_name": ran.model if ran else None,
         "sd_model_hash": None,
-        "denoising_strength": getattr(ran, "strength", None),
+        "denoising_strength": strength,
         "index_of_first_image": 0,
         "infotexts": infotexts,
         "styles": list(body.styles or []),
@@ -363,3 +391,14 @@ def response(results: list[GenerationResult], body: GenerationBody, interrupted:
         parameters["mask"] = None
     encoded = [encode_png(image) for image in images] if body.send_images else []
     return {"images": encoded, "parameters": parameters, "info": json.dumps(info)}
+
+
+def extras_upscaler(body: ExtrasBody) -> tuple[str, float]:
+    """``extra-single-image`` → (upscaler, scale); face restoration and a second upscaler are refused by name."""
+    for name in ("gfpgan_visibility", "codeformer_visibility", "extras_upscaler_2_visibility"):
+        if getattr(body, name):
+            raise ValidationError(name, f"{name} is not available in SD Studio: send 0")
+    if body.resize_mode != 0:
+        raise ValidationError("resize_mode", "only resize_mode 0 (scale by upscaling_resize) is available")
+    # A1111's "None" upscaler still resizes to the asked size, with Lanczos.
+    return ("Lanczos" if body.upscaler_1 == "None" else body.upscaler_1), body.upscaling_resize

@@ -150,6 +150,34 @@ class UpscalerItem(BaseModel):
     scale: float | None = None
 
 
+class LatentModeItem(BaseModel):
+    name: str
+
+
+class ExtrasBody(_Body):
+    """A1111's ``extra-single-image``: only the upscaler part (no face restoration)."""
+
+    image: str = Field(description="base64 picture")
+    resize_mode: int = 0  # 0 scale by upscaling_resize; 1 (to a size) is refused
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0
+    codeformer_visibility: float = 0
+    codeformer_weight: float = 0
+    upscaling_resize: float = 2
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0
+    upscale_first: bool = False
+
+
+class ExtrasResponse(BaseModel):
+    html_info: str
+    image: str
+
+
 class EmbeddingsResponse(BaseModel):
     loaded: dict[str, Any] = Field(default_factory=dict)
     skipped: dict[str, Any] = Field(default_factory=dict)

@@ -28,6 +28,7 @@ from backend.pipelines import ModelUnavailable
 from backend.pnginfo import PngInfoError, parameters_dict, read_parameters
 from backend.requests import ControlNetRequest, ControlUnit, GenerationRequest, ValidationError
 from backend.samplers import SAMPLERS, SCHEDULES, supported_schedules
+from backend.upscalers import LANCZOS, LATENT_MODES, model_files
 
 from . import convert
 from .jobs import Jobs, QueueFull
@@ -35,8 +36,11 @@ from .models import (
     DetectBody,
     EmbeddingsResponse,
     ErrorResponse,
+    ExtrasBody,
+    ExtrasResponse,
     ImageResponse,
     Img2ImgBody,
+    LatentModeItem,
     ModelItem,
     PngInfoBody,
     PngInfoResponse,
@@ -229,7 +233,26 @@ def build_router(state: ApiState) -> APIRouter:
 
     @router.get(f"{sd}/upscalers", response_model=list[UpscalerItem], tags=["sdapi"])
     def upscalers():
-        return [UpscalerItem(name="None")]  # SD Studio has no upscalers yet
+        files = model_files(state.engine.settings)
+        items = [UpscalerItem(name="None"), UpscalerItem(name=LANCZOS)]
+        return items + [UpscalerItem(name=name, model_name=name, model_path=path.name) for name, path in files.items()]
+
+    @router.get(f"{sd}/latent-upscale-modes", response_model=list[LatentModeItem], tags=["sdapi"])
+    def latent_upscale_modes():
+        return [LatentModeItem(name=name) for name in LATENT_MODES]
+
+    @router.post(f"{sd}/extra-single-image", response_model=ExtrasResponse, responses=errors, tags=["sdapi"])
+    def extra_single_image(body: ExtrasBody):
+        """Upscale one picture (A1111's Extras); the same upscalers as the Extras tab."""
+        limits = state.limits()
+        try:
+            name, scale = convert.extras_upscaler(body)
+            image = convert.decode_image(body.image, "image", limits.max_bytes, limits.max_pixels)
+            out = state.engine.upscale(image, name, scale)
+        except ValidationError as err:
+            field = {"upscaler": "upscaler_1", "scale": "upscaling_resize"}.get(err.field, err.field)
+            return refusal(field, str(err))
+        return ExtrasResponse(html_info="", image=convert.encode_png(out))
 
     @router.get(f"{sd}/loras", tags=["sdapi"])
     def loras() -> list[dict[str, Any]]:

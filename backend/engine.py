@@ -31,10 +31,19 @@ from .pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from .presets import PresetStore, apply_styles
 from .preview import latents_to_rgb
 from .prompting import clip_skipped, count_label, prompt_embeddings
-from .requests import ControlNetRequest, GenerationRequest, GenerationResult, ValidationError, validate
+from .requests import (
+    ControlNetRequest,
+    GenerationRequest,
+    GenerationResult,
+    Txt2ImgRequest,
+    ValidationError,
+    validate,
+)
 from .samplers import build_scheduler
 from .settings import Settings
-from .tasks import pipeline_key, prepare
+from .tasks import pipeline_key, prepare, prepare_txt2img
+from .upscalers import extras_upscale, upscale_latents
+from .upscalers import upscale as upscale_image
 
 MAX_SEED = 2**32 - 1
 log = logging.getLogger(__name__)
@@ -123,6 +132,8 @@ class Engine:
             callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
             with stoppable(pipe, cancel):
                 raw = call_pipeline(pipe, loaded.scheduler_config, request, prepared.kwargs, callback)
+                if isinstance(request, Txt2ImgRequest) and request.enable_hr:
+                    raw = self._hires_pass(request, raw, loaded, on_step, cancel)
         images: list[Image.Image] = prepared.finish(raw)
         seeds = batch_seeds(request.seed, len(images))
         infotexts = [format_infotext(request, seed, prepared.infotext) for seed in seeds]
@@ -131,6 +142,39 @@ class Engine:
         paths, warnings = self.save(images, infotexts, seeds) if request.save else ([], [])
         seconds = time.monotonic() - started
         return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras, warnings, seconds)
+
+    def _hires_pass(self, request: Txt2ImgRequest, first: list[Any], loaded, on_step, cancel) -> list[Image.Image]:
+        """A1111's hires fix: upscale each picture (or its latents), then img2img at the target size, same seeds.
+
+        The img2img pipeline comes from ``from_pipe`` (the cache), so it shares the loaded weights.
+        """
+        size = request.hires_size()
+        pipe = self.cache.pipeline(request.model, "img2img")
+        if request.latent_hires:
+            # The first pass returned latents (batch entries of channels × h × w); img2img takes 4-channel ones as is.
+            latent_size = (size[1] // pipe.vae_scale_factor, size[0] // pipe.vae_scale_factor)
+            bigger = [upscale_latents(latent[None], request.hr_upscaler, latent_size) for latent in first]
+        else:
+            bigger = [
+                upscale_image(image, request.hr_upscaler, 0, self.settings, field="hr_upscaler", target=size)
+                for image in first
+            ]
+        second = request.replace(width=size[0], height=size[1], steps=request.hr_steps or request.steps)
+        kwargs = {**prepare_txt2img(second.replace(enable_hr=False)).kwargs, "strength": request.strength}
+        del kwargs["width"], kwargs["height"], kwargs["num_images_per_prompt"]
+        out: list[Image.Image] = []
+        callback = self._step_callback(loaded.spec.latent_rgb_factors, second, on_step, cancel)
+        seeds = batch_seeds(request.seed, len(first))
+        for seed, image in zip(seeds, bigger, strict=True):
+            # One picture per call keeps each picture's own seed, as the first pass had it.
+            one = second.replace(seed=seed, batch_size=1)
+            out += call_pipeline(pipe, loaded.scheduler_config, one, {**kwargs, "image": image}, callback)
+        return out
+
+    def upscale(self, image: Any, name: str, scale: Any) -> Image.Image:
+        """The Extras tab and the upscale endpoints: one picture on its own, one run at a time on the device."""
+        with self.run_lock:
+            return extras_upscale(image, name, scale, self.settings)
 
     def save(self, images: list[Image.Image], infotexts: list[str], seeds: list[int]) -> tuple[list[Path], list[str]]:
         """Save what can be saved; a full disk or an unwritable folder loses no picture the user sees."""
@@ -210,9 +254,7 @@ class Engine:
             if unit.preprocessor == "none":
                 maps.append(resize(unit.image.convert("RGB"), *size, request.resize_mode, fill="black"))
             else:
-                maps.append(
-                    self.annotators.control_map(unit.control_type, unit.image, size, unit, request.resize_mode)
-                )
+                maps.append(self.annotators.control_map(unit.control_type, unit.image, size, unit, request.resize_mode))
         return maps
 
     @staticmethod
@@ -248,9 +290,7 @@ class Engine:
 PipelineCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
 
 
-def step_callback(
-    cancel: threading.Event | None, report: Callable[[int, int, torch.Tensor], None]
-) -> PipelineCallback:
+def step_callback(cancel: threading.Event | None, report: Callable[[int, int, torch.Tensor], None]) -> PipelineCallback:
     """A diffusers ``callback_on_step_end`` that stops on ``cancel`` and reports (steps done, total, latents)."""
 
     def callback(pipe, step: int, timestep, tensors: dict[str, Any]) -> dict[str, Any]:

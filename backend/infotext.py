@@ -32,6 +32,9 @@ KEYS: dict[str, tuple[str, type]] = {
     "VAE": ("vae", str),
     "Denoising strength": ("strength", float),
     "Mask blur": ("mask_blur", int),
+    "Hires upscale": ("hr_scale", float),
+    "Hires steps": ("hr_steps", int),
+    "Hires upscaler": ("hr_upscaler", str),
     "Clip skip": ("clip_skip", int),
     "Skip CFG after": ("skip_cfg_after", float),
 }
@@ -98,6 +101,8 @@ class InfoText:
                     pass  # an unreadable value leaves the field at its default
                 if convert is not str and not abs(values.get(name, 0)) < MAX_NUMBER:
                     values.pop(name)  # absurd (or inf/nan): no request takes it, and JSON cannot carry it
+        if "Hires upscale" in self.params:
+            values["enable_hr"] = True
         size = _SIZE.match(self.params.get("Size", ""))
         if size:
             values["width"], values["height"] = int(size.group(1)), int(size.group(2))

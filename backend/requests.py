@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 from .annotators import CONTROL_TYPES, MIN_DETECT_RESOLUTION, PREPROCESSORS
 from .devices import check_cost
 from .images import SIZE_MULTIPLE
+from .outpaint import FILLS as OUTPAINT_FILLS
+from .outpaint import Margins, run_size
 from .samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS, supported_schedules
 from .settings import Settings
 
@@ -58,6 +60,7 @@ def field_limits(settings: Settings) -> dict[str, Limit]:
         "clip_skip": Limit(1, 12),
         "skip_cfg_after": Limit(0.05, 1.0, 0.05),
         "detect_resolution": Limit(0, max(settings.max_width, settings.max_height), MIN_DETECT_RESOLUTION),
+        "outpaint": Limit(0, max(settings.max_width, settings.max_height), SIZE_MULTIPLE),
     }
 
 
@@ -90,7 +93,26 @@ class GenerationRequest:
 
 @dataclass
 class Txt2ImgRequest(GenerationRequest):
+    """``enable_hr``: A1111's hires fix. Generate at width×height, upscale by ``hr_scale`` with ``hr_upscaler``
+    (a latent mode, Lanczos or a model file, backend.upscalers), then an img2img pass of ``hr_steps`` (0 = ``steps``) at
+    denoising ``strength`` on the larger picture."""
+
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Lanczos"
+    hr_steps: int = 0
+    strength: float = 0.7  # the hires pass's denoising strength
+
     task: ClassVar[str] = "txt2img"
+
+    @property
+    def latent_hires(self) -> bool:
+        """The hires fix resizes the first pass's latents (A1111's "Latent …" upscalers), not its pictures."""
+        return self.enable_hr and self.hr_upscaler.startswith("Latent")
+
+    def hires_size(self) -> tuple[int, int]:
+        """The second pass's size: the base size × ``hr_scale``, rounded down to multiples of 8."""
+        return tuple(int(v * self.hr_scale) // SIZE_MULTIPLE * SIZE_MULTIPLE for v in (self.width, self.height))
 
 
 @dataclass
@@ -114,8 +136,19 @@ class InpaintRequest(Img2ImgRequest):
     mask_blur: int = 4
     inpaint_area: str = "Whole picture"
     padding: int = 32
+    # Outpainting: grow the picture by these many pixels per side (backend.outpaint). The output is the grown
+    # picture at its own size (width/height are set from it), the old pixels unchanged; the mask may then be empty.
+    outpaint_left: int = 0
+    outpaint_right: int = 0
+    outpaint_up: int = 0
+    outpaint_down: int = 0
+    outpaint_fill: str = "Blurred edge"
 
     task: ClassVar[str] = "inpaint"
+
+    @property
+    def margins(self) -> Margins:
+        return Margins(self.outpaint_left, self.outpaint_right, self.outpaint_up, self.outpaint_down)
 
 
 INPAINT_AREAS = ("Whole picture", "Only masked")
@@ -243,11 +276,13 @@ def _validate_image_fields(request: Img2ImgRequest, settings: Settings, limits: 
             _in_range(name, value, limits[name])
         changes[name] = value or auto[index]
     if isinstance(request, InpaintRequest):
-        if request.mask is None or not hasattr(request.mask, "size"):
+        outpainting = _validate_outpaint(request, settings, limits, changes)
+        if not outpainting and (request.mask is None or not hasattr(request.mask, "size")):
             raise ValidationError("mask", "paint the area to repaint (or upload a mask: white = repaint)")
         # Aligned to the image whatever size it came at (editors may return a smaller canvas).
-        changes["mask"] = binary_mask(request.mask, request.image.size)
-        if changes["mask"].getextrema()[1] == 0:
+        if request.mask is not None and hasattr(request.mask, "size"):
+            changes["mask"] = binary_mask(request.mask, request.image.size)
+        if not outpainting and changes["mask"].getextrema()[1] == 0:
             raise ValidationError("mask", "the mask is empty: paint the area to repaint")
         for name in ("mask_blur", "padding"):
             changes[name] = _whole(name, getattr(request, name))
@@ -255,6 +290,46 @@ def _validate_image_fields(request: Img2ImgRequest, settings: Settings, limits: 
         if request.inpaint_area not in INPAINT_AREAS:
             raise ValidationError("inpaint_area", f"inpaint_area must be one of: {', '.join(INPAINT_AREAS)}")
     return changes
+
+
+def _validate_outpaint(
+    request: InpaintRequest, settings: Settings, limits: dict[str, Limit], changes: dict[str, Any]
+) -> bool:
+    """Check the outpaint fields; when outpainting, the run size is the grown picture's (set in ``changes``)."""
+    names = ("outpaint_left", "outpaint_right", "outpaint_up", "outpaint_down")
+    for name in names:
+        changes[name] = _whole(name, getattr(request, name))
+        _in_range(name, changes[name], limits["outpaint"])
+    margins = Margins(*(changes[name] for name in names))
+    if not margins.any():
+        return False
+    if request.outpaint_fill not in OUTPAINT_FILLS:
+        raise ValidationError("outpaint_fill", f"outpaint_fill must be one of: {', '.join(OUTPAINT_FILLS)}")
+    size = run_size(request.image.size, margins)
+    for index, (name, sides, words) in enumerate(
+        (("width", names[:2], "left and right"), ("height", names[2:], "up and down"))
+    ):
+        field = sides[1] if changes[sides[1]] else sides[0]  # a side the user asked to grow, where there is one
+        limit = limits[name]
+        if size[index] > limit.maximum:
+            room = max(0, int(limit.maximum) - request.image.size[index]) // SIZE_MULTIPLE * SIZE_MULTIPLE
+            raise ValidationError(
+                field,
+                f"outpainting makes the {name} {size[index]}, above the limit {_number(limit.maximum)}: "
+                f"grow the picture by at most {room} px {words} together",
+            )
+        if size[index] < limit.minimum:
+            raise ValidationError(
+                field, f"outpainting makes the {name} {size[index]}, below {_number(limit.minimum)}: grow it more"
+            )
+    if size[0] * size[1] > settings.max_image_pixels:
+        raise ValidationError(
+            names[1] if margins.right else names[0],
+            f"outpainting makes {size[0]}×{size[1]}, more than the {settings.max_image_pixels} pixels allowed: "
+            "grow the picture less",
+        )
+    changes["width"], changes["height"] = size
+    return True
 
 
 def _validate_strength(strength: Any, steps: Any, limits: dict[str, Limit]) -> float:
@@ -336,6 +411,42 @@ def _validate_controlnet_fields(
     return changes
 
 
+def _validate_hires(
+    request: Txt2ImgRequest, changes: dict[str, Any], settings: Settings, limits: dict[str, Limit]
+) -> dict[str, Any]:
+    scale = _real("hr_scale", request.hr_scale)
+    if not 1.0 <= scale <= 8.0:
+        raise ValidationError("hr_scale", f"hr_scale (Hires upscale) must be between 1 and 8, got {_number(scale)}")
+    width, height = changes["width"], changes["height"]
+    target = request.replace(width=width, height=height, hr_scale=scale).hires_size()
+    for name, value, base in zip(("width", "height"), target, (width, height), strict=True):
+        if value > limits[name].maximum:
+            most = math.floor(limits[name].maximum / base * 100) / 100
+            raise ValidationError(
+                "hr_scale",
+                f"hires fix makes the {name} {value}, above the limit {_number(limits[name].maximum)}: "
+                f"lower Hires upscale to at most {most:g}",
+            )
+    steps = _whole("hr_steps", request.hr_steps)
+    if steps != 0:
+        _in_range("hr_steps", steps, limits["steps"])
+    from .upscalers import hires_upscaler_names  # imports this module
+
+    choices = hires_upscaler_names(settings)
+    if request.hr_upscaler not in choices:
+        raise ValidationError(
+            "hr_upscaler", f"unknown Hires upscaler {request.hr_upscaler!r}; choose one of: {', '.join(choices)}"
+        )
+    strength = _validate_strength(request.strength, steps or changes["steps"], limits)
+    hr_steps = steps or changes["steps"]
+    check_cost(
+        target[0] * target[1] * hr_steps * changes["batch_size"],
+        settings,
+        f"hires pass {target[0]}×{target[1]} × {hr_steps} steps × {changes['batch_size']} pictures",
+    )
+    return {"hr_scale": scale, "hr_steps": steps, "strength": strength}
+
+
 def validate(request: GenerationRequest, settings: Settings, models: Iterable[str] = ()) -> GenerationRequest:
     """Return a normalised copy of ``request`` or raise ``ValidationError`` naming the bad field."""
     limits = field_limits(settings)
@@ -348,6 +459,9 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
         changes.update(_validate_image_fields(request, settings, limits))
     elif isinstance(request, ControlNetRequest):
         changes.update(_validate_controlnet_fields(request, settings, limits))
+    hires = isinstance(request, Txt2ImgRequest) and bool(request.enable_hr)
+    if isinstance(request, Txt2ImgRequest):
+        changes["enable_hr"] = hires
     for name in ("seed", "steps", "width", "height", "batch_size", "clip_skip"):
         if name in changes:
             continue
@@ -377,6 +491,8 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
     steps, batch = changes["steps"], changes["batch_size"]
     width, height = changes["width"], changes["height"]
     check_cost(width * height * steps * batch, settings, f"{width}×{height} × {steps} steps × {batch} pictures")
+    if hires:
+        changes.update(_validate_hires(request, changes, settings, limits))
     names = list(models)
     if names and request.model and request.model not in names:
         raise ValidationError("model", f"unknown model {request.model!r}; choose one of: {', '.join(names)}")

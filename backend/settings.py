@@ -40,7 +40,8 @@ class Settings:
     offline: bool = False  # never touch the network; only local folders and the local hub cache
     cache_dir: Path = field(default_factory=_default_cache_dir)  # built-in models are written here
     # Single-file checkpoints: folders scanned besides models/checkpoints (os.pathsep-separated), the per-family
-    # config folders from_single_file reads (no weights), and whether pickle files (.ckpt) may be loaded (unsafe).
+    # config folders from_single_file reads (no weights), and whether pickle files (.ckpt; .pth upscalers too) may be
+    # loaded (unsafe).
     checkpoints_dir: str = ""
     checkpoint_configs: Path = PROJECT_ROOT / "backend" / "configs"
     allow_pickle: bool = False
@@ -50,6 +51,8 @@ class Settings:
     embedding_dirs: str = ""
     # ControlNet preprocessor weights (depth, pose): a hub repository or a local folder with the same files.
     annotators: str = "lllyasviel/Annotators"
+    # Image upscalers (Extras, hires fix): model files found in these folders, separated by the OS path separator.
+    upscaler_dirs: str = "models/upscalers"
     # Device and memory.
     device: str = "auto"  # auto | cuda | mps | cpu
     dtype: str = "auto"  # auto | float16 | bfloat16 | float32

@@ -11,6 +11,7 @@ from typing import Any
 
 from PIL import Image
 
+from . import outpaint
 from .images import blend_back, blur_mask, resize
 from .requests import ControlNetRequest, ControlUnit, GenerationRequest, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 
@@ -36,7 +37,19 @@ def _common(request: GenerationRequest) -> dict[str, Any]:
 
 
 def prepare_txt2img(request: Txt2ImgRequest) -> Prepared:
-    return Prepared(_common(request))
+    if not request.enable_hr:
+        return Prepared(_common(request))
+    # A1111's keys: Size stays the base size; the hires pass writes its own four.
+    extra: dict[str, Any] = {
+        "Denoising strength": request.strength,
+        "Hires upscale": f"{request.hr_scale:g}",
+        "Hires steps": request.hr_steps or None,
+        "Hires upscaler": request.hr_upscaler,
+    }
+    kwargs = _common(request)
+    if request.latent_hires:
+        kwargs["output_type"] = "latent"  # the hires pass resizes these; no decode in between
+    return Prepared(kwargs, infotext=extra)
 
 
 def prepare_img2img(request: Img2ImgRequest) -> Prepared:
@@ -48,20 +61,40 @@ def prepare_img2img(request: Img2ImgRequest) -> Prepared:
 
 
 def prepare_inpaint(request: InpaintRequest) -> Prepared:
+    if request.margins.any():
+        return prepare_outpaint(request)
     size = (request.width, request.height)
     image = resize(request.image, *size, request.resize_mode)
     mask = resize(request.mask, *size, request.resize_mode).point(lambda v: 255 if v > 127 else 0)
     soft = blur_mask(mask, request.mask_blur)
-    kwargs = {**_common(request), "image": image, "mask_image": soft, "strength": request.strength}
-    extra: dict[str, Any] = {"Denoising strength": request.strength, "Mask blur": request.mask_blur}
-    if request.inpaint_area == "Only masked":
-        kwargs["padding_mask_crop"] = request.padding
-        extra.update({"Inpaint area": "Only masked", "Masked area padding": request.padding})
+    kwargs, extra = _inpaint_kwargs(request, image, soft)
 
     def finish(images: list[Image.Image]) -> list[Image.Image]:
         return [blend_back(image, out, soft) for out in images]
 
     return Prepared(kwargs, finish, extra, {"mask": soft})
+
+
+def prepare_outpaint(request: InpaintRequest) -> Prepared:
+    """Inpaint on the grown canvas (its size is the validated width × height), then crop to the grown picture."""
+    canvas = outpaint.extend(request.image, request.mask, request.margins, request.outpaint_fill, request.seed)
+    soft = outpaint.blend_mask(canvas, request.mask_blur)
+    kwargs, extra = _inpaint_kwargs(request, canvas.image, soft)
+    kwargs["mask_image"] = canvas.mask  # hard: the whole new area is generated
+
+    def finish(images: list[Image.Image]) -> list[Image.Image]:
+        return [blend_back(canvas.image, out, soft).crop(canvas.box) for out in images]
+
+    return Prepared(kwargs, finish, extra, {"mask": soft.crop(canvas.box)})
+
+
+def _inpaint_kwargs(request: InpaintRequest, image: Image.Image, soft: Image.Image) -> tuple[dict, dict[str, Any]]:
+    kwargs = {**_common(request), "image": image, "mask_image": soft, "strength": request.strength}
+    extra: dict[str, Any] = {"Denoising strength": request.strength, "Mask blur": request.mask_blur}
+    if request.inpaint_area == "Only masked":
+        kwargs["padding_mask_crop"] = request.padding
+        extra.update({"Inpaint area": "Only masked", "Masked area padding": request.padding})
+    return kwargs, extra
 
 
 def prepare_controlnet(request: ControlNetRequest, maps: list[Image.Image]) -> Prepared:

@@ -184,6 +184,36 @@ def test_controlnet_canny_through_alwayson_scripts(server):
     assert bad.status_code == 422 and "alwayson_scripts.controlnet.args[0].module" in bad.json()["errors"]
 
 
+def test_hires_fix_and_extras_equal_the_gradio_endpoints(server, tmp_path):
+    engine, url, client, api = server
+    hires = {"enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Lanczos", "hr_second_pass_steps": 2}
+    result = api.txt2img(**{**A1111_ARGS, "batch_size": 1, **hires, "denoising_strength": 0.6})
+    gradio = {"enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Lanczos", "hr_steps": 2, "strength": 0.6}
+    gallery, infotext, _ = client.predict(**{**GRADIO_ARGS, "batch_size": 1, **gradio}, api_name="/txt2img")
+    assert result.image.size == (96, 96) and np.array_equal(pixels(result.image), gradio_images(gallery)[0])
+    assert result.info["infotexts"][0] == infotext and result.info["denoising_strength"] == 0.6
+    # A1111's default hires upscaler is "Latent"; the hires fix off reports no denoising strength.
+    latent = api.txt2img(**{**A1111_ARGS, "batch_size": 1, "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": None})
+    assert latent.image.size == (96, 96) and "Hires upscaler: Latent" in latent.info["infotexts"][0]
+    assert api.txt2img(**{**A1111_ARGS, "batch_size": 1}).info["denoising_strength"] is None
+    assert "Latent (nearest-exact)" in [m["name"] for m in requests.get(f"{url}sdapi/v1/latent-upscale-modes").json()]
+    # Extras: the same picture as the Gradio /upscale endpoint.
+    picture = Image.fromarray(np.random.default_rng(5).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    picture.save(tmp_path / "in.png")
+    extras = api.extra_single_image(picture, upscaler_1="Lanczos", upscaling_resize=2)
+    with Image.open(client.predict(handle_file(str(tmp_path / "in.png")), "Lanczos", 2.0, api_name="/upscale")) as img:
+        assert extras.image.size == (60, 40) and np.array_equal(pixels(extras.image), pixels(img))
+    post = lambda body: requests.post(f"{url}sdapi/v1/extra-single-image", json={"image": b64(picture), **body})  # noqa: E731
+    for field, body in {
+        "upscaler_1": {"upscaler_1": "R-ESRGAN 4x+"},
+        "upscaling_resize": {"upscaling_resize": 100},
+        "gfpgan_visibility": {"gfpgan_visibility": 1},
+        "image": {"image": "not a picture"},
+    }.items():
+        response = post(body)
+        assert response.status_code == 422 and response.json()["errors"].startswith(f"{field}:"), field
+
+
 def test_options_set_the_model_and_lists(server):
     engine, url, client, api = server
     assert set(api.util_get_model_names()) == set(engine.registry.names)
@@ -273,7 +303,9 @@ def test_bad_input_gets_a1111_error_shape_naming_the_field(server):
         "cfg_scale": {**small, "cfg_scale": "lots"},
         "sampler_name": {**small, "sampler_name": "Eulerish"},
         "scheduler": {**small, "scheduler": "polyexponential"},
-        "enable_hr": {**small, "enable_hr": True},
+        "hr_scale": {**small, "enable_hr": True, "hr_scale": 0.5},
+        "hr_upscaler": {**small, "enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"},
+        "hr_resize_x": {**small, "enable_hr": True, "hr_resize_x": 128},
         "n_iter": {**small, "n_iter": 0},
     }
     for field, body in cases.items():
@@ -314,7 +346,8 @@ def test_docs_describe_every_route(server):
     assert requests.get(f"{url}docs").status_code == 200
     paths = requests.get(f"{url}docs/openapi.json").json()["paths"]
     for route in ("txt2img", "img2img", "options", "sd-models", "samplers", "schedulers", "prompt-styles",
-                  "upscalers", "loras", "embeddings", "png-info", "progress", "interrupt", "skip"):  # fmt: skip
+                  "upscalers", "latent-upscale-modes", "extra-single-image",
+                  "loras", "embeddings", "png-info", "progress", "interrupt", "skip"):  # fmt: skip
         assert f"/sdapi/v1/{route}" in paths
     assert {"/controlnet/model_list", "/controlnet/module_list", "/controlnet/detect"} <= set(paths)
 

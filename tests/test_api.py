@@ -49,7 +49,7 @@ def test_txt2img_endpoint_keywords_and_png_images(app):
     params = [
         p["parameter_name"] for p in client.view_api(return_format="dict")["named_endpoints"]["/txt2img"]["parameters"]
     ]
-    assert params == list(ARGS)
+    assert params == [*ARGS, "enable_hr", "hr_upscaler", "hr_scale", "hr_steps", "strength"]
     gallery, infotext, seed = client.predict(**ARGS, api_name="/txt2img")
     assert seed == 77 and len(gallery) == 2
     assert parse_infotext(infotext).params["Sampler"] == "Euler a"
@@ -125,6 +125,25 @@ def test_img2img_and_inpaint_endpoints(app, tmp_path, test_image):
         assert np.asarray(used.convert("L"))[20, 50] == 255 and np.asarray(used.convert("L"))[60, 5] == 0
     with pytest.raises(AppError, match="paint the area to repaint"):
         client.predict(**common, image=editor, mask=None, **inpaint_args)
+
+
+def test_outpaint_through_the_inpaint_endpoint(app, tmp_path, test_image):
+    from gradio_client import handle_file
+
+    engine, client = app
+    src = tmp_path / "in.png"
+    test_image.save(src)
+    editor = {"background": handle_file(str(src)), "layers": [], "composite": None}
+    args = {**ARGS, "batch_size": 1, "width": 0, "height": 0, "image": editor, "mask": None, "strength": 1.0}
+    # No painted mask needed: the new strip on the left is what gets generated.
+    gallery, _, _, mask_used = client.predict(**args, outpaint_left=24, api_name="/inpaint")
+    with Image.open(gallery[0]["image"]) as out, Image.open(mask_used) as used:
+        assert out.size == (120, 64)
+        assert np.array_equal(np.asarray(out.convert("RGB"))[:, 24:], np.asarray(test_image))
+        assert np.asarray(used.convert("L"))[30, 10] == 255 and np.asarray(used.convert("L"))[30, 60] == 0
+    with pytest.raises(AppError, match="outpaint_down: outpainting makes the height"):
+        client.predict(**args, outpaint_down=2040, api_name="/inpaint")
+    assert client.predict(**args, outpaint_up=8, api_name="/inpaint")  # the server keeps serving
 
 
 def test_png_info_endpoint(app, tmp_path):
@@ -225,6 +244,36 @@ def test_every_field_but_the_pictures_has_the_uis_default(app):
     gallery, infotext, seed = client.predict(prompt="a red circle on a blue background", api_name="/txt2img")
     assert len(gallery) == 1 and f"Seed: {seed}" in infotext
     assert f"Model: {engine.default_model}" in infotext
+
+
+def test_hires_fix_through_the_api(app):
+    _, client = app
+    args = {**ARGS, "batch_size": 1, "enable_hr": True, "hr_scale": 1.5, "hr_steps": 2, "strength": 0.6}
+    gallery, infotext, _ = client.predict(**args, api_name="/txt2img")
+    with Image.open(gallery[0]["image"]) as img:
+        assert img.size == (96, 96)
+    params = parse_infotext(infotext).params
+    assert params["Hires upscale"] == "1.5" and params["Size"] == "64x64" and params["Hires upscaler"] == "Lanczos"
+    with pytest.raises(AppError, match="hr_scale: hires fix makes the width 2304, above the limit 2048"):
+        client.predict(**{**args, "width": 768, "hr_scale": 3.0}, api_name="/txt2img")  # refused before it runs
+
+
+def test_upscale_endpoint(app, tmp_path):
+    from gradio_client import handle_file
+
+    _, client = app
+    path = tmp_path / "in.png"
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
+    out = client.predict(handle_file(str(path)), "Lanczos", 2.0, api_name="/upscale")
+    with Image.open(out) as img:
+        assert img.size == (64, 48)
+    with pytest.raises(AppError, match="greater than maximum value 8"):
+        client.predict(handle_file(str(path)), "Lanczos", 20.0, api_name="/upscale")
+    with pytest.raises(AppError, match="unknown upscaler"):
+        client.predict(handle_file(str(path)), "nope", 2.0, api_name="/upscale")
+    # The server keeps serving after the refusals.
+    assert client.predict(handle_file(str(path)), "Lanczos", 1.0, api_name="/upscale")
 
 
 def test_a1111_prompt_syntax_through_the_api(app):

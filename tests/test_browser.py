@@ -462,3 +462,52 @@ def test_ctrl_enter_generates_and_output_galleries_offer_no_upload(browser, app_
     caption = page.locator("#txt2img-gallery").inner_text()
     assert "seed 21 · 3 steps · " in caption and " s" in caption
     page.close()
+
+
+def test_hires_accordion_and_extras_tab(browser, app_url, tmp_path, test_image):
+    """The hires fix controls reach the run (the picture doubles); Extras upscales an uploaded picture."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(app_url)
+    page.locator("#txt2img-prompt textarea").fill("a red circle")
+    set_number(page, "txt2img-steps", "2")
+    set_number(page, "txt2img-seed", "31")
+    page.locator("#txt2img-hires").get_by_text("Hires. fix").first.click()  # open the accordion
+    page.locator("#txt2img-enable-hr input[type=checkbox]").check()
+    set_number(page, "txt2img-hr-steps", "2")
+    generate(page, "txt2img", "31")
+    text = page.locator("#txt2img-infotext textarea").input_value()
+    assert "Hires upscale: 2" in text and "Hires upscaler: Lanczos" in text and "Hires steps: 2" in text
+    assert fetch_image(page, "#txt2img-gallery img").size == (128, 128)
+    test_image.save(tmp_path / "in.png")
+    page.get_by_role("tab", name="Extras").click()
+    page.locator("#extras-image input[type=file]").first.set_input_files(str(tmp_path / "in.png"))
+    page.locator("#extras-image img").first.wait_for(timeout=30_000)
+    page.locator("#extras-run").click()
+    page.locator("#extras-result img").first.wait_for(timeout=60_000)
+    assert fetch_image(page, "#extras-result img").size == (192, 128)
+    # PNG info sends the hires fields back to txt2img; a picture made without them turns the hires fix off.
+    from PIL import Image
+
+    from backend.outputs import write_png_atomic
+
+    base = "a cyan ring\nSteps: 7, Sampler: Euler, CFG scale: 4.5, Seed: {}, Size: 64x64"
+    hires = base.format(5) + ", Denoising strength: 0.4, Hires upscale: 1.5, Hires steps: 3, Hires upscaler: Latent"
+    checkbox = page.locator("#txt2img-enable-hr input[type=checkbox]")
+    for seed, text, on in ((5, hires, True), (6, base.format(6), False)):
+        path = write_png_atomic(Image.new("RGB", (64, 64), "cyan"), tmp_path / f"{seed}.png", text)
+        if not on:  # a fresh page (the PNG info picture is set), the hires fix switched on by hand
+            page.goto(app_url)
+            page.locator("#txt2img-hires").get_by_text("Hires. fix").first.click()
+            checkbox.check()
+        page.get_by_role("tab", name="PNG info").click()
+        page.locator("#pnginfo-image input[type=file]").set_input_files(str(path))
+        page.wait_for_function(
+            f"() => document.querySelector('#pnginfo-raw textarea').value.includes('Seed: {seed}')"
+        )
+        page.locator("#pnginfo-send-txt2img").click()
+        page.wait_for_function(f"() => document.querySelector('#txt2img-seed input').value === '{seed}'")
+        assert checkbox.is_checked() is on
+        if on:
+            assert page.locator("#txt2img-hr-scale input[type=number]").input_value() == "1.5"
+            assert page.locator("#txt2img-hr-upscaler input").input_value() == "Latent"
+    page.close()

@@ -139,4 +139,3 @@ def test_canny_controlnet_places_the_shape(demo):
     left, right = np.mean(xs[20]), np.mean(xs[44])
     # Measured: about 21 and 42.
     assert left < 27 and right > 37 and right - left > 14, (xs, left, right)
-

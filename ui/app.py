@@ -12,7 +12,7 @@ from backend.engine import Engine
 from backend.logins import Logins
 from backend.space import duplicate_url, space_id
 
-from . import tab_controlnet, tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
+from . import tab_controlnet, tab_extras, tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
 from .common import Studio, queued_jobs
 from .login_guard import LoginGuard
 from .presets_ui import own_preset_storage
@@ -112,6 +112,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
             for tab_id, module in TABS.items():
                 with gr.Tab(tab_id, id=tab_id):
                     handles[tab_id] = module.build_tab(studio)
+            with gr.Tab("Extras", id="extras"):
+                tab_extras.build_tab(studio)
             with gr.Tab("PNG info", id="png info"):
                 send_buttons, info_inputs = tab_pnginfo.build_tab(studio)
         gr.Markdown(engine.precision, elem_id="precision")

@@ -85,6 +85,7 @@ def wire_send(
         if infotext:
             fields.setdefault("vae", "")  # no VAE key: the picture was made with the model's own
             fields.setdefault("skip_cfg_after", 1.0)  # no key: CFG ran on every step
+            fields.setdefault("enable_hr", False)  # no Hires keys: made without the hires fix
         dropped = unusable(fields, registry_names)
         if dropped:
             gr.Warning("Not carried over (unknown here): " + ", ".join(f"{k} {v!r}" for k, v in dropped.items()))

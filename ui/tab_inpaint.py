@@ -20,6 +20,7 @@ from .common import (
 )
 from .editor import split_editor_value
 from .inputs import FieldRadio, PictureEditor, PictureInput, picture_input
+from .outpaint import build_outpaint
 from .tab_img2img import build_strength
 
 
@@ -67,6 +68,7 @@ def build_tab(studio: Studio) -> TabHandle:
             resize_mode = FieldRadio(
                 list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", elem_id="inpaint-resize-mode"
             )
+            outpaint = build_outpaint(studio)
             controls = build_common_controls(studio, "inpaint", size_from_image=True, prompt_section=section)
         with gr.Column(scale=1):
             out = build_output_block("inpaint")
@@ -100,10 +102,16 @@ def build_tab(studio: Studio) -> TabHandle:
         inpaint_area: str,
         padding: int,
         resize_mode: str,
-        request: gr.Request,
+        outpaint_left: int = 0,
+        outpaint_right: int = 0,
+        outpaint_up: int = 0,
+        outpaint_down: int = 0,
+        outpaint_fill: str = "Blurred edge",
+        request: gr.Request = None,
         progress: gr.Progress = gr.Progress(),
     ):
-        """Repaint the masked area (white) of an image; everything outside the mask is kept."""
+        """Repaint the masked area (white) of an image; everything outside the mask is kept. ``outpaint_*``: grow
+        the picture by that many pixels per side and generate the new area (the mask may then be empty)."""
         picture, painted = split_editor_value(image, mask)
         req = build_request(InpaintRequest, locals(), image=picture, mask=painted)
         mask_used = lambda result: (result.extras.get("mask") if result else None,)  # noqa: E731
@@ -114,7 +122,7 @@ def build_tab(studio: Studio) -> TabHandle:
         controls,
         out,
         inpaint,
-        [editor, mask, strength, mask_blur, inpaint_area, padding, resize_mode],
+        [editor, mask, strength, mask_blur, inpaint_area, padding, resize_mode, *outpaint.inputs()],
         api_name="inpaint",
         extra_outputs=[mask_used],
         preset_fields={"strength": strength, "mask_blur": mask_blur},

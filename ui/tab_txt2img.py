@@ -15,12 +15,14 @@ from .common import (
     stream_generation,
     wire_generation,
 )
+from .hires import build_hires
 
 
 def build_tab(studio: Studio) -> TabHandle:
     with gr.Row():
         with gr.Column(scale=1):
             controls = build_common_controls(studio, "txt2img")
+            hires = build_hires(studio)
         with gr.Column(scale=1):
             out = build_output_block("txt2img")
 
@@ -39,12 +41,17 @@ def build_tab(studio: Studio) -> TabHandle:
         styles: list[str] | None,
         vae: str,
         skip_cfg_after: float,
-        request: gr.Request,
+        enable_hr: bool = False,
+        hr_upscaler: str = "Lanczos",
+        hr_scale: float = 2.0,
+        hr_steps: int = 0,
+        strength: float = 0.7,
+        request: gr.Request = None,
         progress: gr.Progress = gr.Progress(),
     ):
         """Generate images from a prompt. Returns the images (PNG) and the A1111-style infotext."""
         req = build_request(Txt2ImgRequest, locals())
         yield from stream_generation(studio, req, request, progress, tab="txt2img")
 
-    wire_generation(studio, controls, out, txt2img, [], api_name="txt2img")
-    return TabHandle("txt2img", controls, out)
+    wire_generation(studio, controls, out, txt2img, hires.inputs(), api_name="txt2img", preset_fields=hires.fields())
+    return TabHandle("txt2img", controls, out, fields=hires.fields())
