@@ -25,24 +25,12 @@ from backend.settings import Settings
 
 from .apphost import serve
 from .conftest import TINY
+from .test_api import ARGS
 
 pytestmark = pytest.mark.api
 DEMO = "Demo shapes (offline)"
 # The same picture through the Gradio endpoint (its keywords) and through the A1111 API (A1111's).
-GRADIO_ARGS = dict(
-    prompt="a red circle",
-    negative_prompt="blurry",
-    seed=77,
-    steps=3,
-    guidance_scale=5.0,
-    width=64,
-    height=64,
-    batch_size=2,
-    sampler="Euler a",
-    schedule="Automatic",
-    model=TINY,
-    styles=[],
-)
+GRADIO_ARGS = {k: v for k, v in ARGS.items() if k not in ("vae", "skip_cfg_after")}  # test_api's request
 A1111_ARGS = dict(
     prompt="a red circle",
     negative_prompt="blurry",

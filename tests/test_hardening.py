@@ -369,7 +369,13 @@ def test_unusual_pictures_are_converted_not_refused(app, pictures, name):
 def test_not_a_number_is_refused_naming_the_field(app):
     """NaN and infinity (which JSON clients cannot even send, but raw HTTP can) are refused by name."""
     _, client, url = app
-    body = '{"data": ["a red circle", "", 3, 2, NaN, 64, 64, 1, "Euler", "Automatic", "' + TINY + '", [], "", 1.0]}'
+    import json
+
+    parameters = client.view_api(return_format="dict")["named_endpoints"]["/txt2img"]["parameters"]
+    fields = {**ARGS, "guidance_scale": float("nan")}
+    data = [fields.get(p["parameter_name"], p["parameter_default"]) for p in parameters]
+    body = json.dumps({"data": data})  # Python writes NaN, as a careless client would
+    assert "NaN" in body
     answer = httpx.post(f"{url}gradio_api/call/txt2img", content=body, headers={"content-type": "application/json"})
     event = answer.json()["event_id"]
     stream = httpx.get(f"{url}gradio_api/call/txt2img/{event}", timeout=60).text

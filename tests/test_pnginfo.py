@@ -35,7 +35,8 @@ def test_a1111_png(tmp_path):
     fields = parameters_dict(info)
     assert fields["sampler"] == "DPM++ 2M" and fields["schedule"] == "Karras"
     assert (fields["width"], fields["height"], fields["seed"]) == (512, 768, 3141592653)
-    assert fields["other"] == {"Model hash": "6ce0161689", "Clip skip": "2"}
+    assert fields["clip_skip"] == 2  # a field SD Studio has: sent to the tabs
+    assert fields["other"] == {"Model hash": "6ce0161689"}
     for key in (
         "prompt",
         "negative_prompt",

@@ -166,7 +166,7 @@ def test_share_is_ignored_on_a_space(monkeypatch, no_space, caplog):
         def launch(self, **kwargs):
             calls.update(kwargs)
 
-    monkeypatch.setattr(app, "build_engine", lambda settings: type("E", (), {"startup_notice": ""})())
+    monkeypatch.setattr(app, "build_engine", lambda settings: type("E", (), {"startup_notice": "", "precision": ""})())
     monkeypatch.setattr(ui.app, "build_demo", lambda engine: FakeDemo())
     monkeypatch.setattr(ui.app, "launch_options", lambda *args: {})
     monkeypatch.setattr(space.torch.cuda, "is_available", lambda: False)

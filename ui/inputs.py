@@ -10,6 +10,7 @@ a component's front-end config from its ``__init__`` signature).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gradio as gr
@@ -62,6 +63,8 @@ def picture_input(cls: type[PictureInput] | type[PictureEditor], max_pixels: int
 
 
 def _named(label: str | None, preprocess: Any, payload: Any) -> Any:
+    if isinstance(payload, float) and not math.isfinite(payload):  # JSON clients cannot send it; raw HTTP can
+        raise gr.Error(f"{label}: {payload} is not a number here: give a finite value")
     try:
         return preprocess(payload)
     except gr.Error as err:
