@@ -159,10 +159,6 @@ def _common(body: GenerationBody, model: str) -> dict[str, Any]:
         raise ValidationError(
             "override_settings.CLIP_stop_at_last_layers", "CLIP_stop_at_last_layers must be a whole number from 1 to 12"
         )
-    if clip_skip != 1:
-        raise ValidationError(
-            "override_settings.CLIP_stop_at_last_layers", "clip skip is not available in SD Studio yet: send 1"
-        )
     return {
         "prompt": body.prompt,
         "negative_prompt": body.negative_prompt,
@@ -177,6 +173,7 @@ def _common(body: GenerationBody, model: str) -> dict[str, Any]:
         "model": checkpoint or model,
         "styles": tuple(body.styles or ()),
         "save": bool(body.save_images),
+        "clip_skip": clip_skip,
     }
 
 

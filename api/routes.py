@@ -94,6 +94,7 @@ class ApiState:
     jobs: Jobs
     auth: Logins | None
     model: str  # the API's current checkpoint (A1111's sd_model_checkpoint option)
+    clip_skip: int = 1  # A1111's CLIP_stop_at_last_layers option: the default of later requests
 
     def limits(self) -> convert.Limits:
         settings = self.engine.settings
@@ -141,6 +142,10 @@ def build_router(state: ApiState) -> APIRouter:
 
     def generate(body, make: Callable[..., GenerationRequest], login: str | None, http: Request):
         limits = state.limits()
+        # The options' clip skip, unless the request overrides it.
+        overrides = body.override_settings
+        if overrides is None or isinstance(overrides, dict):
+            body.override_settings = {"CLIP_stop_at_last_layers": state.clip_skip, **(overrides or {})}
         try:
             first = make(body, state.model, limits)
             runs = convert.iterations(body)
@@ -184,7 +189,7 @@ def build_router(state: ApiState) -> APIRouter:
         return {
             "sd_model_checkpoint": state.model,
             "sd_checkpoint_hash": None,
-            "CLIP_stop_at_last_layers": 1,
+            "CLIP_stop_at_last_layers": state.clip_skip,
             "samples_save": settings.save_outputs,
             "samples_format": "png",
             "live_previews_enable": settings.preview_every > 0,
@@ -193,7 +198,8 @@ def build_router(state: ApiState) -> APIRouter:
 
     @router.post(f"{sd}/options", responses=errors, tags=["sdapi"])
     def set_options(options: dict[str, Any]):
-        """Only ``sd_model_checkpoint`` changes anything; other known A1111 options are accepted and ignored."""
+        """``sd_model_checkpoint`` and ``CLIP_stop_at_last_layers`` change later requests; other known A1111 options
+        are accepted and ignored."""
         if "sd_model_checkpoint" in options:
             name = options["sd_model_checkpoint"]
             title = name.split(" [")[0] if isinstance(name, str) else name
@@ -201,9 +207,11 @@ def build_router(state: ApiState) -> APIRouter:
             if title not in names:
                 return refusal("sd_model_checkpoint", f"unknown model {name!r}; choose one of: {', '.join(names)}")
             state.model = title  # loaded by the next run, under the run lock
-        clip = options.get("CLIP_stop_at_last_layers", 1)
-        if clip != 1 or isinstance(clip, bool):
-            return refusal("CLIP_stop_at_last_layers", "clip skip is not available in SD Studio yet: send 1")
+        if "CLIP_stop_at_last_layers" in options:
+            clip = options["CLIP_stop_at_last_layers"]
+            if isinstance(clip, bool) or not isinstance(clip, int) or not 1 <= clip <= 12:
+                return refusal("CLIP_stop_at_last_layers", "give a whole number from 1 to 12")
+            state.clip_skip = clip
         return None
 
     @router.get(f"{sd}/sd-models", response_model=list[ModelItem], tags=["sdapi"])

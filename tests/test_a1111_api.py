@@ -220,6 +220,23 @@ def test_options_set_the_model_and_lists(server):
     assert {s["name"] for s in api.get_prompt_styles()} == set(engine.presets.styles)
 
 
+def test_clip_skip_per_request_and_as_an_option(server):
+    engine, url, client, api = server
+    args = dict(prompt="a red circle", seed=4, steps=2, width=64, height=64, sampler_name="Euler")
+    plain = api.txt2img(**args)
+    skipped = api.txt2img(**args, override_settings={"CLIP_stop_at_last_layers": 2})
+    assert "Clip skip: 2" in skipped.info["infotexts"][0] and "Clip skip" not in plain.info["infotexts"][0]
+    assert skipped.image.tobytes() != plain.image.tobytes()
+    try:
+        api.set_options({"CLIP_stop_at_last_layers": 2})  # later requests, as A1111's setting
+        assert api.get_options()["CLIP_stop_at_last_layers"] == 2
+        assert api.txt2img(**args).image.tobytes() == skipped.image.tobytes()
+    finally:
+        api.set_options({"CLIP_stop_at_last_layers": 1})
+    refused = requests.post(f"{url}sdapi/v1/options", json={"CLIP_stop_at_last_layers": 13})
+    assert refused.status_code == 422 and refused.json()["errors"].startswith("CLIP_stop_at_last_layers:")
+
+
 def test_png_info_reads_back_the_parameters(server):
     engine, url, client, api = server
     made = api.txt2img(**{**A1111_ARGS, "batch_size": 1})
