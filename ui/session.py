@@ -71,6 +71,7 @@ class CancelRegistry:
         """A job joined the queue (ui/queue_share.py); only for Stop's message: a run that waits is dropped by
         Gradio's own cancel, and Stop then says it stopped it."""
         with self._lock:
+            self._forget_old(time.monotonic())
             self._waiting.setdefault((owner, tab), []).append(time.monotonic())
 
     def start(self, owner: str, tab: str, address: str = "") -> Run:
@@ -102,4 +103,13 @@ class CancelRegistry:
         with self._lock:
             self._runs = [r for r in self._runs if r is not run]
             run.ended_at = time.monotonic()
+            self._forget_old(run.ended_at)
             self._last[(run.owner, run.tab)] = run
+
+    def _forget_old(self, now: float) -> None:
+        """Keeps a long-running server's bookkeeping to the pages of the last hour (callers hold the lock)."""
+        self._last = {key: run for key, run in self._last.items() if now - run.ended_at < self.RECENT}
+        for key in list(self._waiting):
+            self._waiting[key] = [t for t in self._waiting[key] if now - t < 3600]
+            if not self._waiting[key]:
+                del self._waiting[key]
