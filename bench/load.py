@@ -6,7 +6,7 @@
 2. A burst of ``--burst`` jobs from distinct clients submitted together, beyond the queue's size: the ones the
    queue takes finish in the order they joined (FIFO); the rest are refused ("Queue is full", or the per-address
    bound, since every client here has the same address), none fails.
-RSS (this process: the server runs in it) before and after is printed.
+RSS before and after is printed: of this process, which holds the server and every client.
 """
 
 from __future__ import annotations
@@ -64,8 +64,12 @@ def burst(url: str, size: int, report: Report) -> None:
     clients = [Client(url, verbose=False) for _ in range(size)]
     jobs = []
     for number, client in enumerate(clients):
-        jobs.append(client.submit(**JOB, seed=number, api_name="/txt2img"))
-        time.sleep(0.02)  # joins in a known order
+        job = client.submit(**JOB, seed=number, api_name="/txt2img")
+        deadline = time.monotonic() + 10
+        # The client joins the queue from its own thread: wait until it has, so the join order is known.
+        while job.status().code.name == "STARTING" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        jobs.append(job)
     pending = dict(enumerate(jobs))
     while pending:
         for number, job in list(pending.items()):
