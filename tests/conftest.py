@@ -53,6 +53,24 @@ def test_image():
     return Image.fromarray(rgb)
 
 
+def endpoint_args(**changes: object) -> dict:
+    """The /txt2img keywords the API tests send (a tiny 64² Euler run), with ``changes``."""
+    return dict(
+        prompt="a red circle",
+        negative_prompt="",
+        seed=5,
+        steps=2,
+        guidance_scale=5.0,
+        width=64,
+        height=64,
+        batch_size=1,
+        sampler="Euler",
+        schedule="Automatic",
+        model=TINY,
+        styles=[],
+    ) | changes
+
+
 @pytest.fixture
 def tiny_request() -> Txt2ImgRequest:
     return Txt2ImgRequest(

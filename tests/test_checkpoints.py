@@ -29,24 +29,11 @@ from backend.requests import Txt2ImgRequest
 from backend.settings import Settings
 
 from .apphost import serve
-from .conftest import TINY
+from .conftest import TINY, endpoint_args
 from .ldm_layout import build_sd2, build_sdxl, pipeline_to_ldm, save_config_folder, save_ldm_checkpoint, vae_to_ldm
 
 CKPT, INPAINT_ONLY, SD2, SDXL = "tiny-ckpt", "lone-inpainting", "tiny-sd2-v", "tiny-sdxl"
-ARGS = dict(
-    prompt="a red circle",
-    negative_prompt="",
-    seed=5,
-    steps=2,
-    guidance_scale=5.0,
-    width=64,
-    height=64,
-    batch_size=1,
-    sampler="Euler",
-    schedule="Automatic",
-    model=CKPT,
-    styles=[],
-)
+ARGS = endpoint_args(model=CKPT)
 
 
 def header_only(path, shapes: dict[str, tuple[int, ...]]) -> None:

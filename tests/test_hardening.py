@@ -19,24 +19,11 @@ from backend.requests import Txt2ImgRequest
 from backend.settings import Settings
 
 from .apphost import serve
-from .conftest import TINY
+from .conftest import TINY, endpoint_args
 
 pytestmark = pytest.mark.api
 
-ARGS = dict(
-    prompt="a red circle",
-    negative_prompt="",
-    seed=3,
-    steps=2,
-    guidance_scale=5.0,
-    width=64,
-    height=64,
-    batch_size=1,
-    sampler="Euler",
-    schedule="Automatic",
-    model=TINY,
-    styles=[],
-)
+ARGS = endpoint_args(seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -24,22 +24,9 @@ from backend.settings import PROJECT_ROOT, Settings
 from backend.wire import pack, unpack
 
 from .apphost import serve
-from .conftest import TINY, pixels
+from .conftest import TINY, endpoint_args, pixels
 
-ARGS = dict(
-    prompt="a red circle",
-    negative_prompt="",
-    seed=5,
-    steps=3,
-    guidance_scale=5.0,
-    width=64,
-    height=64,
-    batch_size=1,
-    sampler="Euler",
-    schedule="Automatic",
-    model=TINY,
-    styles=[],
-)
+ARGS = endpoint_args(steps=3)
 
 
 def test_pictures_cross_as_png_with_their_infotext():
