@@ -14,7 +14,7 @@ import argparse
 import logging
 import os
 
-from backend import space, zerogpu
+from backend import hub, space, zerogpu
 from backend.engine import Engine
 from backend.logins import Logins, read_user_file
 from backend.settings import Settings
@@ -118,9 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     zerogpu.prepare()
     settings, space_notice = build_settings(args)
+    settings, hub_notice = hub.settle_offline(settings)
     engine = build_engine(settings)
     logging.info(engine.precision)
-    engine.startup_notice = " ".join(filter(None, [space_notice, engine.startup_notice]))
+    engine.startup_notice = " ".join(filter(None, [space_notice, hub_notice, engine.startup_notice]))
     if engine.startup_notice:
         logging.warning(engine.startup_notice)
 

@@ -100,6 +100,11 @@ class Engine:
             )
         return name, ""
 
+    def needs_download(self, name: str) -> bool:
+        """A hub model that is not in the local cache while the network is off (or the hub unreachable)."""
+        spec = self.registry.models.get(name)
+        return bool(spec and self.settings.offline and spec.kind == "hub" and not is_cached(spec.source))
+
     def run(
         self,
         request: GenerationRequest,

@@ -100,3 +100,79 @@ def test_tricky_controls_explain_themselves(browser, app_url):  # noqa: F811
             text = page.locator(f"#{elem_id}").first.inner_text()
             assert words in text, f"{tab}: {elem_id} shows no tooltip ({text!r})"
     page.close()
+
+
+def toasts(page, words: str) -> str:
+    """Wait for a toast with ``words``; its whole text."""
+    toast = page.locator(".toast-body").filter(has_text=words).first
+    toast.wait_for(timeout=30_000)
+    return toast.inner_text()
+
+
+def overlaps(a: dict, b: dict) -> bool:
+    return not (
+        a["x"] + a["width"] <= b["x"]
+        or b["x"] + b["width"] <= a["x"]
+        or a["y"] + a["height"] <= b["y"]
+        or b["y"] + b["height"] <= a["y"]
+    )
+
+
+def test_every_action_says_what_happened(browser, app_url):  # noqa: F811
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(app_url)
+    page.locator("#txt2img-prompt textarea").wait_for()
+    # Before any run: no seed shown (not 0), and Stop idle.
+    page.wait_for_timeout(500)
+    assert page.locator("#txt2img-seed-used input").input_value() == ""
+    assert page.locator("#txt2img-stop").is_disabled()
+
+    page.locator("#txt2img-send-img2img").click()
+    text = toasts(page, "no picture to send")
+    assert "Generate one first" in text and "Traceback" not in text and "Error" not in text
+    assert page.get_by_role("tab", name="txt2img").get_attribute("aria-selected") == "true"  # stayed here
+    # Toasts sit at the bottom right, never over Generate/Stop.
+    toast = page.locator(".toast-body").first.bounding_box()
+    for button in ("#txt2img-stop", "#txt2img-generate"):
+        assert not overlaps(toast, page.locator(button).bounding_box()), f"a toast covers {button}"
+
+    page.get_by_text("Presets").first.click()
+    page.locator("#txt2img-preset-apply").click()
+    toasts(page, "Choose a preset")
+    page.locator("#txt2img-preset-save").click()  # no name
+    toasts(page, "preset")
+    page.locator("#txt2img-preset input").click()
+    page.get_by_role("option", name="Fast draft").click()
+    page.locator("#txt2img-preset-apply").click()
+    toasts(page, "Applied preset 'Fast draft'")
+
+    # A model this server cannot download is marked, and choosing it says so at once and changes nothing else.
+    steps = page.locator("#txt2img-steps input[type=number]").input_value()
+    page.locator("#txt2img-model input").click()
+    page.get_by_role("option", name="SD 1.5 — needs download").click()
+    toasts(page, "needs a download from the Hugging Face hub")
+    assert page.locator("#txt2img-steps input[type=number]").input_value() == steps
+    page.close()
+
+
+def test_stop_is_live_only_while_a_run_goes(browser, app_url):  # noqa: F811
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(app_url)
+    page.locator("#txt2img-prompt textarea").fill("a slow picture")
+    field = page.locator("#txt2img-steps input[type=number]")
+    field.fill("150")
+    field.press("Tab")
+    stop = page.locator("#txt2img-stop")
+    assert stop.is_disabled()
+    page.locator("#txt2img-generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-infotext textarea').value.startsWith('Step ')", timeout=60_000
+    )
+    assert stop.is_enabled()
+    stop.click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-infotext textarea').value.startsWith('Stopped')", timeout=60_000
+    )
+    page.wait_for_function("() => document.querySelector('#txt2img-stop').disabled", timeout=30_000)
+    assert page.locator("#txt2img-seed-used input").input_value() == ""  # nothing finished
+    page.close()

@@ -39,6 +39,7 @@ COLOURS = tuple(PALETTE)
 SHAPES = ("circle", "square", "triangle", "cross")
 SIZES = {"small": (20, 28), "large": (38, 46)}  # bounding-box side in pixels
 SIZE_RANGE = (20, 46)  # when the caption names no size
+POSITIONED_SIZE_RANGE = (20, 32)  # no size word but a position word: small enough for the named third
 POSITIONS = ("left", "right", "top", "bottom", "center")
 POSITION_PHRASE = {
     "left": "on the left",
@@ -85,37 +86,40 @@ def sample_scene(
     colour: str | None = None,
     background: str | None = None,
     p_size_word: float = 0.35,
-    p_position_word: float = 0.35,
+    p_position_word: float = 0.5,
 ) -> Scene:
     shape = shape or SHAPES[rng.integers(len(SHAPES))]
     colour = colour or COLOURS[rng.integers(len(COLOURS))]
     if background is None:
         others = [c for c in COLOURS if c != colour]
         background = others[rng.integers(len(others))]
-    size_word = None
-    if rng.random() < p_size_word:
-        size_word = ("small", "large")[rng.integers(2)]
-        lo, hi = SIZES[size_word]
-    else:
-        lo, hi = SIZE_RANGE
-    size = int(rng.integers(lo, hi + 1))
-    lo_c, hi_c = MARGIN + size / 2, RESOLUTION - MARGIN - size / 2
-    cx, cy = rng.uniform(lo_c, hi_c), rng.uniform(lo_c, hi_c)
+    # A position word always puts the centre inside the named third (the evaluation's test), so the shape is
+    # small enough to get there: "large" never goes with a position, and an unsized positioned shape is 20-32 px.
+    # (v1 drew any size and clamped: a third of its "on the left" pictures had the centre outside the left third.)
     position_word = None
     if rng.random() < p_position_word:
         position_word = POSITIONS[rng.integers(len(POSITIONS))]
+    size_word = None
+    if rng.random() < p_size_word:
+        size_word = "small" if position_word else ("small", "large")[rng.integers(2)]
+        lo, hi = SIZES[size_word]
+    else:
+        lo, hi = POSITIONED_SIZE_RANGE if position_word else SIZE_RANGE
+    size = int(rng.integers(lo, hi + 1))
+    lo_c, hi_c = MARGIN + size / 2, RESOLUTION - MARGIN - size / 2
+    cx, cy = rng.uniform(lo_c, hi_c), rng.uniform(lo_c, hi_c)
+    third = RESOLUTION / 3
+    if position_word == "left":
+        cx = rng.uniform(lo_c, third - 1)
+    elif position_word == "right":
+        cx = rng.uniform(2 * third + 1, hi_c)
+    elif position_word == "top":
+        cy = rng.uniform(lo_c, third - 1)
+    elif position_word == "bottom":
+        cy = rng.uniform(2 * third + 1, hi_c)
+    elif position_word == "center":
         mid = RESOLUTION / 2
-        third = RESOLUTION / 6
-        if position_word == "left":
-            cx = rng.uniform(lo_c, max(lo_c, mid - third))
-        elif position_word == "right":
-            cx = rng.uniform(min(hi_c, mid + third), hi_c)
-        elif position_word == "top":
-            cy = rng.uniform(lo_c, max(lo_c, mid - third))
-        elif position_word == "bottom":
-            cy = rng.uniform(min(hi_c, mid + third), hi_c)
-        else:
-            cx, cy = rng.uniform(mid - 4, mid + 4), rng.uniform(mid - 4, mid + 4)
+        cx, cy = rng.uniform(mid - 4, mid + 4), rng.uniform(mid - 4, mid + 4)
     return Scene(shape, colour, background, size, float(cx), float(cy), size_word, position_word)
 
 

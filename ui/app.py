@@ -43,6 +43,13 @@ SHORTCUTS_JS = """
       if (stop) stop.click();
     }
   });
+  // "Seed used" is empty, not 0, until a run has set it: Gradio's number field shows 0 for no value, so a field
+  // is blanked as it is mounted (a run only changes its value; it never mounts it again).
+  const blank = (root) => root.querySelectorAll && root.querySelectorAll("[id$='-seed-used'] input").forEach(
+    (input) => { if (input.value === "0") input.value = ""; });
+  blank(document);
+  new MutationObserver((changes) => changes.forEach((c) => c.addedNodes.forEach(blank)))
+    .observe(document.body, { childList: true, subtree: true });
 }
 """
 # Small pictures (the demo model's 64²) are scaled up with hard pixel edges, and no picture is cropped.
@@ -51,6 +58,8 @@ CSS = """
   image-rendering: pixelated;
   object-fit: contain !important;
 }
+/* Toasts at the bottom right, never over Generate/Stop at the top right. */
+.toast-wrap { top: auto !important; bottom: var(--size-4); }
 /* Phones stack the columns, which would put Generate below every setting: keep Generate/Stop in a bar at the
    bottom of the screen instead (and room under the page so the bar hides nothing). */
 @media (max-width: 640px) {
@@ -59,6 +68,7 @@ CSS = """
     background: var(--background-fill-primary); box-shadow: 0 -2px 8px rgba(0, 0, 0, 0.15);
   }
   body { padding-bottom: 72px; }
+  .toast-wrap { bottom: 80px; }
 }
 """
 

@@ -18,6 +18,7 @@ from backend.pipelines import ModelUnavailable
 from backend.requests import GenerationRequest, GenerationResult, ValidationError, field_limits
 from backend.samplers import SAMPLERS, supported_schedules
 
+from .events import QUIET, TOASTING, refuse
 from .inputs import FieldDropdown, FieldNumber, FieldSlider
 from .networks import build_network_picker
 from .presets_ui import PresetRow, build_preset_row, wire_preset_row
@@ -251,7 +252,7 @@ def build_model_row(studio: Studio, prefix: str) -> tuple[gr.Dropdown, gr.Dropdo
         # Custom values pass to the engine, which checks the name against the current scan: an API client can use a
         # checkpoint found by Refresh though its copy of the dropdown's choices is the one from the start.
         model = FieldDropdown(
-            engine.registry.names,
+            model_choices(engine),
             value=engine.default_model,
             label="Model",
             scale=8,
@@ -270,7 +271,7 @@ def build_model_row(studio: Studio, prefix: str) -> tuple[gr.Dropdown, gr.Dropdo
         for problem in problems:
             gr.Warning(problem)
         return (
-            gr.Dropdown(choices=names, value=current if current in names else engine.default_model),
+            gr.Dropdown(choices=model_choices(engine), value=current if current in names else engine.default_model),
             gr.Dropdown(choices=vae_choices(engine), value=current_vae if current_vae in engine.registry.vaes else ""),
         )
 
@@ -278,6 +279,20 @@ def build_model_row(studio: Studio, prefix: str) -> tuple[gr.Dropdown, gr.Dropdo
     api = {"api_name": "refresh_models"} if prefix == "txt2img" else {"api_visibility": "private"}
     refresh.click(refresh_models, inputs=[model, vae], outputs=[model, vae], queue=False, **api)
     return model, vae
+
+
+def model_choices(engine: Engine) -> list[tuple[str, str]]:
+    """(label, name) per model: a hub model this server cannot download now is marked, its value stays the name."""
+    return [
+        (f"{name} — needs download" if engine.needs_download(name) else name, name) for name in engine.registry.names
+    ]
+
+
+def needs_download_message(name: str) -> str:
+    return (
+        f"{name} needs a download from the Hugging Face hub, which this server cannot reach (or was started "
+        "offline). Choose another model; the server's owner can restart it with network access to download it."
+    )
 
 
 def vae_choices(engine: Engine) -> list[tuple[str, str]]:
@@ -292,21 +307,24 @@ def limit_slider(label: str, limit: Any, value: float, elem_id: str, **kwargs: A
 
 def _wire_control_updates(studio: Studio, c: CommonControls, size_from_image: bool) -> None:
     """Quick UI-only events: no queue, not part of the public API."""
-    quiet = {"queue": False, "api_visibility": "private"}
-    c.random_seed.click(lambda: -1, outputs=c.seed, **quiet)
+    c.random_seed.click(lambda: -1, outputs=c.seed, **QUIET)
 
     # .input (the user's own choice), not .change: a preset or PNG info sets both together (ui/schedule.py), and a
     # second event racing theirs would read the old schedule and overwrite theirs.
-    c.sampler.input(schedule_dropdown, inputs=[c.sampler, c.schedule], outputs=c.schedule, **quiet)
+    c.sampler.input(schedule_dropdown, inputs=[c.sampler, c.schedule], outputs=c.schedule, **QUIET)
 
     def model_defaults(name: str):
+        if studio.engine.needs_download(name):
+            # Said at once, and the size and steps stay as they are: the model cannot run here.
+            gr.Warning(needs_download_message(name))
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         d = studio.engine.registry.get(name).defaults
         if size_from_image:
             return gr.skip(), gr.skip(), d.steps, d.guidance_scale
         return d.width, d.height, d.steps, d.guidance_scale
 
     # .input, not .change: a preset that sets the model must not have its own values overwritten.
-    c.model.input(model_defaults, inputs=c.model, outputs=[c.width, c.height, c.steps, c.guidance_scale], **quiet)
+    c.model.input(model_defaults, inputs=c.model, outputs=[c.width, c.height, c.steps, c.guidance_scale], **TOASTING)
 
 
 @dataclass
@@ -323,20 +341,38 @@ class TabHandle:
 SEND_TARGETS = {"img2img": "Send to img2img", "inpaint": "Send to inpaint", "controlnet": "Send to ControlNet"}
 
 
-def build_output_block(prefix: str) -> OutputControls:
+def build_output_block(
+    prefix: str, lead: Callable[[], Any] | None = None, gallery_label: str = "Images", gallery_height: int = 480
+) -> OutputControls:
+    """Generate/Stop, then the results. ``lead`` builds what comes first under the buttons (the grid's sheet)."""
     with gr.Row(elem_classes=["run-buttons"]):
         generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
-        stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop")
+        stop = gr.Button("Stop", variant="stop", interactive=False, elem_id=f"{prefix}-stop")  # live only mid-run
+    if lead is not None:
+        lead()
     # Not interactive: an output, so no "Drop Media Here" upload prompt while it is empty.
     gallery = gr.Gallery(
-        label="Images", format="png", columns=2, height=480, interactive=False, elem_id=f"{prefix}-gallery"
+        label=gallery_label,
+        format="png",
+        columns=2,
+        height=gallery_height,
+        interactive=False,
+        elem_id=f"{prefix}-gallery",
     )
     with gr.Row():
         send = {
             target: gr.Button(label, size="sm", elem_id=f"{prefix}-send-{target}")
             for target, label in SEND_TARGETS.items()
         }
-    seed_used = gr.Number(label="Seed used", value=None, precision=0, interactive=False, elem_id=f"{prefix}-seed-used")
+    # Empty (not 0) until a run has finished; the API still returns an int.
+    seed_used = gr.Number(
+        label="Seed used",
+        value=None,
+        placeholder="after a run",
+        precision=0,
+        interactive=False,
+        elem_id=f"{prefix}-seed-used",
+    )
     infotext = gr.Textbox(label="Parameters", lines=4, interactive=False, elem_id=f"{prefix}-infotext")
     selected = gr.State(0)
     gallery.select(_selected_index, None, selected, queue=False, api_visibility="private")
@@ -389,9 +425,9 @@ def stream_generation(
                     gr.Warning(warning)
                 yield *(final or _final)(item), *extras(item)
     except ValidationError as err:
-        raise gr.Error(f"{err.field}: {err}") from None
+        raise refuse(f"{err.field}: {err}") from None
     except (ModelUnavailable, ValueError) as err:  # ValueError: a pipeline refusing its arguments
-        raise gr.Error(str(err)) from None
+        raise refuse(str(err)) from None
     except Cancelled:
         # The last preview stays in the gallery: what existed when Stop was pressed.
         yield gr.skip(), stopped_message(run.step, run.total), gr.skip(), *_skips(extras)
@@ -470,7 +506,9 @@ def wire_generation(
     # Stop acts on the running run through the registry (its ``start``), and Gradio's own ``cancels`` drops this
     # page's run of this tab still waiting in the queue. The per-client bound is checked where jobs join the queue
     # (ui/queue_share.py).
-    generation = out.generate.click(
+    # Stop is live only while this tab's run is queued or running: one chain, so the three always come in order.
+    started = out.generate.click(lambda: gr.Button(interactive=True), None, out.stop, **QUIET)
+    generation = started.then(
         handler,
         inputs=controls.inputs() + extra_inputs,
         outputs=out.outputs() + (extra_outputs or []),
@@ -478,14 +516,19 @@ def wire_generation(
         concurrency_id="gpu",
     )
 
+    generation.then(lambda: gr.Button(interactive=False), None, out.stop, **QUIET)
+
     def stop(request: gr.Request) -> Any:
         runs = studio.cancels.cancel(owner_of(request), api_name)
-        # Nothing of this tab's going: the last result stays on screen.
-        return stopped_message(runs[0].step, runs[0].total) if runs else gr.skip()
+        idle = gr.Button(interactive=False)
+        if runs:
+            return stopped_message(runs[0].step, runs[0].total), idle
+        # Still queued (Gradio's cancel drops it) or already over: the last result stays on screen.
+        return gr.skip(), idle
 
     # Only this tab's runs of this caller. Gradio's own cancel (tied to this page's session and this event) also
     # drops a run still waiting in the queue at once, instead of a spinner until other people's runs end.
-    out.stop.click(stop, outputs=out.infotext, queue=False, api_visibility="private", cancels=[generation])
+    out.stop.click(stop, outputs=[out.infotext, out.stop], queue=False, api_visibility="private", cancels=[generation])
     controls.reuse_seed.click(
         lambda s: -1 if s is None else s, out.seed_used, controls.seed, queue=False, api_visibility="private"
     )

@@ -17,60 +17,72 @@ import gradio as gr
 
 from backend.images import check_picture_file
 
+from .events import refuse
+
 
 def _check(label: str | None, path: str | None, max_pixels: int) -> None:
     if path:
         try:
             check_picture_file(path, max_pixels)
         except ValueError as err:
-            raise gr.Error(f"{label or 'Picture'}: {err}") from None
+            raise refuse(f"{label or 'Picture'}: {err}") from None
 
 
 def _decode(label: str | None, preprocess: Any, payload: Any) -> Any:
     try:
         return preprocess(payload)
     except (OSError, SyntaxError, ValueError):  # truncated or corrupt data past a valid header
-        raise gr.Error(f"{label or 'Picture'}: this picture could not be decoded (truncated or corrupt file)") from None
+        raise refuse(f"{label or 'Picture'}: this picture could not be decoded (truncated or corrupt file)") from None
 
 
 # No __init__ of their own: Gradio builds a component's front-end config from its __init__ signature.
+LIMIT_CLASS = "max-pixels-"
+
+
+def _limit(component: gr.components.Component) -> int:
+    """The component's pixel limit, read from its CSS classes: they are a constructor argument, so the limit survives
+    Gradio rebuilding a session's copy of the component (``type(c)(**constructor_args)``) when an event updates its
+    properties, as fitting the inpaint brush to the picture does. An instance attribute would be lost there."""
+    for name in component.elem_classes or []:
+        if name.startswith(LIMIT_CLASS):
+            return int(name[len(LIMIT_CLASS) :])
+    return 0
+
+
 class PictureInput(gr.Image):
     is_template = True
-    max_pixels = 0  # set by picture_input
 
     def preprocess(self, payload: Any) -> Any:
         if payload is not None:
-            _check(self.label, getattr(payload, "path", None), self.max_pixels)
+            _check(self.label, getattr(payload, "path", None), _limit(self))
         return _decode(self.label, super().preprocess, payload)
 
 
 class PictureEditor(gr.ImageEditor):
     is_template = True
-    max_pixels = 0  # set by picture_input
 
     def preprocess(self, payload: Any) -> Any:
         if payload is not None:
             for part in (getattr(payload, "background", None), getattr(payload, "composite", None)):
-                _check(self.label, getattr(part, "path", None), self.max_pixels)
+                _check(self.label, getattr(part, "path", None), _limit(self))
         return _decode(self.label, super().preprocess, payload)
 
 
 def picture_input(cls: type[PictureInput] | type[PictureEditor], max_pixels: int, **kwargs: Any) -> Any:
     """A ``PictureInput`` or ``PictureEditor`` refusing pictures over ``max_pixels``."""
-    component = cls(**kwargs)
-    component.max_pixels = max_pixels
-    return component
+    classes = [*(kwargs.pop("elem_classes", None) or []), f"{LIMIT_CLASS}{max_pixels}"]
+    return cls(elem_classes=classes, **kwargs)
 
 
 def _named(label: str | None, preprocess: Any, payload: Any) -> Any:
     if isinstance(payload, float) and not math.isfinite(payload):  # JSON clients cannot send it; raw HTTP can
-        raise gr.Error(f"{label}: {payload} is not a number here: give a finite value")
+        raise refuse(f"{label}: {payload} is not a number here: give a finite value")
     try:
         return preprocess(payload)
     except gr.Error as err:
-        raise gr.Error(f"{label}: {err.message}") from None
+        raise refuse(f"{label}: {err.message}") from None
     except (TypeError, ValueError):  # e.g. steps="abc": Gradio's own conversion fails before any check
-        raise gr.Error(f"{label}: {payload!r} is not a valid value here") from None
+        raise refuse(f"{label}: {payload!r} is not a valid value here") from None
 
 
 class FieldSlider(gr.Slider):

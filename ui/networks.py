@@ -7,6 +7,8 @@ import gradio as gr
 from backend.engine import Engine
 from backend.networks import insert_tag
 
+from .events import QUIET
+
 
 def network_choices(engine: Engine) -> list[tuple[str, str]]:
     """(label, "kind:name") for every LoRA and embedding found in the folders."""
@@ -40,8 +42,7 @@ def build_network_picker(engine: Engine, prefix: str, prompt: gr.Textbox) -> gr.
         engine.networks.refresh()
         return gr.Dropdown(choices=network_choices(engine), value=None)
 
-    quiet = {"queue": False, "api_visibility": "private"}
     # .input: only the user's own pick inserts (resetting the dropdown afterwards must not insert again).
-    picker.input(insert, [prompt, picker], [prompt, picker], **quiet)
-    refresh.click(rescan, outputs=picker, **quiet)
+    picker.input(insert, [prompt, picker], [prompt, picker], **QUIET)
+    refresh.click(rescan, outputs=picker, **QUIET)
     return picker

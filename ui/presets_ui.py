@@ -9,6 +9,7 @@ import gradio as gr
 
 from backend.presets import PRESET_FIELDS, PresetStore, own_presets
 
+from .events import QUIET, TOASTING
 from .schedule import schedule_dropdown
 
 
@@ -53,19 +54,22 @@ def wire_preset_row(
     page's browser storage for presets (used when nobody is logged in)."""
     names = [n for n in PRESET_FIELDS if n in targets]
     components = [targets[n] for n in names]
-    quiet = {"queue": False, "api_visibility": "private"}
 
     def menu(stored: Any, request: gr.Request) -> gr.Dropdown:
         """The server's presets, then the user's own."""
         return gr.Dropdown(choices=[*store.presets, *own_presets(_own_entries(store, stored, request))])
 
     def apply(data: dict[Any, Any], request: gr.Request):
+        # A toast in words, and nothing else changes (an error would badge the controls it was to set).
         preset = data[row.choice]
         if not preset:
-            raise gr.Error("Pick a preset first")
+            gr.Warning("Choose a preset in the Preset list first, then Apply.")
+            return {c: gr.skip() for c in components}
         found = store.presets.get(preset) or own_presets(_own_entries(store, data[storage], request)).get(preset)
         if found is None:
-            raise gr.Error(f"Unknown preset {preset!r}")
+            gr.Warning(f"There is no preset {preset!r} (any more): choose one from the list.")
+            return {c: gr.skip() for c in components}
+        gr.Info(f"Applied preset {preset!r}")
         values = found.values
         updates = {targets[n]: values[n] for n in names if n in values}
         if "schedule" in names and ("sampler" in values or "schedule" in values):
@@ -85,13 +89,14 @@ def wire_preset_row(
             if login:
                 store.write_owner(login, entries)
         except (ValueError, OSError) as err:
-            raise gr.Error(str(err)) from None
+            gr.Warning(str(err))
+            return {row.choice: gr.skip(), storage: gr.skip()}
         where = "under your login" if login else "in this browser"
         gr.Info(f"Saved preset {saved.name!r} {where}")
         choices = [*store.presets, *own_presets(entries)]
         return {row.choice: gr.Dropdown(choices=choices, value=saved.name), storage: gr.skip() if login else entries}
 
     # Presets saved in another tab show up as soon as the list is opened.
-    row.choice.focus(menu, storage, row.choice, **quiet)
-    row.apply.click(apply, {row.choice, storage, *components}, components, **quiet)
-    row.save.click(save, {row.name, storage, *components}, [row.choice, storage], **quiet)
+    row.choice.focus(menu, storage, row.choice, **QUIET)
+    row.apply.click(apply, {row.choice, storage, *components}, components, **TOASTING)
+    row.save.click(save, {row.name, storage, *components}, [row.choice, storage], **TOASTING)

@@ -13,6 +13,7 @@ from backend.outputs import read_infotext
 from backend.samplers import SAMPLERS, supported_schedules
 
 from .common import TabHandle
+from .events import TOASTING
 from .schedule import schedule_dropdown
 
 # Request fields every target receives. Size goes only to tabs whose size does not follow their input image.
@@ -42,10 +43,14 @@ def open_image(source: Any) -> Image.Image:
     return image
 
 
+class NothingToSend(ValueError):
+    """Send pressed where there is no picture: said in a toast, nothing changes."""
+
+
 def from_gallery(gallery: Any, index: int | None, infotext: str) -> tuple[Image.Image, str]:
     """The selected gallery image and its parameters (its own PNG chunk first, else the tab's text)."""
     if not gallery:
-        raise gr.Error("Generate an image first, then send it")
+        raise NothingToSend("There is no picture to send yet: Generate one first, then send it.")
     item = gallery[min(index or 0, len(gallery) - 1)]
     image = open_image(item[0] if isinstance(item, (list, tuple)) else item)
     return image, read_infotext(image) or infotext or ""
@@ -80,7 +85,11 @@ def wire_send(
     image_out = [target.image_input] if target.image_input is not None else []
 
     def send(*values):
-        image, infotext = load(*values)
+        try:
+            image, infotext = load(*values)
+        except NothingToSend as err:
+            gr.Warning(str(err))
+            return [gr.skip() for _ in range(len(image_out) + len(controls) + 1)]
         fields = parse_infotext(infotext).request_fields() if infotext else {}
         if infotext:
             fields.setdefault("vae", "")  # no VAE key: the picture was made with the model's own
@@ -95,9 +104,7 @@ def wire_send(
         picture = [image.convert("RGB") if image is not None else gr.skip()] if image_out else []
         return [*picture, *sent, gr.Tabs(selected=target.tab_id)]
 
-    button.click(
-        send, inputs=inputs, outputs=[*image_out, *controls.values(), tabs], queue=False, api_visibility="private"
-    )
+    button.click(send, inputs=inputs, outputs=[*image_out, *controls.values(), tabs], **TOASTING)
 
 
 def wire_gallery_sends(handles: dict[str, TabHandle], tabs: gr.Tabs) -> None:

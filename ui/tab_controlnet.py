@@ -27,6 +27,7 @@ from .common import (
     stream_generation,
     wire_generation,
 )
+from .events import refuse
 from .inputs import FieldDropdown, FieldRadio, PictureInput, picture_input
 from .tab_img2img import build_strength
 
@@ -266,9 +267,9 @@ def build_tab(studio: Studio) -> TabHandle:
                 ControlNetRequest(units=(unit,), width=width, height=height, resize_mode=resize_mode)
             )
         except ValidationError as err:
-            raise gr.Error(f"{err.field}: {err}") from None
+            raise refuse(f"{err.field}: {err}") from None
         except (RuntimeError, ValueError) as err:  # a detector's weights missing, a picture it cannot read
-            raise gr.Error(str(err)) from None
+            raise refuse(str(err)) from None
         return control_map
 
     first.preview.click(
@@ -277,7 +278,7 @@ def build_tab(studio: Studio) -> TabHandle:
 
     def second_map(fallback, image, control_type: str, *values: Any) -> Image.Image:
         if control_type == OFF:
-            raise gr.Error("Pick a control type for the second unit first")
+            raise refuse("Pick a control type for the second unit first")
         return controlnet_map(image if image is not None else fallback, control_type, *values)  # type: ignore[arg-type]
 
     second.preview.click(

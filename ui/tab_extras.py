@@ -9,6 +9,7 @@ from backend.requests import ValidationError
 from backend.upscalers import LANCZOS, upscaler_names
 
 from .common import Studio
+from .events import refuse
 from .inputs import FieldDropdown, FieldSlider, PictureInput, picture_input
 
 
@@ -43,6 +44,6 @@ def build_tab(studio: Studio) -> None:
         try:
             return studio.engine.upscale(image, upscaler, scale)
         except ValidationError as err:
-            raise gr.Error(f"{err.field}: {err}") from None
+            raise refuse(f"{err.field}: {err}") from None
 
     run.click(upscale, inputs=[image, upscaler, scale], outputs=result, api_name="upscale", concurrency_id="gpu")

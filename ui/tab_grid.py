@@ -54,9 +54,26 @@ def build_tab(studio: Studio) -> TabHandle:
                 elem_id="grid-cfg-list",
             )
         with gr.Column(scale=1):
-            out = build_output_block("grid")
-            grid = gr.Image(label="Grid", type="filepath", format="png", interactive=False, elem_id="grid-image")
-            labels = gr.JSON(label="Cell labels", elem_id="grid-labels")
+            sheet: list[gr.Image] = []
+            # The finished grid first and large; the cells, captioned with their labels, below it.
+            out = build_output_block(
+                "grid",
+                lead=lambda: sheet.append(
+                    gr.Image(
+                        label="Grid",
+                        type="filepath",
+                        format="png",
+                        interactive=False,
+                        height=520,
+                        elem_id="grid-image",
+                    )
+                ),
+                gallery_label="Cells (each captioned with its sampler and steps or CFG)",
+                gallery_height=300,
+            )
+            grid = sheet[0]
+            # For API clients (the same words as the captions); the page shows them on the cells and the sheet.
+            labels = gr.JSON(label="Cell labels", visible=False, elem_id="grid-labels")
 
     def sampler_grid(
         prompt: str,

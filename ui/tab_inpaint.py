@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.images import RESIZE_MODES
+from backend.images import RESIZE_MODES, mask_overlay
 from backend.requests import INPAINT_AREAS, InpaintRequest, field_limits
 
 from .common import (
@@ -18,10 +18,22 @@ from .common import (
     stream_generation,
     wire_generation,
 )
-from .editor import split_editor_value
+from .editor import EDITOR_CANVAS, split_editor_value
+from .events import QUIET
 from .inputs import FieldRadio, PictureEditor, PictureInput, picture_input
 from .outpaint import build_outpaint
 from .tab_img2img import build_strength
+
+
+def mask_brush(short_side: int) -> gr.Brush:
+    """White at half opacity, so the picture shows through the stroke (any painted alpha counts as mask), sized
+    to about 1/12 of the picture's short side: a few strokes cover an object at any picture size."""
+    return gr.Brush(colors=[("#FFFFFF", 0.5)], color_mode="fixed", default_size=max(2, round(short_side / 12)))
+
+
+def fit_brush(value) -> gr.ImageEditor:
+    picture, _ = split_editor_value(value)
+    return gr.ImageEditor(brush=mask_brush(min(picture.size))) if picture is not None else gr.skip()
 
 
 def build_tab(studio: Studio) -> TabHandle:
@@ -36,7 +48,7 @@ def build_tab(studio: Studio) -> TabHandle:
                 type="pil",
                 format="png",
                 image_mode="RGBA",
-                brush=gr.Brush(colors=["#FFFFFF"], color_mode="fixed", default_size=24),
+                brush=mask_brush(EDITOR_CANVAS[1]),
                 layers=False,
                 transforms=(),
                 elem_id="inpaint-editor",
@@ -73,7 +85,7 @@ def build_tab(studio: Studio) -> TabHandle:
         with gr.Column(scale=1):
             out = build_output_block("inpaint")
             mask_used = gr.Image(
-                label="Mask used (white = repainted)",
+                label="Mask used (tinted = repainted)",
                 type="pil",
                 format="png",
                 interactive=False,
@@ -114,8 +126,15 @@ def build_tab(studio: Studio) -> TabHandle:
         the picture by that many pixels per side and generate the new area (the mask may then be empty)."""
         picture, painted = split_editor_value(image, mask)
         req = build_request(InpaintRequest, locals(), image=picture, mask=painted)
-        mask_used = lambda result: (result.extras.get("mask") if result else None,)  # noqa: E731
-        yield from stream_generation(studio, req, request, progress, mask_used, tab="inpaint")
+        yield from stream_generation(studio, req, request, progress, mask_shown, tab="inpaint")
+
+    editor.upload(fit_brush, editor, editor, **QUIET)
+
+    def mask_shown(result):
+        """The mask as it was used, tinted over the first picture (its pixels elsewhere unchanged)."""
+        if result is None or result.extras.get("mask") is None:
+            return (None,)
+        return (mask_overlay(result.images[0], result.extras["mask"]),)
 
     wire_generation(
         studio,

@@ -10,9 +10,11 @@ from PIL import Image
 from backend.images import check_picture_file
 from backend.pnginfo import PngInfoError, parameters_dict, read_parameters
 
-from .common import Studio
+from .common import SEND_TARGETS, Studio
+from .events import refuse
+from .send import NothingToSend
 
-SEND_TO = ("txt2img", "img2img", "inpaint", "controlnet")
+SEND_TO = {"txt2img": "Send to txt2img", **SEND_TARGETS}  # the galleries' names for the same buttons
 
 
 def build_tab(studio: Studio) -> tuple[dict[str, gr.Button], list[gr.components.Component]]:
@@ -27,7 +29,7 @@ def build_tab(studio: Studio) -> tuple[dict[str, gr.Button], list[gr.components.
             raw = gr.Textbox(label="Parameters", lines=6, interactive=False, elem_id="pnginfo-raw")
             parsed = gr.JSON(label="Parsed", elem_id="pnginfo-parsed")
             with gr.Row():
-                buttons = {t: gr.Button(f"Send to {t}", size="sm", elem_id=f"pnginfo-send-{t}") for t in SEND_TO}
+                buttons = {t: gr.Button(label, size="sm", elem_id=f"pnginfo-send-{t}") for t, label in SEND_TO.items()}
 
     def png_info(image: str | None) -> tuple[str, dict[str, Any]]:
         """The raw infotext of an image and its parsed fields."""
@@ -36,7 +38,7 @@ def build_tab(studio: Studio) -> tuple[dict[str, gr.Button], list[gr.components.
         try:
             text, info = read_parameters(image, max_pixels)
         except PngInfoError as err:
-            raise gr.Error(str(err)) from None
+            raise refuse(str(err)) from None
         return text, parameters_dict(info)
 
     def show(image: str | None) -> str | None:
@@ -54,11 +56,11 @@ def build_tab(studio: Studio) -> tuple[dict[str, gr.Button], list[gr.components.
 
 def load_from_pnginfo(path: str | None, raw: str, max_pixels: int) -> tuple[Image.Image | None, str]:
     if not path:
-        raise gr.Error("Drop an image first")
+        raise NothingToSend("There is no picture to send: drop a PNG into PNG info first.")
     try:
         check_picture_file(path, max_pixels)
     except ValueError as err:
-        raise gr.Error(f"Image: {err}") from None
+        raise NothingToSend(f"Image: {err}") from None
     with Image.open(path) as img:
         img.load()
         return img.copy(), raw
