@@ -127,6 +127,7 @@ class GridStep(StepEvent):
     cells: int
     cell_step: int
     cell_steps: int
+    finished: tuple[Image.Image, ...] = ()  # the cells done so far, in the order they finished
 
     @property
     def desc(self) -> str:
@@ -358,6 +359,7 @@ class GridRunner:
                 done, spent = _run_cell(pipe, config, requests[0], embeddings, progress, cancel)
             for k, image, cell_seconds in zip(chunk, done, spent, strict=True):
                 images[k], seconds[k] = image, cell_seconds + encode_share
+            progress.finished.extend(done)  # shown while the next cells run
         cells = [images[k] for k in range(len(plan.cells))]
         return self._finish(plan, cells, seconds, batched, networks.infotext)
 
@@ -414,6 +416,7 @@ class _Progress:
         self.every, self.factors, self.size = every, factors, size
         self.done = 0
         self.cell, self.running = 1, 1
+        self.finished: list[Image.Image] = []
 
     def start(self, cell: int, running: int) -> None:
         self.cell, self.running = cell, running
@@ -425,7 +428,11 @@ class _Progress:
         preview = None
         if self.every and step % self.every == 0:
             preview = latents_to_rgb(latents, self.factors, self.size)
-        self.on_step(GridStep(self.done, self.total, preview, self.cell, self.running, self.cells, step, steps))
+        self.on_step(
+            GridStep(
+                self.done, self.total, preview, self.cell, self.running, self.cells, step, steps, tuple(self.finished)
+            )
+        )
 
 
 def _run_cell(pipe, config, cell: Txt2ImgRequest, embeddings, progress: _Progress, cancel):

@@ -146,7 +146,7 @@ def test_stop_on_one_tab_leaves_the_other_tabs_queued_run(browser, app_url):
         timeout=60_000,
     )
     page.get_by_role("tab", name="sampler grid").click()
-    page.locator("#grid-image img").first.wait_for(timeout=120_000)  # the grid ran to the end
+    page.locator("#grid-sheet img").first.wait_for(timeout=120_000)  # the grid ran to the end
     assert not page.locator("#grid-infotext textarea").input_value().startswith("Stopped")
     page.close()
 
@@ -175,8 +175,10 @@ def test_paint_mask_and_inpaint(browser, app_url, tmp_path, test_image):
     prompt_text = editor.get_by_text("Upload an image")
     prompt_text.wait_for()
     for _ in range(5):  # a file chosen while the freshly shown tab is still mounting can be dropped: retry
-        editor.locator("input[type=file]").first.set_input_files(str(tmp_path / "in.png"))
         try:
+            # The upload's answer fits the brush to the picture (1/12 of its short side): paint after it.
+            with page.expect_response(lambda r: "run/predict" in r.url, timeout=10_000):
+                editor.locator("input[type=file]").first.set_input_files(str(tmp_path / "in.png"))
             prompt_text.wait_for(state="hidden", timeout=5_000)
             break
         except PlaywrightTimeout:
@@ -205,6 +207,8 @@ def test_paint_mask_and_inpaint(browser, app_url, tmp_path, test_image):
     # The stroke starts at the picture's centre and goes right: the mask sits there, not elsewhere.
     assert xs.min() < 128 < xs.max() and ys.min() < 96 < ys.max()
     assert xs.max() < 250 and ys.max() < 150 and ys.min() > 40 and mask.mean() < 0.3
+    # The brush was fitted to this 256×192 picture (a 16 px wide stroke), not the empty canvas's 800 px (67 px).
+    assert ys.max() - ys.min() < 30
     src = np.asarray(picture).astype(int)
     assert np.array_equal(out[:, :60], src[:, :60])  # left of the stroke: untouched
     page.close()

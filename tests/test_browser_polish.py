@@ -20,7 +20,7 @@ pytestmark = pytest.mark.browser
 SHOTS = Path(__file__).parent / "artifacts" / "screenshots"
 TABS = ("txt2img", "img2img", "inpaint", "controlnet", "sampler grid")
 PREFIX = {"sampler grid": "grid"}
-SIZES = {"desktop": (1366, 900), "phone": (390, 844)}
+SIZES = {"desktop": (1366, 900), "phone": (390, 844), "desktop-dark": (1366, 900)}
 # Controls whose meaning is not obvious from the name, with a word of the tooltip each must show.
 TOOLTIPS = {
     "txt2img": {"txt2img-cfg": "follows the prompt", "txt2img-schedule": "noise level"},
@@ -71,7 +71,7 @@ def test_time_to_interactive_prompt(browser, app_url):  # noqa: F811
 def test_prompt_first_on_every_tab_and_screenshots(browser, app_url, size):  # noqa: F811
     width, height = SIZES[size]
     page = browser.new_page(viewport={"width": width, "height": height})
-    page.goto(app_url)
+    page.goto(app_url + ("?__theme=dark" if size.endswith("dark") else ""))
     SHOTS.mkdir(parents=True, exist_ok=True)
     for tab in TABS:
         prefix = PREFIX.get(tab, tab)
@@ -175,4 +175,15 @@ def test_stop_is_live_only_while_a_run_goes(browser, app_url):  # noqa: F811
     )
     page.wait_for_function("() => document.querySelector('#txt2img-stop').disabled", timeout=30_000)
     assert page.locator("#txt2img-seed-used input").input_value() == ""  # nothing finished
+    page.close()
+
+
+def test_grid_sheet_comes_first(browser, app_url):  # noqa: F811
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(app_url)
+    open_tab(page, "sampler grid")
+    page.locator("#grid-sheet").wait_for()
+    # The finished grid right under Generate, then the captioned cells; no raw JSON of labels on the page.
+    assert _top(page, "#grid-generate") < _top(page, "#grid-sheet") < _top(page, "#grid-gallery")
+    assert not page.locator("#grid-labels").is_visible()
     page.close()

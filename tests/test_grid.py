@@ -196,6 +196,10 @@ def test_progress_counts_cells_and_steps_over_the_whole_grid(shared_engine, batc
         ]
         assert events[-1].desc == "Cell 4 of 4, step 5 of 5"
     assert all(e.preview is not None and e.preview.size == (64, 64) for e in events)
+    # Each event carries the cells finished so far: none at first, then each chunk's, in order.
+    assert len(events[0].finished) == 0
+    finished = [len(e.finished) for e in events]
+    assert finished == sorted(finished) and finished[-1] == (2 if batch else 3)
 
 
 @pytest.mark.parametrize("batch", [True, False], ids=["batched", "one-per-call"])

@@ -54,10 +54,12 @@ SHORTCUTS_JS = """
 """
 # Small pictures (the demo model's 64²) are scaled up with hard pixel edges, and no picture is cropped.
 CSS = """
-[id$='-gallery'] img, [id$='-map'] img, #inpaint-mask-used img, #grid-image img {
+[id$='-gallery'] img, [id$='-map'] img, #inpaint-mask-used img, #grid-sheet img {
   image-rendering: pixelated;
   object-fit: contain !important;
 }
+/* Small buttons beside a field (Refresh, Random, Reuse, Apply) sit at the field's height, not the row's. */
+.tool-button { align-self: flex-end; height: auto !important; max-height: 44px; margin-bottom: 6px; }
 /* Toasts at the bottom right, never over Generate/Stop at the top right. */
 .toast-wrap { top: auto !important; bottom: var(--size-4); }
 /* Phones stack the columns, which would put Generate below every setting: keep Generate/Stop in a bar at the

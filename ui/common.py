@@ -215,8 +215,12 @@ def build_common_controls(
     batch = limit_slider("Batch size", limits["batch_size"], 1, f"{prefix}-batch")
     with gr.Row(equal_height=True):
         seed = FieldNumber(label="Seed (-1 = random)", value=-1, precision=0, scale=4, elem_id=f"{prefix}-seed")
-        random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{prefix}-random-seed")
-        reuse_seed = gr.Button("Reuse", scale=0, min_width=80, elem_id=f"{prefix}-reuse-seed")
+        random_seed = gr.Button(
+            "Random", size="sm", scale=0, min_width=80, elem_classes=["tool-button"], elem_id=f"{prefix}-random-seed"
+        )
+        reuse_seed = gr.Button(
+            "Reuse", size="sm", scale=0, min_width=80, elem_classes=["tool-button"], elem_id=f"{prefix}-reuse-seed"
+        )
     controls = CommonControls(
         prompt=prompt,
         negative_prompt=negative,
@@ -263,7 +267,14 @@ def build_model_row(studio: Studio, prefix: str) -> tuple[gr.Dropdown, gr.Dropdo
         vae = FieldDropdown(
             vae_choices(engine), value="", label="VAE", scale=3, allow_custom_value=True, elem_id=f"{prefix}-vae"
         )
-        refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id=f"{prefix}-refresh-models")
+        refresh = gr.Button(
+            "Refresh",
+            size="sm",
+            scale=0,
+            min_width=80,
+            elem_classes=["tool-button"],
+            elem_id=f"{prefix}-refresh-models",
+        )
 
     def refresh_models(current: str, current_vae: str):
         problems = engine.refresh_models()
@@ -418,7 +429,8 @@ def stream_generation(
                 desc = getattr(item, "desc", None) or f"Step {item.step}/{item.total}"  # a grid names its cell
                 progress((item.step, item.total), desc=desc)
                 if item.preview is not None:
-                    yield [item.preview], desc, gr.skip(), *_skips(extras)
+                    # A grid shows its finished cells too, the running one's preview last.
+                    yield [*getattr(item, "finished", ()), item.preview], desc, gr.skip(), *_skips(extras)
             else:
                 run.completed = True
                 for warning in getattr(item, "warnings", ()):

@@ -30,7 +30,14 @@ def build_network_picker(engine: Engine, prefix: str, prompt: gr.Textbox) -> gr.
             scale=8,
             elem_id=f"{prefix}-networks",
         )
-        refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id=f"{prefix}-refresh-networks")
+        refresh = gr.Button(
+            "Refresh",
+            size="sm",
+            scale=0,
+            min_width=80,
+            elem_classes=["tool-button"],
+            elem_id=f"{prefix}-refresh-networks",
+        )
 
     def insert(text: str, chosen: str | None):
         if not chosen:

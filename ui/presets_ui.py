@@ -25,10 +25,14 @@ def build_preset_row(store: PresetStore, prefix: str) -> PresetRow:
     with gr.Accordion("Presets", open=False):
         with gr.Row(equal_height=True):
             choice = gr.Dropdown(list(store.presets), value=None, label="Preset", scale=3, elem_id=f"{prefix}-preset")
-            apply = gr.Button("Apply", scale=1, elem_id=f"{prefix}-preset-apply")
+            apply = gr.Button(
+                "Apply", size="sm", scale=1, elem_classes=["tool-button"], elem_id=f"{prefix}-preset-apply"
+            )
         with gr.Row(equal_height=True):
             name = gr.Textbox(label="Save current settings as", scale=3, elem_id=f"{prefix}-preset-name")
-            save = gr.Button("Save preset", scale=1, elem_id=f"{prefix}-preset-save")
+            save = gr.Button(
+                "Save preset", size="sm", scale=1, elem_classes=["tool-button"], elem_id=f"{prefix}-preset-save"
+            )
     return PresetRow(choice, apply, name, save)
 
 

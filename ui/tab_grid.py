@@ -65,7 +65,7 @@ def build_tab(studio: Studio) -> TabHandle:
                         format="png",
                         interactive=False,
                         height=520,
-                        elem_id="grid-image",
+                        elem_id="grid-sheet",
                     )
                 ),
                 gallery_label="Cells (each captioned with its sampler and steps or CFG)",

@@ -28,7 +28,8 @@ from .tab_img2img import build_strength
 def mask_brush(short_side: int) -> gr.Brush:
     """White at half opacity, so the picture shows through the stroke (any painted alpha counts as mask), sized
     to about 1/12 of the picture's short side: a few strokes cover an object at any picture size."""
-    return gr.Brush(colors=[("#FFFFFF", 0.5)], color_mode="fixed", default_size=max(2, round(short_side / 12)))
+    # Gradio's default_size is the radius: a stroke is twice as wide.
+    return gr.Brush(colors=[("#FFFFFF", 0.5)], color_mode="fixed", default_size=max(1, round(short_side / 24)))
 
 
 def fit_brush(value) -> gr.ImageEditor:
