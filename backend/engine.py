@@ -20,7 +20,7 @@ from PIL import Image
 
 from . import cfg_cutoff, zerogpu
 from .annotators import Annotators
-from .devices import describe_plan
+from .devices import describe_plan, tile_vae_for
 from .images import resize
 from .infotext import format_infotext
 from .interrupt import Cancelled, stoppable
@@ -135,6 +135,7 @@ class Engine:
             prepared.kwargs.update(prompt=networks.prompt, negative_prompt=networks.negative_prompt or None)
             prepared.infotext.update(networks.infotext)
             callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
+            tile_vae_for(pipe, request.width, request.height, self.settings)
             with stoppable(pipe, cancel):
                 raw = call_pipeline(pipe, loaded.scheduler_config, request, prepared.kwargs, callback)
                 if isinstance(request, Txt2ImgRequest) and request.enable_hr:
@@ -169,6 +170,7 @@ class Engine:
         del kwargs["width"], kwargs["height"], kwargs["num_images_per_prompt"]
         out: list[Image.Image] = []
         callback = self._step_callback(loaded.spec.latent_rgb_factors, second, on_step, cancel)
+        tile_vae_for(pipe, *size, self.settings)
         seeds = batch_seeds(request.seed, len(first))
         for seed, image in zip(seeds, bigger, strict=True):
             # One picture per call keeps each picture's own seed, as the first pass had it.

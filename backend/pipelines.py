@@ -276,7 +276,7 @@ class PipelineCache:
             base = self._loader(spec, self.settings, self.plan)
             base.set_progress_bar_config(disable=True)  # progress goes through the step callback
             guard_vae_nans(base.vae, spec.name)  # derived pipelines share this VAE, so they are guarded too
-            options = apply_memory_options(base, self.settings, self.plan)
+            options = apply_memory_options(base, self.settings, self.plan, spec.defaults.width)
             loaded = LoadedModel(spec, base, dict(base.scheduler.config), options, vaes={"": base.vae})
             self._models[name] = loaded
             return loaded
