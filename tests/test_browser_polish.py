@@ -169,6 +169,14 @@ def test_stop_is_live_only_while_a_run_goes(browser, app_url):  # noqa: F811
         "() => document.querySelector('#txt2img-infotext textarea').value.startsWith('Step ')", timeout=60_000
     )
     assert stop.is_enabled()
+    # One progress display: the live preview stays visible while the line under it counts steps, time and ETA.
+    page.wait_for_function(
+        "() => / ▰+▱+ \\d+\\.\\d s, about \\d+\\.\\d s left$/.test("
+        "document.querySelector('#txt2img-infotext textarea').value)",
+        timeout=60_000,
+    )
+    page.locator("#txt2img-gallery img").first.wait_for(state="visible", timeout=30_000)
+    assert page.locator("#txt2img-infotext textarea").is_visible()
     stop.click()
     page.wait_for_function(
         "() => document.querySelector('#txt2img-infotext textarea').value.startsWith('Stopped')", timeout=60_000
