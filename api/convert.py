@@ -189,8 +189,6 @@ SAME_AS_FIRST_PASS = (None, "", "Use same checkpoint", "Use same sampler", "Use 
 
 def _hires_fields(body: Txt2ImgBody) -> dict[str, Any]:
     """A1111's hires fix fields → the request's; what SD Studio cannot do is refused by name, never ignored."""
-    if body.hr_resize_x or body.hr_resize_y:
-        raise ValidationError("hr_resize_x", "hires resize to a size is not available in SD Studio: send hr_scale")
     for name in ("hr_checkpoint_name", "hr_sampler_name", "hr_scheduler"):
         if getattr(body, name) not in SAME_AS_FIRST_PASS:
             raise ValidationError(name, f"the hires pass uses the first pass's {name[3:]} in SD Studio: leave it out")
@@ -200,6 +198,8 @@ def _hires_fields(body: Txt2ImgBody) -> dict[str, Any]:
     return {
         "enable_hr": True,
         "hr_scale": body.hr_scale,
+        "hr_resize_x": body.hr_resize_x,  # either one non-zero: the hires size instead of hr_scale, as in A1111
+        "hr_resize_y": body.hr_resize_y,
         "hr_upscaler": body.hr_upscaler or "Latent",  # A1111's default for the API's null
         "hr_steps": body.hr_second_pass_steps,
         "strength": 0.7 if body.denoising_strength is None else body.denoising_strength,

@@ -154,15 +154,21 @@ class Engine:
 
         The img2img pipeline comes from ``from_pipe`` (the cache), so it shares the loaded weights.
         """
-        size = request.hires_size()
+        size, cover = request.hires_size(), request.hires_upscale_size()
+        left, top = request.hires_crop()  # (0, 0) unless a resize size of another aspect ratio is cropped
         pipe = self.cache.pipeline(request.model, "img2img")
         if request.latent_hires:
             # The first pass returned latents (batch entries of channels × h × w); img2img takes 4-channel ones as is.
-            latent_size = (size[1] // pipe.vae_scale_factor, size[0] // pipe.vae_scale_factor)
-            bigger = [upscale_latents(latent[None], request.hr_upscaler, latent_size) for latent in first]
-        else:
+            f = pipe.vae_scale_factor
+            rows, cols = slice(top // f, (top + size[1]) // f), slice(left // f, (left + size[0]) // f)
             bigger = [
-                upscale_image(image, request.hr_upscaler, 0, self.settings, field="hr_upscaler", target=size)
+                upscale_latents(latent[None], request.hr_upscaler, (cover[1] // f, cover[0] // f))[..., rows, cols]
+                for latent in first
+            ]
+        else:
+            box = (left, top, left + size[0], top + size[1])
+            bigger = [
+                upscale_image(image, request.hr_upscaler, 0, self.settings, field="hr_upscaler", target=cover).crop(box)
                 for image in first
             ]
         second = request.replace(width=size[0], height=size[1], steps=request.hr_steps or request.steps)

@@ -20,6 +20,7 @@ from .samplers import SAMPLERS, SCHEDULES, split_legacy_name
 # length (an unbounded key made a long line without colons take quadratic time).
 _PARAM = re.compile(r'\s*(\w[\w \-/+]{0,63}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
+_RESIZE = re.compile(r"^(\d{1,6})x(\d{1,6})$")
 NEGATIVE = NEGATIVE_MARK
 MAX_NUMBER = 2**53  # larger numbers in a parameters text are not taken (seeds stop at 2**32 - 1)
 
@@ -41,7 +42,7 @@ KEYS: dict[str, tuple[str, type]] = {
 
 
 # Every key whose value a request field takes (the rest of a text's keys are kept as they are).
-REQUEST_KEYS = frozenset(KEYS) | {"Sampler", "Schedule type", "Size"}
+REQUEST_KEYS = frozenset(KEYS) | {"Sampler", "Schedule type", "Size", "Hires resize"}
 
 
 def _quote(value: Any) -> str:
@@ -103,6 +104,10 @@ class InfoText:
                     values.pop(name)  # absurd (or inf/nan): no request takes it, and JSON cannot carry it
         if "Hires upscale" in self.params:
             values["enable_hr"] = True
+        resize = _RESIZE.match(self.params.get("Hires resize", ""))
+        if resize:  # A1111's "Hires resize: 1024x0": the hires size instead of a scale
+            values["enable_hr"] = True
+            values["hr_resize_x"], values["hr_resize_y"] = int(resize.group(1)), int(resize.group(2))
         size = _SIZE.match(self.params.get("Size", ""))
         if size:
             values["width"], values["height"] = int(size.group(1)), int(size.group(2))

@@ -6,9 +6,10 @@ of the text before it is encoded and stay in the prompt the infotext records. An
 name as a word of either prompt (``embedding:name`` also works, ComfyUI's form, and insists the file exists).
 
 Loading is diffusers' own: ``load_lora_weights`` (Kohya/A1111 keys are converted by diffusers, adapters live in
-peft) and ``set_adapters``; ``load_textual_inversion``. Adapters stay loaded in the model (a cache: the next run
-with the same LoRA loads nothing) and are disabled when the prompt no longer names them, so the model computes
-exactly what it computed before any LoRA was loaded.
+peft) and ``set_adapters``; ``load_textual_inversion`` (``backend.embeddings``: SD 1.x/2.x and SDXL files).
+Adapters stay loaded in the model (a cache: the next run with the same LoRA loads nothing) and are disabled when the
+prompt no longer names them, so the model computes exactly what it computed before any LoRA was loaded. Embeddings
+stay loaded too: a token no prompt names changes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import embeddings
 from .checkpoints import LORA_MARKERS, PROJECT_ROOT, CheckpointError, _dirs, read_header
 from .requests import ValidationError
 from .settings import Settings
@@ -150,10 +152,9 @@ class Networks:
         listed: dict[str, dict[str, Any]] = {}
         for name, path in sorted(self.embeddings.items()):
             try:
-                shape = next(iter(read_header(path).values())).shape
+                vectors, width = embeddings.listing(path)
             except (CheckpointError, OSError, StopIteration):
                 continue
-            vectors, width = (shape[0], shape[-1]) if len(shape) > 1 else (1, shape[0])
             listed[name] = {
                 "step": None,
                 "sd_checkpoint": None,
@@ -227,14 +228,12 @@ class Networks:
     def apply(self, pipe: Any, prompt: str, negative: str) -> Applied:
         """Make ``pipe`` run with exactly the LoRAs and embeddings the prompts name (call under the run lock)."""
         tags = self.lora_tags(prompt, negative)
-        embeddings = self.embedding_names(prompt, negative)
+        named = self.embedding_names(prompt, negative)
         info: dict[str, str] = {}
         if tags or _adapters(pipe):
             info.update(self._set_loras(pipe, tags))
-        if embeddings:
-            info["TI hashes"] = ", ".join(
-                f"{_quote_name(name)}: {self._load_embedding(pipe, name)}" for name in embeddings
-            )
+        if named:
+            info["TI hashes"] = ", ".join(f"{_quote_name(name)}: {self._load_embedding(pipe, name)}" for name in named)
         return Applied(strip_tags(prompt), strip_tags(negative), info)
 
     def _set_loras(self, pipe: Any, tags: list[LoraTag]) -> dict[str, str]:
@@ -305,17 +304,8 @@ class Networks:
     def _load_embedding(self, pipe: Any, name: str) -> str:
         path = self.embeddings[name]
         digest = self.short_hash(path, lora=False)
-        if name in pipe.tokenizer.get_added_vocab():
-            return digest
-        if getattr(pipe, "text_encoder_2", None) is not None:
-            raise ValidationError("prompt", f"embedding {name!r}: embeddings are not supported for SDXL models yet")
-        log.info("loading embedding %s from %s", name, path)
-        try:
-            pipe.load_textual_inversion(str(path), token=name)
-        except (ValueError, KeyError, RuntimeError, OSError) as err:
-            raise ValidationError(
-                "prompt", f"{path.name} ({path.parent}) is not an embedding this model can use: {err}"[:600]
-            ) from None
+        if not embeddings.is_loaded(pipe, name):
+            embeddings.load(pipe, name, path)
         return digest
 
 

@@ -23,6 +23,7 @@ from .samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS, supported_sch
 from .settings import Settings
 
 MAX_PROMPT_CHARS = 4000
+MAX_HR_SCALE = 8  # hires fix: the second pass at most this many times the first pass's size, per side
 NEGATIVE_MARK = "Negative prompt:"  # the infotext line that starts the negative prompt (backend.infotext)
 
 
@@ -95,13 +96,19 @@ class GenerationRequest:
 class Txt2ImgRequest(GenerationRequest):
     """``enable_hr``: A1111's hires fix. Generate at width×height, upscale by ``hr_scale`` with ``hr_upscaler``
     (a latent mode, Lanczos or a model file, backend.upscalers), then an img2img pass of ``hr_steps`` (0 = ``steps``) at
-    denoising ``strength`` on the larger picture."""
+    denoising ``strength`` on the larger picture.
+
+    ``hr_resize_x``/``hr_resize_y`` (A1111's "Resize width/height to"; 0 = not set) give the hires size instead of
+    ``hr_scale``: one side alone keeps the base aspect ratio; both, of another aspect ratio, upscale to cover that size
+    and keep its middle (A1111's crop)."""
 
     enable_hr: bool = False
     hr_scale: float = 2.0
     hr_upscaler: str = "Lanczos"
     hr_steps: int = 0
     strength: float = 0.7  # the hires pass's denoising strength
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
 
     task: ClassVar[str] = "txt2img"
 
@@ -110,9 +117,36 @@ class Txt2ImgRequest(GenerationRequest):
         """The hires fix resizes the first pass's latents (A1111's "Latent …" upscalers), not its pictures."""
         return self.enable_hr and self.hr_upscaler.startswith("Latent")
 
+    @property
+    def hires_resize(self) -> bool:
+        """The hires size is given (``hr_resize_x``/``hr_resize_y``), not a scale."""
+        return bool(self.hr_resize_x or self.hr_resize_y)
+
     def hires_size(self) -> tuple[int, int]:
-        """The second pass's size: the base size × ``hr_scale``, rounded down to multiples of 8."""
-        return tuple(int(v * self.hr_scale) // SIZE_MULTIPLE * SIZE_MULTIPLE for v in (self.width, self.height))
+        """The second pass's size: the base size × ``hr_scale``, or the resize size (a missing side follows the
+        base aspect ratio), rounded down to multiples of 8."""
+        if self.hires_resize:
+            x, y = self.hr_resize_x, self.hr_resize_y
+            size = (x or y * self.width // self.height, y or x * self.height // self.width)
+        else:
+            size = (int(self.width * self.hr_scale), int(self.height * self.hr_scale))
+        return size[0] // SIZE_MULTIPLE * SIZE_MULTIPLE, size[1] // SIZE_MULTIPLE * SIZE_MULTIPLE
+
+    def hires_upscale_size(self) -> tuple[int, int]:
+        """What the first pass's picture is upscaled to: the hires size, or, for a resize size of another aspect
+        ratio, the base aspect ratio's size that covers it (A1111's rule; ``hires_crop`` then takes its middle)."""
+        if not (self.hr_resize_x and self.hr_resize_y):
+            return self.hires_size()
+        x, y = self.hr_resize_x, self.hr_resize_y
+        if self.width / self.height < x / y:
+            return x, x * self.height // self.width
+        return y * self.width // self.height, y
+
+    def hires_crop(self) -> tuple[int, int]:
+        """(left, top) of the hires size in the upscaled picture: the middle, in steps of 8 pixels as A1111 crops
+        latents."""
+        cover, size = self.hires_upscale_size(), self.hires_size()
+        return tuple((c - s) // SIZE_MULTIPLE // 2 * SIZE_MULTIPLE for c, s in zip(cover, size, strict=True))
 
 
 @dataclass
@@ -415,12 +449,16 @@ def _validate_hires(
     request: Txt2ImgRequest, changes: dict[str, Any], settings: Settings, limits: dict[str, Limit]
 ) -> dict[str, Any]:
     scale = _real("hr_scale", request.hr_scale)
-    if not 1.0 <= scale <= 8.0:
-        raise ValidationError("hr_scale", f"hr_scale (Hires upscale) must be between 1 and 8, got {_number(scale)}")
     width, height = changes["width"], changes["height"]
-    target = request.replace(width=width, height=height, hr_scale=scale).hires_size()
+    resize = {name: _whole(name, getattr(request, name)) for name in ("hr_resize_x", "hr_resize_y")}
+    sized = request.replace(width=width, height=height, hr_scale=scale, **resize)
+    if sized.hires_resize:  # A1111 then ignores hr_scale
+        _validate_resize(sized, limits)
+    elif not 1.0 <= scale <= MAX_HR_SCALE:
+        raise ValidationError("hr_scale", f"hr_scale (Hires upscale) must be between 1 and 8, got {_number(scale)}")
+    target = sized.hires_size()
     for name, value, base in zip(("width", "height"), target, (width, height), strict=True):
-        if value > limits[name].maximum:
+        if value > limits[name].maximum and not sized.hires_resize:
             most = math.floor(limits[name].maximum / base * 100) / 100
             raise ValidationError(
                 "hr_scale",
@@ -444,7 +482,39 @@ def _validate_hires(
         settings,
         f"hires pass {target[0]}×{target[1]} × {hr_steps} steps × {changes['batch_size']} pictures",
     )
-    return {"hr_scale": scale, "hr_steps": steps, "strength": strength}
+    return {"hr_scale": scale, "hr_steps": steps, "strength": strength, **resize}
+
+
+def _validate_resize(request: Txt2ImgRequest, limits: dict[str, Limit]) -> None:
+    """``hr_resize_x``/``hr_resize_y``: each 0 or a valid size; the sizes they make within the limits and, as for
+    ``hr_scale``, between 1 and 8 times the first pass's size. A refusal names the field the caller set."""
+    for name, side in (("hr_resize_x", "width"), ("hr_resize_y", "height")):
+        value = getattr(request, name)
+        if value == 0:
+            continue
+        lo, hi = (_number(v) for v in (limits[side].minimum, limits[side].maximum))
+        if not limits[side].minimum <= value <= limits[side].maximum:
+            raise ValidationError(name, f"{name} must be 0 (not set) or between {lo} and {hi}, got {value}")
+        if value % SIZE_MULTIPLE:
+            lower = value - value % SIZE_MULTIPLE
+            raise ValidationError(
+                name, f"{name} {value} is not a multiple of {SIZE_MULTIPLE}: use {lower} or {lower + SIZE_MULTIPLE}"
+            )
+    given = "hr_resize_x" if request.hr_resize_x else "hr_resize_y"
+    asked = f"Hires resize {request.hr_resize_x}x{request.hr_resize_y} from {request.width}×{request.height}"
+    cover = request.hires_upscale_size()
+    for what, size in (("hires", request.hires_size()), ("upscaled (before the crop)", cover)):
+        for index, side in enumerate(("width", "height")):
+            if size[index] > limits[side].maximum:
+                most = _number(limits[side].maximum)
+                raise ValidationError(given, f"{asked} makes the {what} {side} {size[index]}, above the limit {most}")
+    base = (request.width, request.height)
+    if any(c < b for c, b in zip(cover, base, strict=True)):
+        raise ValidationError(given, f"{asked} is smaller than the first pass: the hires fix makes pictures larger")
+    if any(c > MAX_HR_SCALE * b for c, b in zip(cover, base, strict=True)):
+        raise ValidationError(
+            given, f"{asked} is more than {MAX_HR_SCALE} times the first pass's size (Hires upscale's limit)"
+        )
 
 
 def validate(request: GenerationRequest, settings: Settings, models: Iterable[str] = ()) -> GenerationRequest:

@@ -42,7 +42,9 @@ def prepare_txt2img(request: Txt2ImgRequest) -> Prepared:
     # A1111's keys: Size stays the base size; the hires pass writes its own four.
     extra: dict[str, Any] = {
         "Denoising strength": request.strength,
-        "Hires upscale": f"{request.hr_scale:g}",
+        # A1111 writes one of the two: the resize size as sent (a side may be 0), or the scale.
+        "Hires resize": f"{request.hr_resize_x}x{request.hr_resize_y}" if request.hires_resize else None,
+        "Hires upscale": None if request.hires_resize else f"{request.hr_scale:g}",
         "Hires steps": request.hr_steps or None,
         "Hires upscaler": request.hr_upscaler,
     }

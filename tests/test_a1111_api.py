@@ -202,6 +202,39 @@ def test_hires_fix_and_extras_equal_the_gradio_endpoints(server, tmp_path):
         assert response.status_code == 422 and response.json()["errors"].startswith(f"{field}:"), field
 
 
+def test_hires_resize_to_a_size(server):
+    engine, url, client, api = server
+    one = {**A1111_ARGS, "batch_size": 1, "enable_hr": True, "hr_upscaler": "Lanczos", "hr_second_pass_steps": 2}
+    resized = api.txt2img(**one, hr_resize_x=128, hr_resize_y=128)  # webuiapi sends hr_scale 2 too: ignored
+    infotext = resized.info["infotexts"][0]
+    assert resized.image.size == (128, 128)
+    params = parse_infotext(infotext).params
+    assert (params["Size"], params["Hires resize"]) == ("64x64", "128x128") and "Hires upscale" not in params
+    # The same size as ×2 of the 64² base: the same picture as hr_scale 2.
+    assert np.array_equal(pixels(resized.image), pixels(api.txt2img(**one, hr_scale=2).image))
+    # PNG info reads it back, as a request field and under A1111's key.
+    assert parse_infotext(infotext).request_fields()["hr_resize_x"] == 128
+    assert api.png_info(resized.image).parameters["Hires resize"] == "128x128"
+    # One side: the other follows the base aspect ratio (64×96 → 128×192), the same picture as ×2.
+    tall = {**one, "height": 96}
+    side = api.txt2img(**tall, hr_resize_x=128)
+    assert side.image.size == (128, 192) and "Hires resize: 128x0" in side.info["infotexts"][0]
+    assert np.array_equal(pixels(side.image), pixels(api.txt2img(**tall, hr_scale=2).image))
+    # Another aspect ratio: the middle of the upscale (tests/test_hires.py checks which pixels).
+    assert api.txt2img(**one, hr_resize_x=128, hr_resize_y=96).image.size == (128, 96)
+    post = lambda body: requests.post(f"{url}sdapi/v1/txt2img", json={**one, **body})  # noqa: E731
+    for field, body, words in (
+        ("hr_resize_x", {"hr_resize_x": 100}, "not a multiple of 8: use 96 or 104"),
+        ("hr_resize_y", {"hr_resize_y": 4096}, "between 64 and 2048"),
+        ("hr_resize_x", {"hr_resize_x": 1024}, "more than 8 times"),
+        ("hr_resize_x", {"hr_resize_x": 2048, "height": 512}, "above the limit 2048"),
+    ):
+        response = post(body)
+        assert response.status_code == 422 and response.json()["errors"].startswith(f"{field}:"), body
+        assert words in response.json()["errors"], response.json()["errors"]
+    assert post({}).status_code == 200  # the server keeps serving
+
+
 def test_options_set_the_model_and_lists(server):
     engine, url, client, api = server
     assert set(api.util_get_model_names()) == set(engine.registry.names)
@@ -310,7 +343,7 @@ def test_bad_input_gets_a1111_error_shape_naming_the_field(server):
         "scheduler": {**small, "scheduler": "polyexponential"},
         "hr_scale": {**small, "enable_hr": True, "hr_scale": 0.5},
         "hr_upscaler": {**small, "enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"},
-        "hr_resize_x": {**small, "enable_hr": True, "hr_resize_x": 128},
+        "hr_resize_x": {**small, "enable_hr": True, "hr_resize_x": 100},
         "n_iter": {**small, "n_iter": 0},
     }
     for field, body in cases.items():

@@ -62,6 +62,9 @@ def test_send_drops_values_our_dropdowns_cannot_hold():
     }
     assert unusable({"sampler": "DDIM", "schedule": "Karras"}, []) == {"schedule": "Karras"}
     assert unusable({"model": "SD 1.5", "sampler": "Euler", "schedule": "Karras"}, ["SD 1.5"]) == {}
+    # A hires size (A1111's "Hires resize", the API's hr_resize_x/y): the txt2img tab has Hires upscale only.
+    assert unusable({"enable_hr": True, "hr_resize_x": 1024, "hr_resize_y": 0}, []) == {"Hires resize": "1024x0"}
+    assert unusable({"enable_hr": True, "hr_scale": 2.0}, []) == {}
 
 
 def test_strokes_on_the_empty_canvas_are_not_a_picture():

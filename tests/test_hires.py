@@ -110,3 +110,75 @@ def test_bad_hires_fields(changes, field):
 def test_hires_off_ignores_its_fields():
     request = Txt2ImgRequest(width=64, height=64, hr_scale=100.0, hr_upscaler="nope", model=TINY)
     assert validate(request, Settings(offline=True)).enable_hr is False
+
+
+def test_hires_resize_sizes_follow_a1111():
+    """``hr_resize_x``/``hr_resize_y``: one side keeps the base aspect ratio; both, of another aspect ratio, upscale to
+    cover that size and keep its middle (A1111's ``calculate_target_resolution`` and latent crop)."""
+    request = Txt2ImgRequest(width=64, height=96, enable_hr=True, model=TINY)
+    assert request.replace(hr_resize_x=128).hires_size() == (128, 192)
+    assert request.replace(hr_resize_y=120).hires_size() == (80, 120)  # 120 × 64/96 = 80
+    assert request.replace(hr_resize_y=100 + 4).hires_size() == (64, 104)  # 69.3 rounded down to 64
+    wide = request.replace(hr_resize_x=128, hr_resize_y=128)  # base narrower than the target: match the width
+    assert (wide.hires_size(), wide.hires_upscale_size(), wide.hires_crop()) == ((128, 128), (128, 192), (0, 32))
+    tall = request.replace(width=96, height=64, hr_resize_x=128, hr_resize_y=160)
+    assert (tall.hires_upscale_size(), tall.hires_crop()) == ((240, 160), (56, 0))  # 112 // 8 // 2 × 8
+    same = request.replace(hr_resize_x=128, hr_resize_y=192)
+    assert same.hires_upscale_size() == same.hires_size() == (128, 192) and same.hires_crop() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"hr_resize_x": 100}, "hr_resize_x", "not a multiple of 8: use 96 or 104"),
+        ({"hr_resize_y": 4096}, "hr_resize_y", "0 (not set) or between 64 and 2048, got 4096"),
+        ({"hr_resize_x": -8}, "hr_resize_x", "0 (not set) or between 64"),
+        ({"hr_resize_x": 1024}, "hr_resize_x", "more than 8 times the first pass's size"),
+        ({"hr_resize_x": 128, "hr_resize_y": 32}, "hr_resize_y", "between 64 and 2048, got 32"),
+        (
+            {"width": 128, "height": 128, "hr_resize_x": 64, "hr_resize_y": 64},
+            "hr_resize_x",
+            "smaller than the first pass",
+        ),
+        ({"height": 512, "hr_resize_x": 1024}, "hr_resize_x", "hires height 8192, above the limit 2048"),
+        ({"height": 512, "hr_resize_x": 2048, "hr_resize_y": 64}, "hr_resize_x", "upscaled (before the crop) height"),
+    ],
+)
+def test_bad_hires_resize_names_the_field(changes, field, words):
+    request = Txt2ImgRequest(
+        **{"width": 64, "height": 64, "enable_hr": True, "model": TINY, "hr_scale": 0.5, **changes}
+    )
+    with pytest.raises(ValidationError) as err:  # hr_scale 0.5 is ignored once a resize size is set, as in A1111
+        validate(request, Settings(offline=True))
+    assert err.value.field == field and words in str(err.value)
+
+
+def test_hires_resize_to_another_aspect_crops_the_middle(shared_engine, tiny_request, monkeypatch):
+    """64² → 128×96: upscaled to 128² and the middle 96 rows kept (A1111's crop), never squashed."""
+    import backend.engine
+
+    seen = []
+    original = backend.engine.call_pipeline
+
+    def recording(pipe, config, request, kwargs, callback):
+        seen.append(kwargs.get("image"))
+        return original(pipe, config, request, kwargs, callback)
+
+    monkeypatch.setattr(backend.engine, "call_pipeline", recording)
+    hires = tiny_request.replace(enable_hr=True, hr_steps=10, strength=0.1)  # one gentle step at the hires size
+    for upscaler in ("Lanczos", "Latent"):
+        seen.clear()
+        square = shared_engine.run(hires.replace(hr_upscaler=upscaler, hr_resize_x=128, hr_resize_y=128))
+        square_input = seen[1]
+        seen.clear()
+        cropped = shared_engine.run(hires.replace(hr_upscaler=upscaler, hr_resize_x=128, hr_resize_y=96))
+        assert cropped.images[0].size == (128, 96) and "Hires resize: 128x96" in cropped.infotext
+        if upscaler == "Lanczos":  # the second pass starts from the middle of the same 128² upscale
+            assert np.array_equal(np.asarray(seen[1]), np.asarray(square_input.crop((0, 16, 128, 112))))
+        else:  # latents: cropped in latent space; one gentle step keeps the result close to the square's middle
+            big = np.asarray(square.images[0], dtype=np.float32)
+            out = np.asarray(cropped.images[0], dtype=np.float32)
+            squashed = np.asarray(square.images[0].resize((128, 96), Image.Resampling.LANCZOS), dtype=np.float32)
+            middle = np.abs(out - big[16:112]).mean()
+            assert middle < 5, middle
+            assert middle * 5 < np.abs(out - squashed).mean() and middle * 5 < np.abs(out - big[:96]).mean()

@@ -86,6 +86,16 @@ def test_a1111_new_form_without_negative_and_multiline_prompt():
     assert info.params["Hires upscaler"] == "Latent"
 
 
+def test_a1111_hires_resize_is_read_back():
+    # A1111 writes the resize size as sent ("1024x0": the height follows the aspect ratio) instead of Hires upscale.
+    text = A1111_NEW.replace("Hires upscale: 2", "Denoising strength: 0.5, Hires resize: 1024x0")
+    fields = parse_infotext(text).request_fields()
+    assert (fields["enable_hr"], fields["hr_resize_x"], fields["hr_resize_y"]) == (True, 1024, 0)
+    back = parse_infotext(text).to_request(Txt2ImgRequest)
+    assert back.hires_resize and back.hires_size() == (1024, 680)  # 1024 × 512/768 = 682.7, rounded down to 8
+    assert "hr_resize_x" not in parse_infotext(A1111_NEW).request_fields()
+
+
 def test_multiline_negative_prompt():
     info = parse_infotext("p\nNegative prompt: a\nb\nSteps: 5, Sampler: Euler, CFG scale: 3, Seed: 1, Size: 64x64")
     assert info.negative_prompt == "a\nb"

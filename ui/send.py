@@ -73,6 +73,8 @@ def unusable(fields: dict[str, Any], models: list[str]) -> dict[str, Any]:
             dropped["schedule"] = fields["schedule"]
     elif sampler is not None and fields.get("schedule") not in supported_schedules(sampler):
         dropped["schedule"] = fields.get("schedule")
+    if fields.get("hr_resize_x") or fields.get("hr_resize_y"):  # the API's hires size: the tab has only a scale
+        dropped["Hires resize"] = f"{fields.get('hr_resize_x', 0)}x{fields.get('hr_resize_y', 0)}"
     return dropped
 
 
