@@ -467,6 +467,12 @@ def test_ctrl_enter_generates_and_output_galleries_offer_no_upload(browser, app_
     page.locator("#txt2img-gallery img").first.click()
     caption = page.locator("#txt2img-gallery").inner_text()
     assert "seed 21 · 3 steps · " in caption and " s" in caption
+    # Tab order: prompt → negative prompt → Generate.
+    box.focus()
+    box.press("Tab")
+    assert page.evaluate("() => document.activeElement.closest('[id]').id") == "txt2img-negative"
+    page.locator("#txt2img-negative textarea").press("Tab")
+    assert page.evaluate("() => document.activeElement.id") == "txt2img-generate"
     page.close()
 
 

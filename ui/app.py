@@ -30,7 +30,8 @@ TABS = {
 }
 
 
-# Ctrl/Cmd+Enter in a prompt box generates on that box's tab; Escape presses the visible tab's Stop.
+# Ctrl/Cmd+Enter in a prompt box generates on that box's tab; Tab from the negative prompt goes to Generate; Escape
+# presses the visible tab's Stop.
 SHORTCUTS_JS = """
 () => {
   document.addEventListener("keydown", (event) => {
@@ -38,6 +39,10 @@ SHORTCUTS_JS = """
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && box) {
       const button = document.getElementById(box.id.replace(/-(prompt|negative)$/, "-generate"));
       if (button) { event.preventDefault(); button.click(); }
+    } else if (event.key === "Tab" && !event.shiftKey && box && box.id.endsWith("-negative")) {
+      // Tab order: prompt, negative prompt, then Generate (it sits in the other column, after every setting).
+      const button = document.getElementById(box.id.replace(/-negative$/, "-generate"));
+      if (button) { event.preventDefault(); button.focus(); }
     } else if (event.key === "Escape") {
       const stop = [...document.querySelectorAll("button[id$='-stop']")].find((b) => b.offsetParent !== null);
       if (stop) stop.click();
