@@ -53,7 +53,24 @@ SHORTCUTS_JS = """
   const blank = (root) => root.querySelectorAll && root.querySelectorAll("[id$='-seed-used'] input").forEach(
     (input) => { if (input.value === "0") input.value = ""; });
   blank(document);
-  new MutationObserver((changes) => changes.forEach((c) => c.addedNodes.forEach(blank)))
+  // An error names its field first ("width: …"): outline that field on the visible tab and scroll it into view,
+  // since it may be far below the fold (the message stays in the toast).
+  const ids = { guidance_scale: "cfg", batch_size: "batch", negative_prompt: "negative" };
+  const point = (node) => {
+    if (!node.querySelectorAll) return;
+    const toasts = node.matches && node.matches(".toast-body") ? [node] : node.querySelectorAll(".toast-body");
+    toasts.forEach((toast) => {
+      const found = /(?:^|\\n)\\s*([a-z][a-z0-9_]*): /.exec(toast.innerText);
+      if (!found) return;
+      const suffix = "-" + (ids[found[1]] || found[1].replace(/_/g, "-"));
+      const field = [...document.querySelectorAll(`[id$='${suffix}']`)].find((el) => el.offsetParent !== null);
+      if (!field) return;
+      field.classList.add("field-error");
+      field.scrollIntoView({ block: "center", behavior: "smooth" });
+      setTimeout(() => field.classList.remove("field-error"), 6000);
+    });
+  };
+  new MutationObserver((changes) => changes.forEach((c) => c.addedNodes.forEach((n) => { blank(n); point(n); })))
     .observe(document.body, { childList: true, subtree: true });
 }
 """
@@ -65,6 +82,8 @@ CSS = """
 }
 /* Small buttons beside a field (Refresh, Random, Reuse, Apply) sit at the field's height, not the row's. */
 .tool-button { align-self: flex-end; height: auto !important; max-height: 44px; margin-bottom: 6px; }
+/* The field an error names (see SHORTCUTS_JS). */
+.field-error { outline: 3px solid var(--error-border-color, #ef4444); outline-offset: 2px; border-radius: 6px; }
 /* Toasts at the bottom right, never over Generate/Stop at the top right. */
 .toast-wrap { top: auto !important; bottom: var(--size-4); }
 /* Phones stack the columns, which would put Generate below every setting: keep Generate/Stop in a bar at the
