@@ -11,12 +11,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from diffusers import ControlNetModel
 from PIL import Image
 
 from backend import engine as engine_module
 from backend.engine import Engine
 from backend.grid import GridRequest, GridRunner
+from backend.prompting import prompt_embeddings
 from backend.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 from backend.settings import Settings
 
@@ -108,6 +110,27 @@ def test_plain_prompt_keeps_the_pipelines_own_encoding(run, engine, encoded):
         ["negative_pooled_prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "prompt_embeds"]
     ] * 3
     assert not same(plain, with_negative)
+
+
+def test_pooled_embedding_is_the_first_chunks_without_weights(engine):
+    # A1111's choice: SDXL's pooled embedding comes from the first chunk of the first BREAK piece, weights left out.
+    with engine.run_lock:
+        pipe = engine.cache.pipeline(SDXL, "txt2img")
+        with torch.no_grad():
+
+            def pooled(text: str) -> torch.Tensor:
+                return pipe.encode_prompt(text, device=pipe.device, do_classifier_free_guidance=False)[2]
+
+            for prompt, first in [
+                ("a (red:1.6) circle", "a red circle"),
+                ("a red circle BREAK blue square", "a red circle"),
+                (LONG + " red", LONG),  # the pipeline's own encoding cuts LONG to its first chunk
+            ]:
+                got = prompt_embeddings(pipe, prompt, "blurry")
+                assert torch.equal(got["pooled_prompt_embeds"], pooled(first)), prompt
+                assert torch.equal(got["negative_pooled_prompt_embeds"], pooled("blurry")), prompt
+                assert got["prompt_embeds"].shape == got["negative_prompt_embeds"].shape
+                assert got["prompt_embeds"].shape[-1] == 32 + 48  # both encoders' widths
 
 
 def test_weight_changes_the_image(run):
