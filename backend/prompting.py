@@ -2,7 +2,8 @@
 
 A1111 writes emphasis as ``(word)`` ×1.1, ``((word))`` ×1.21, ``[word]`` ÷1.1, ``(word:1.3)``; ``\\(`` is a
 literal bracket, an unbalanced bracket is literal text, and ``BREAK`` starts a new 77-token chunk. compel does
-the weighting and the chunking; this module only rewrites the syntax and picks when to use it.
+the weighting and the chunking (on SDXL in both text encoders); this module only rewrites the syntax and picks
+when to use it.
 """
 
 from __future__ import annotations
@@ -159,13 +160,15 @@ def _compel(pipe: Any, tokenizer: Any, text_encoder: Any, embeddings_type: Any) 
     # The manager converts with ``pipe.tokenizer``; SDXL's second encoder needs its own tokenizer, so it gets a view
     # of the pipeline with that one.
     added = tokenizer.get_added_vocab()
-    multi = any(f"{token}_1" in added for token in added)
-    view = SimpleNamespace(tokenizer=tokenizer, maybe_convert_prompt=pipe.maybe_convert_prompt)
+    manager = None
+    if any(f"{token}_1" in added for token in added):
+        view = SimpleNamespace(tokenizer=tokenizer, maybe_convert_prompt=pipe.maybe_convert_prompt)
+        manager = DiffusersTextualInversionManager(view)
     return Compel(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         truncate_long_prompts=False,
-        textual_inversion_manager=DiffusersTextualInversionManager(view) if multi else None,
+        textual_inversion_manager=manager,
         returned_embeddings_type=embeddings_type,
     )
 
@@ -197,12 +200,15 @@ def encode_sdxl(pipe: Any, prompt: str, negative: str) -> dict[str, torch.Tensor
     """SDXL's four embeddings, each text as ``encode`` does it in both text encoders (their penultimate layer, as the
     pipeline takes it), concatenated along the width.
 
-    The pooled embedding is the second encoder's, from the first chunk's tokens alone (the first 75 tokens of the
-    first BREAK piece, weights left out), as A1111 takes it; within one chunk those are the pipeline's own tokens.
-    An empty negative prompt is zeros where the model asks for that (``force_zeros_for_empty_prompt``), as in the
-    pipeline's own encoding and A1111.
+    The pooled embedding is the second encoder's, from the first chunk's tokens alone (the first chunk, up to 75
+    tokens, of the first BREAK piece, weights left out): A1111 takes it from the first chunk too, and within one
+    chunk those are the pipeline's own tokens. An empty negative prompt is zeros where the model asks for that
+    (``force_zeros_for_empty_prompt``), as in the pipeline's own encoding and A1111.
     """
     from compel import ReturnedEmbeddingsType
+
+    # One Compel per encoder rather than compel's list form: that one is deprecated, shares one embedding manager
+    # between the two tokenizers and takes the pooled embedding from the compel-syntax text, weights and all.
 
     embeddings_type = ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED
     pairs = [(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)]
