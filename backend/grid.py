@@ -280,8 +280,8 @@ def encode_prompt(
     with torch.no_grad(), clip_skipped(pipe.text_encoder, clip_skip):
         embeddings = prompt_embeddings(pipe, prompt, negative_prompt)
         if embeddings is not None:
-            if not guided:
-                del embeddings["negative_prompt_embeds"]
+            if not guided:  # SDXL's negative pooled embedding too
+                embeddings = {k: v for k, v in embeddings.items() if not k.startswith("negative_")}
             return embeddings
         encoded = pipe.encode_prompt(
             prompt=prompt,

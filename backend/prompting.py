@@ -2,7 +2,8 @@
 
 A1111 writes emphasis as ``(word)`` ×1.1, ``((word))`` ×1.21, ``[word]`` ÷1.1, ``(word:1.3)``; ``\\(`` is a
 literal bracket, an unbalanced bracket is literal text, and ``BREAK`` starts a new 77-token chunk. compel does
-the weighting and the chunking; this module only rewrites the syntax and picks when to use it.
+the weighting and the chunking (on SDXL in both text encoders); this module only rewrites the syntax and picks
+when to use it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -144,38 +146,103 @@ def clip_skipped(text_encoder: Any, clip_skip: int) -> Iterator[None]:
         encoder.layers = layers
 
 
-def encode(pipe: Any, prompt: str, negative: str) -> dict[str, torch.Tensor]:
-    """``prompt_embeds``/``negative_prompt_embeds`` for a pipeline call: weights applied, every 75 tokens a chunk,
-    and each BREAK piece chunked on its own (the pipeline repeats them per picture)."""
+def _pieces(text: str) -> list[str]:
+    """The BREAK-separated pieces of ``text``, each encoded on its own (an empty prompt is one empty piece)."""
+    return [piece for piece in re.split(r"\bBREAK\b", text) if piece.strip()] or [""]
+
+
+def _compel(pipe: Any, tokenizer: Any, text_encoder: Any, embeddings_type: Any) -> Any:
+    """compel for one tokenizer/text-encoder pair, chunking rather than cutting long prompts."""
     from compel import Compel, DiffusersTextualInversionManager
 
     # A multi-vector embedding is several tokens (name, name_1, …): compel's manager expands the name into all of
     # them, as the pipeline's own encoding does. Only then, so that other prompts keep their tokens as they are.
-    added = pipe.tokenizer.get_added_vocab()
-    multi = any(f"{token}_1" in added for token in added)
-    manager = DiffusersTextualInversionManager(pipe) if multi else None
-    compel = Compel(
-        tokenizer=pipe.tokenizer,
-        text_encoder=pipe.text_encoder,
+    # The manager converts with ``pipe.tokenizer``; SDXL's second encoder needs its own tokenizer, so it gets a view
+    # of the pipeline with that one.
+    added = tokenizer.get_added_vocab()
+    manager = None
+    if any(f"{token}_1" in added for token in added):
+        view = SimpleNamespace(tokenizer=tokenizer, maybe_convert_prompt=pipe.maybe_convert_prompt)
+        manager = DiffusersTextualInversionManager(view)
+    return Compel(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
         truncate_long_prompts=False,
         textual_inversion_manager=manager,
+        returned_embeddings_type=embeddings_type,
     )
-    embeds = []
-    for text in (prompt, negative):
-        pieces = [piece for piece in re.split(r"\bBREAK\b", text) if piece.strip()] or [""]
-        embeds.append(torch.cat([compel(to_compel(piece)) for piece in pieces], dim=1))
+
+
+def _encode_text(compel: Any, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One encoder's embeddings of ``text``, every BREAK piece chunked on its own and concatenated, and the token
+    ids (start and end markers, padding) of its first 77-token chunk."""
+    embeds, first = [], None
+    for piece in _pieces(text):
+        conditioning, (tokens,) = compel(to_compel(piece), return_tokenization=True)
+        embeds.append(conditioning)
+        if first is None:
+            first = tokens[:, : compel.conditioning_provider.max_token_count]
+    return torch.cat(embeds, dim=1), first
+
+
+def encode(pipe: Any, prompt: str, negative: str) -> dict[str, torch.Tensor]:
+    """``prompt_embeds``/``negative_prompt_embeds`` for a pipeline call: weights applied, every 75 tokens a chunk,
+    and each BREAK piece chunked on its own (the pipeline repeats them per picture)."""
+    from compel import ReturnedEmbeddingsType
+
+    compel = _compel(pipe, pipe.tokenizer, pipe.text_encoder, ReturnedEmbeddingsType.LAST_HIDDEN_STATES_NORMALIZED)
+    embeds = [_encode_text(compel, text)[0] for text in (prompt, negative)]
     positive, negative_embeds = compel.pad_conditioning_tensors_to_same_length(embeds)
     return {"prompt_embeds": positive, "negative_prompt_embeds": negative_embeds}
 
 
+def encode_sdxl(pipe: Any, prompt: str, negative: str) -> dict[str, torch.Tensor]:
+    """SDXL's four embeddings, each text as ``encode`` does it in both text encoders (their penultimate layer, as the
+    pipeline takes it), concatenated along the width.
+
+    The pooled embedding is the second encoder's, from the first chunk's tokens alone (the first chunk, up to 75
+    tokens, of the first BREAK piece, weights left out): A1111 takes it from the first chunk too, and within one
+    chunk those are the pipeline's own tokens. An empty negative prompt is zeros where the model asks for that
+    (``force_zeros_for_empty_prompt``), as in the pipeline's own encoding and A1111.
+    """
+    from compel import ReturnedEmbeddingsType
+
+    # One Compel per encoder rather than compel's list form: that one is deprecated, shares one embedding manager
+    # between the two tokenizers and takes the pooled embedding from the compel-syntax text, weights and all.
+
+    embeddings_type = ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED
+    pairs = [(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)]
+    compels = [_compel(pipe, tok, encoder, embeddings_type) for tok, encoder in pairs if encoder is not None]
+    zero_negative = not negative and getattr(pipe.config, "force_zeros_for_empty_prompt", False)
+    texts = [prompt] if zero_negative else [prompt, negative]
+    # Per encoder: both texts padded to the same chunk count with that encoder's empty chunk. The two tokenizers
+    # share one vocabulary, so a text takes as many chunks in each.
+    widths, firsts = [], []
+    for compel in compels:
+        encoded = [_encode_text(compel, text) for text in texts]
+        widths.append(compel.pad_conditioning_tensors_to_same_length([embeds for embeds, _ in encoded]))
+        firsts = [first for _, first in encoded]  # the last encoder's: the pooled one
+    embeds = [torch.cat(parts, dim=-1) for parts in zip(*widths, strict=True)]
+    encoder = pipe.text_encoder_2
+    pooled = [encoder(ids.to(encoder.device)).text_embeds for ids in firsts]
+    if zero_negative:
+        embeds.append(torch.zeros_like(embeds[0]))
+        pooled.append(torch.zeros_like(pooled[0]))
+    return {
+        "prompt_embeds": embeds[0],
+        "negative_prompt_embeds": embeds[1],
+        "pooled_prompt_embeds": pooled[0],
+        "negative_pooled_prompt_embeds": pooled[1],
+    }
+
+
 def prompt_embeddings(pipe: Any, prompt: str, negative: str) -> dict[str, torch.Tensor] | None:
     """The embeddings to pass instead of the text, or None where the pipeline's own encoding is the same
-    (plain text within one chunk: the pixels stay those of plain diffusers)."""
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        if any(_SYNTAX.search(text) for text in (prompt, negative)):
-            raise ValidationError("prompt", "weights and BREAK are not supported for SDXL models yet: remove them")
-        return None
-    if not any(needs_compel(text, pipe.tokenizer) for text in (prompt, negative)):
+    (plain text within one chunk: the pixels stay those of plain diffusers). SDXL gets the same syntax (its four
+    embeddings)."""
+    sdxl = getattr(pipe, "text_encoder_2", None) is not None
+    tokenizer = pipe.tokenizer if pipe.tokenizer is not None else pipe.tokenizer_2  # SDXL's share one vocabulary
+    if not any(needs_compel(text, tokenizer) for text in (prompt, negative)):
         return None
     with torch.no_grad():
-        return encode(pipe, prompt, negative)
+        return encode_sdxl(pipe, prompt, negative) if sdxl else encode(pipe, prompt, negative)

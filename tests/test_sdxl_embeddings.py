@@ -130,3 +130,13 @@ def test_sdxl_embedding_is_listed_with_both_widths(engine):
     listed = engine.networks.embedding_list()
     assert (listed["zorblat"]["vectors"], listed["zorblat"]["shape"]) == (2, 32 + 48)
     assert (listed["oldstyle"]["vectors"], listed["oldstyle"]["shape"]) == (1, 32)
+
+
+def test_sdxl_embedding_in_a_prompt_with_syntax(run):
+    # The syntax path (compel in both encoders) reads embeddings as the pipeline's own encoding does: crimsonxl is
+    # "red" in each encoder, and the two-vector zorblat is expanded to both its tokens in each tokenizer.
+    assert same(run(prompt="a (crimsonxl:1.4) circle").images[0], run(prompt="a (red:1.4) circle").images[0])
+    assert same(run(prompt="a (zorblat:1) circle").images[0], run(prompt="a zorblat circle").images[0])
+    weighted = run(prompt="a (zorblat:1.4) circle BREAK square", negative_prompt="[crimsonxl]").images[0]
+    assert not same(weighted, run(prompt="a zorblat circle BREAK square", negative_prompt="[crimsonxl]").images[0])
+    assert same(run(negative_prompt="(embedding:crimsonxl:1.2)").images[0], run(negative_prompt="(red:1.2)").images[0])
