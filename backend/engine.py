@@ -30,7 +30,7 @@ from .outputs import PARAMETERS_KEY, OutputWriter
 from .pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from .presets import PresetStore, apply_styles
 from .preview import latents_to_rgb
-from .prompting import clip_skipped, count_label, prompt_embeddings
+from .prompting import clip_skip_for, clip_skipped, count_label, prompt_embeddings
 from .requests import (
     ControlNetRequest,
     GenerationRequest,
@@ -332,7 +332,7 @@ def call_pipeline(
             tensor_inputs += cfg_cutoff.tensor_inputs(pipe)
             step_end = cfg_cutoff.with_cutoff(callback, request.skip_cfg_after)
         call_kwargs = kwargs
-        with clip_skipped(pipe.text_encoder, request.clip_skip):
+        with clip_skipped(pipe.text_encoder, clip_skip_for(pipe, request.clip_skip)):
             if "prompt" in call_kwargs:  # text, not embeddings the caller made (the grid)
                 embeddings = prompt_embeddings(pipe, call_kwargs["prompt"], call_kwargs["negative_prompt"] or "")
                 if embeddings is not None:

@@ -30,7 +30,7 @@ from .infotext import format_infotext
 from .interrupt import stoppable
 from .outputs import PARAMETERS_KEY
 from .preview import latents_to_rgb
-from .prompting import clip_skipped, prompt_embeddings
+from .prompting import clip_skip_for, clip_skipped, prompt_embeddings
 from .requests import Txt2ImgRequest, ValidationError, validate
 from .samplers import DEFAULT_SCHEDULE, SAMPLERS, SCHEDULES, build_scheduler, split_legacy_name, supported_schedules
 from .tasks import prepare
@@ -277,7 +277,7 @@ def encode_prompt(
     ``guided``: whether any cell uses classifier-free guidance (CFG > 1), so the negative prompt is needed.
     A1111 weights, BREAK and long prompts go through ``backend.prompting`` as in ``Engine.run``.
     """
-    with torch.no_grad(), clip_skipped(pipe.text_encoder, clip_skip):
+    with torch.no_grad(), clip_skipped(pipe.text_encoder, clip_skip_for(pipe, clip_skip)):
         embeddings = prompt_embeddings(pipe, prompt, negative_prompt)
         if embeddings is not None:
             if not guided:  # SDXL's negative pooled embedding too

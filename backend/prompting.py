@@ -128,6 +128,12 @@ def count_label(tokenizer: Any, prompt: str) -> str:
     return f"{count}/{chunks * CHUNK_TOKENS}"
 
 
+def clip_skip_for(pipe: Any, clip_skip: int) -> int:
+    """The clip skip a pipeline runs: 1 on SDXL, which A1111 ignores it for by default (SDXL already reads the
+    penultimate layer), so an SDXL PNG made there with ``Clip skip: 2`` draws the same here."""
+    return 1 if getattr(pipe, "text_encoder_2", None) is not None else clip_skip
+
+
 @contextlib.contextmanager
 def clip_skipped(text_encoder: Any, clip_skip: int) -> Iterator[None]:
     """The text encoder with its last ``clip_skip - 1`` layers left out, as A1111's "Clip skip" does
