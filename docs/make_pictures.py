@@ -54,6 +54,12 @@ def make_screenshot(engine: Engine) -> None:
         page.locator("#txt2img-batch input[type=number]").press("Tab")
         page.locator("#txt2img-generate").click()
         page.wait_for_function("() => document.querySelector('#txt2img-infotext textarea').value.includes('Seed:')")
+        # Every picture decoded and Stop idle again: the page as it rests after a run.
+        page.wait_for_function(
+            "() => { const imgs = [...document.querySelectorAll('#txt2img-gallery img')];"
+            " return imgs.length >= 4 && imgs.every((i) => i.complete && i.naturalWidth > 0); }"
+        )
+        page.wait_for_function("() => document.querySelector('#txt2img-stop').disabled")
         page.screenshot(path=str(ROOT / "docs" / "screenshot.png"), full_page=True)
         browser.close()
 
