@@ -195,3 +195,24 @@ def test_grid_sheet_comes_first(browser, app_url):  # noqa: F811
     assert _top(page, "#grid-generate") < _top(page, "#grid-sheet") < _top(page, "#grid-gallery")
     assert not page.locator("#grid-labels").is_visible()
     page.close()
+
+
+def test_dark_mode_darkens_the_empty_inpaint_canvas(browser, app_url):  # noqa: F811
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(app_url + "?__theme=dark")
+    open_tab(page, "inpaint")
+    editor = page.locator("#inpaint-editor")
+    editor.get_by_text("Upload an image").wait_for()
+    page.wait_for_timeout(500)
+    canvas = editor.locator(".pixi-target canvas").first
+    canvas.scroll_into_view_if_needed()
+    shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("L"))
+    h, w = shot.shape
+    shot = shot[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3]  # the canvas itself, away from the upload prompt's text
+    assert shot.mean() < 100, f"the empty canvas is light in dark mode (mean {shot.mean():.0f})"
+    page.close()

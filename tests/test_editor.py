@@ -73,3 +73,13 @@ def test_strokes_on_the_empty_canvas_are_not_a_picture():
     assert split_editor_value(value) == (None, None)
     white_photo = Image.new("RGB", (640, 480), "white")
     assert split_editor_value({"background": white_photo, "layers": []})[0] is not None
+
+
+def test_mask_brush_follows_the_model_picture_size():
+    from ui.tab_inpaint import mask_brush
+
+    # Gradio's size is the radius: SD 1.5's 512² pictures get a ~43 px stroke (1/12), small ones the 16 px floor.
+    assert mask_brush(512).default_size == 21
+    assert mask_brush(1024).default_size == 43
+    assert mask_brush(64).default_size == 8
+    assert mask_brush(512).colors == [("#FFFFFF", 0.5)]  # half-transparent white: the picture shows through

@@ -82,6 +82,8 @@ CSS = """
 }
 /* Small buttons beside a field (Refresh, Random, Reuse, Apply) sit at the field's height, not the row's. */
 .tool-button { align-self: flex-end; height: auto !important; max-height: 44px; margin-bottom: 6px; }
+/* Dark mode: the image editor paints its empty canvas white; darken it until a picture is in it. */
+.dark #inpaint-editor:has(.empty.wrap) .pixi-target canvas { filter: invert(0.86); }
 /* The field an error names (see SHORTCUTS_JS). */
 .field-error { outline: 3px solid var(--error-border-color, #ef4444); outline-offset: 2px; border-radius: 6px; }
 /* Toasts at the bottom right, never over Generate/Stop at the top right. */

@@ -18,27 +18,25 @@ from .common import (
     stream_generation,
     wire_generation,
 )
-from .editor import EDITOR_CANVAS, split_editor_value
-from .events import QUIET
+from .editor import split_editor_value
 from .inputs import FieldRadio, PictureEditor, PictureInput, picture_input
 from .outpaint import build_outpaint
 from .tab_img2img import build_strength
 
 
 def mask_brush(short_side: int) -> gr.Brush:
-    """White at half opacity, so the picture shows through the stroke (any painted alpha counts as mask), sized
-    to about 1/12 of the picture's short side: a few strokes cover an object at any picture size."""
+    """White at half opacity, so the picture shows through the stroke (any painted alpha counts as mask), sized to
+    about 1/12 of the short side of the pictures the startup model draws (a 16 px stroke at least). Gradio's
+    editor has no brush relative to the uploaded picture ("auto" is a fixed 25 px), and a size sent from the
+    server after the upload arrives late on a busy server and wipes the strokes already painted, so the size is
+    fixed when the page is built."""
     # Gradio's default_size is the radius: a stroke is twice as wide.
-    return gr.Brush(colors=[("#FFFFFF", 0.5)], color_mode="fixed", default_size=max(1, round(short_side / 24)))
-
-
-def fit_brush(value) -> gr.ImageEditor:
-    picture, _ = split_editor_value(value)
-    return gr.ImageEditor(brush=mask_brush(min(picture.size))) if picture is not None else gr.skip()
+    return gr.Brush(colors=[("#FFFFFF", 0.5)], color_mode="fixed", default_size=max(8, round(short_side / 24)))
 
 
 def build_tab(studio: Studio) -> TabHandle:
     limits = field_limits(studio.engine.settings)
+    spec = studio.engine.registry.get(studio.engine.default_model)
     with gr.Row():
         with gr.Column(scale=1):
             section = build_prompt_section(studio, "inpaint")
@@ -49,7 +47,7 @@ def build_tab(studio: Studio) -> TabHandle:
                 type="pil",
                 format="png",
                 image_mode="RGBA",
-                brush=mask_brush(EDITOR_CANVAS[1]),
+                brush=mask_brush(min(spec.defaults.width, spec.defaults.height)),
                 layers=False,
                 transforms=(),
                 elem_id="inpaint-editor",
@@ -128,8 +126,6 @@ def build_tab(studio: Studio) -> TabHandle:
         picture, painted = split_editor_value(image, mask)
         req = build_request(InpaintRequest, locals(), image=picture, mask=painted)
         yield from stream_generation(studio, req, request, progress, mask_shown, tab="inpaint")
-
-    editor.upload(fit_brush, editor, editor, **QUIET)
 
     def mask_shown(result):
         """The mask as it was used, tinted over the first picture (its pixels elsewhere unchanged)."""
