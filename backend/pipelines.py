@@ -7,6 +7,8 @@ resident; the least recently used one is unloaded explicitly when another is loa
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
 import threading
@@ -345,5 +347,16 @@ class PipelineCache:
                 loaded.base.remove_all_hooks()
             del loaded
             gc.collect()
+            release_freed_memory()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS. glibc keeps a freed model's pages in its arenas, so without this a
+    server's memory grows with each model switch even though nothing is held (no-op where libc has no malloc_trim).
+    """
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)

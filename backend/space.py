@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from . import zerogpu
+from .devices import cpu_bf16_flags
 from .settings import ENV_PREFIX
 
 # The free CPU Space (2 vCPUs) draws a 512² SD 1.5 picture in minutes; the shipped demo model draws its 64² pictures
@@ -33,8 +34,7 @@ def duplicate_url(space: str) -> str:
 
 def cpu_supports_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slower."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu has no public probe
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    return bool(cpu_bf16_flags())
 
 
 def profile(environ: dict[str, str] | None = None, cuda: bool | None = None) -> tuple[dict[str, Any], str]:

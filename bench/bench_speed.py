@@ -250,10 +250,15 @@ def rss_bytes() -> int:
     return 0
 
 
-def memory_child(models_file: Path, size: int) -> dict[str, float]:
+def memory_child(models_file: Path, size: int, dtype: str) -> dict[str, float]:
     """Run in a fresh process: memory with txt2img ready, all tabs ready, after 5 model switches; tab switch time."""
     settings = Settings.from_env(
-        offline=True, save_outputs=False, models_file=models_file, default_model="SD 1.5 (random) A", max_models=1
+        offline=True,
+        save_outputs=False,
+        models_file=models_file,
+        default_model="SD 1.5 (random) A",
+        max_models=1,
+        dtype=dtype,
     )
     engine = Engine(settings)
     picture = Image.new("RGB", (size, size), "gray")
@@ -289,11 +294,28 @@ def memory(pipe: StableDiffusionPipeline, args) -> dict[str, float]:
     """Save the weights, then measure in a fresh process (this one holds the speed part's copies)."""
     with tempfile.TemporaryDirectory(prefix="sdstudio-bench-") as folder:
         models_file = save_weights(pipe, Path(folder))
+        dtype = str(pipe.dtype).removeprefix("torch.")
         command = [sys.executable, __file__, "--memory-child", str(models_file), "--size", str(args.size)]
+        command += ["--memory-dtype", dtype]
         done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"the memory measurement failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_memory(mem: dict[str, float], dtype: str) -> None:
+    gib = 2**30
+    print(
+        f"memory ({dtype}): txt2img ready {mem['rss_txt2img'] / gib:.2f} GiB; all tabs ready "
+        f"{mem['rss_all_tabs'] / gib:.2f} GiB = {mem['rss_all_tabs'] / mem['rss_txt2img']:.3f}x, of which the "
+        f"ControlNet's weights {mem['controlnet_bytes'] / gib:.2f} GiB; without them "
+        f"{(mem['rss_all_tabs'] - mem['controlnet_bytes']) / mem['rss_txt2img']:.3f}x"
+    )
+    print(
+        f"after 5 model switches {mem['rss_after_5_switches'] / gib:.2f} GiB = "
+        f"{mem['rss_after_5_switches'] / mem['rss_txt2img']:.3f}x the first load; "
+        f"tab switch (img2img pipeline derived) {mem['tab_switch_seconds'] * 1000:.1f} ms"
+    )
 
 
 def chart(rows: list[dict], title: str, path: Path) -> None:
@@ -321,16 +343,24 @@ def main() -> None:
     parser.add_argument("--skip-cfg", type=float, default=0.5, help="the 'skip CFG after' fraction measured")
     parser.add_argument("--no-bf16", action="store_true", help="fp32 only")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory part")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory part")
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        print(json.dumps(memory_child(args.memory_child, args.size)))
+        print(json.dumps(memory_child(args.memory_child, args.size, args.memory_dtype)))
         return
 
     fp32 = build_sd15()
     pipes = {"float32": fp32}
     if not args.no_bf16:
         pipes["bfloat16"] = copy.deepcopy(fp32).to(dtype=torch.bfloat16)
+    # The precision `--dtype auto` runs here (bf16 on a CPU with native bf16) is the one memory is measured in.
+    default = str(plan_device(Settings(device="cpu")).dtype).removeprefix("torch.")
+    default = default if default in pipes else "float32"
+    if args.memory_only:
+        print_memory(memory(pipes[default], args), default)
+        return
     for pipe in pipes.values():
         pipe.set_progress_bar_config(disable=True)
 
@@ -439,20 +469,8 @@ def main() -> None:
 
     if not args.no_memory:
         del images, variants, engine
-        mem = memory(pipes[fastest], args)
-        gib = 2**30
-        print(
-            f"memory ({fastest}): txt2img ready {mem['rss_txt2img'] / gib:.2f} GiB; all tabs ready "
-            f"{mem['rss_all_tabs'] / gib:.2f} GiB = {mem['rss_all_tabs'] / mem['rss_txt2img']:.3f}x, of which the "
-            f"ControlNet's weights {mem['controlnet_bytes'] / gib:.2f} GiB; without them "
-            f"{(mem['rss_all_tabs'] - mem['controlnet_bytes']) / mem['rss_txt2img']:.3f}x"
-        )
-        print(
-            f"after 5 model switches {mem['rss_after_5_switches'] / gib:.2f} GiB = "
-            f"{mem['rss_after_5_switches'] / mem['rss_txt2img']:.3f}x the first load; "
-            f"tab switch (img2img pipeline derived) {mem['tab_switch_seconds'] * 1000:.1f} ms"
-        )
-
+        mem = memory(pipes[default], args)
+        print_memory(mem, default)
         result["memory"] = mem
         (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
     print(f"\nwrote {RESULTS / stem}.json and .png")

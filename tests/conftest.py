@@ -7,19 +7,24 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Tests compare pixels with plain diffusers in float32: the CPU default stays float32 whatever this CPU computes
+# natively (bf16 is tested on its own: test_settings_models.py, test_semantic.py). Apps the tests launch read this.
+os.environ.setdefault("SDSTUDIO_DTYPE", "float32")
 
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from backend import tiny  # noqa: E402
+from backend import devices, tiny  # noqa: E402
 from backend.engine import Engine  # noqa: E402
 from backend.models import ModelRegistry  # noqa: E402
 from backend.requests import Txt2ImgRequest  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
 TINY = "Tiny (offline test model)"
+
+devices.CPUINFO = Path("/nonexistent/cpuinfo")  # no native bf16 here: "auto" means float32 in-process too
 
 
 @pytest.fixture(scope="session")

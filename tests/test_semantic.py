@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from backend.engine import Engine
@@ -41,14 +42,23 @@ def picture(colour: str, shape: str, background: str) -> Image.Image:
     return Image.fromarray(render(Scene(shape, colour, background, 36, 32, 32)))
 
 
-# 0.5: "skip CFG after" half the steps (the opt-in speed option) must keep what the picture shows.
-@pytest.mark.parametrize("skip_cfg_after", [1.0, 0.5])
-def test_txt2img_follows_colours_and_shapes(demo, skip_cfg_after):
+@pytest.fixture(scope="module")
+def demo_bf16(tmp_path_factory) -> Engine:
+    out = tmp_path_factory.mktemp("semantic-bf16")
+    return Engine(Settings(offline=True, output_dir=out, save_outputs=False, device="cpu", dtype="bfloat16"))
+
+
+# The speed options must keep what the picture shows: 0.5 = "skip CFG after" half the steps; bfloat16 = the
+# whole pipeline in bf16, as --dtype auto picks on a CPU with native bf16.
+@pytest.mark.parametrize("skip_cfg_after, precision", [(1.0, "float32"), (0.5, "float32"), (1.0, "bfloat16")])
+def test_txt2img_follows_colours_and_shapes(demo, demo_bf16, skip_cfg_after, precision):
+    engine = demo_bf16 if precision == "bfloat16" else demo
+    assert engine.cache.plan.dtype == getattr(torch, precision)
     hits = {"colour": 0, "background": 0, "shape": 0}
     for colour, shape, background in PROMPTS:
         prompt = f"a {colour} {shape} on a {background} background"
         request = Txt2ImgRequest(prompt=prompt, seed=11, steps=16, guidance_scale=6.0, skip_cfg_after=skip_cfg_after)
-        image = run(demo, request).images[0]
+        image = run(engine, request).images[0]
         got = classify_picture(image)
         hits["colour"] += got["colour"] == colour
         hits["background"] += got["background"] == background
