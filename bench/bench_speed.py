@@ -4,17 +4,20 @@
     python -m bench                                # the same
     python bench/bench_speed.py --size 512        # the 512x512 workload
     python bench/bench_speed.py --no-memory       # speed only (the memory part saves ~2.5 GB of weights to /tmp)
+    python bench/bench_speed.py --model demo      # the shipped demo model (64x64, 20 steps unless set)
 
 The workload is the SD 1.5 architecture (UNet, VAE and CLIP text encoder built from SD 1.5's published configs)
-with random weights: the cost of a step does not depend on the weight values, and nothing is downloaded. In one
-run, side by side, in alternating rounds (load drift hits every variant alike), medians:
+with random weights: the cost of a step does not depend on the weight values, and nothing is downloaded; or, with
+``--model demo``, the shipped demo model. In one run, side by side, in alternating rounds (load drift hits every
+variant alike), medians:
 
 1. SD Studio's engine (validation, cache, step callbacks, a live preview every step, saving the PNG) vs a bare
    ``StableDiffusionPipeline`` call with the same components, scheduler, seed and steps, in the same precision:
    the engine's overhead.
 2. Each speed option vs diffusers fp32, with its quality cost beside it: max and mean pixel difference (0-255)
-   against the fp32 picture. Options: bf16 (all modules; the default on CPUs with native bf16) and "skip CFG after"
-   a fraction of the steps. The VAE's precision is measured on its own (decode time and difference).
+   against the fp32 picture. Options: bf16 (all modules; the default on CPUs with native bf16), "skip CFG after"
+   a fraction of the steps, and the UNet in channels_last layout. The VAE's precision is measured on its own
+   (decode time and difference).
 3. UNet efficiency: FLOPs of one UNet evaluation (torch's FLOP counter) ÷ the step time, as a fraction of this
    machine's matmul throughput measured in the same run, per precision.
 4. Memory (a fresh process, the engine's own loader on the weights saved to a temporary folder, default dtype):
@@ -126,6 +129,12 @@ def build_sd15() -> StableDiffusionPipeline:
     ).to("cpu")
 
 
+def build_demo() -> StableDiffusionPipeline:
+    """The shipped demo model, loaded as plain diffusers loads it."""
+    folder = Path(__file__).resolve().parent.parent / "models" / "demo"
+    return StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None).to("cpu")
+
+
 def engine_for(pipe: StableDiffusionPipeline, dtype: str, output_dir: Path) -> tuple[Engine, str]:
     """An engine whose default model is ``pipe`` (loaded through the engine's own cache and options), with a live
     preview every step and saving on, as a user runs it."""
@@ -179,9 +188,9 @@ def matmul_flops_per_s(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> fl
 def unet_flops(pipe: StableDiffusionPipeline, args) -> int:
     """FLOPs of one UNet evaluation as the pipeline makes it (CFG batch of 2 when guided)."""
     batch = 2 if args.cfg > 1 else 1
-    unet = pipe.unet
-    latent = torch.zeros(batch, 4, args.size // 8, args.size // 8, dtype=unet.dtype)
-    context = torch.zeros(batch, 77, 768, dtype=unet.dtype)
+    unet, side = pipe.unet, args.size // pipe.vae_scale_factor
+    latent = torch.zeros(batch, unet.config.in_channels, side, side, dtype=unet.dtype)
+    context = torch.zeros(batch, 77, unet.config.cross_attention_dim, dtype=unet.dtype)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         unet(latent, 500, context)
     return counter.get_total_flops()
@@ -204,7 +213,8 @@ def median_seconds(run, repeat: int) -> float:
 def vae_precision(pipes: dict[str, StableDiffusionPipeline], args) -> dict[str, dict[str, float]]:
     """The VAE decode alone in each precision: time, and the pixel difference against the fp32 decode."""
     generator = torch.Generator().manual_seed(SEED)
-    latent = torch.randn(1, 4, args.size // 8, args.size // 8, generator=generator)
+    side = args.size // next(iter(pipes.values())).vae_scale_factor
+    latent = torch.randn(1, 4, side, side, generator=generator)
     pictures, result = {}, {}
     for dtype, pipe in pipes.items():
         vae = pipe.vae
@@ -336,8 +346,9 @@ def chart(rows: list[dict], title: str, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--model", choices=("sd15", "demo"), default="sd15", help="SD 1.5 random weights or the demo")
+    parser.add_argument("--size", type=int, help="default 256 (demo: 64)")
+    parser.add_argument("--steps", type=int, help="default 4 (demo: 20)")
     parser.add_argument("--cfg", type=float, default=7.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-cfg", type=float, default=0.5, help="the 'skip CFG after' fraction measured")
@@ -351,7 +362,10 @@ def main() -> None:
         print(json.dumps(memory_child(args.memory_child, args.size, args.memory_dtype)))
         return
 
-    fp32 = build_sd15()
+    demo = args.model == "demo"
+    args.size = args.size or (64 if demo else 256)
+    args.steps = args.steps or (20 if demo else 4)
+    fp32 = build_demo() if demo else build_sd15()
     pipes = {"float32": fp32}
     if not args.no_bf16:
         pipes["bfloat16"] = copy.deepcopy(fp32).to(dtype=torch.bfloat16)
@@ -375,6 +389,11 @@ def main() -> None:
     engine, model = engine_for(pipes[fastest], fastest, saved)
     skip = f"SD Studio {'bf16' if fastest == 'bfloat16' else 'fp32'} + skip CFG after {args.skip_cfg:g}"
     variants[skip] = (fastest, lambda: through_engine(engine, model, args, skip_cfg_after=args.skip_cfg))
+    layout = copy.deepcopy(pipes[fastest])  # its own copy: the others keep the default layout
+    layout.unet.to(memory_format=torch.channels_last)
+    layout_engine, layout_model = engine_for(layout, fastest, saved)
+    layout_name = f"SD Studio {'bf16' if fastest == 'bfloat16' else 'fp32'} + channels_last"
+    variants[layout_name] = (fastest, lambda: through_engine(layout_engine, layout_model, args))
 
     images: dict[str, Image.Image] = {}
     for name, (_, run) in variants.items():  # warm-up, and the pictures compared
@@ -419,8 +438,9 @@ def main() -> None:
     step_seconds = statistics.median(times[f"SD Studio {'bf16' if fastest == 'bfloat16' else 'fp32'}"]) / args.steps
 
     auto = describe_plan(Settings(device="cpu"), plan_device(Settings(device="cpu")))
+    workload = "the demo model" if demo else "SD 1.5 architecture (random weights)"
     header = (
-        f"SD 1.5 architecture (random weights), {args.size}x{args.size}, {args.steps} steps {SAMPLER}, CFG "
+        f"{workload}, {args.size}x{args.size}, {args.steps} steps {SAMPLER}, CFG "
         f"{args.cfg:g}, CPU, torch threads {torch.get_num_threads()}; median of {args.rounds} alternating rounds"
     )
     print(header)
@@ -447,7 +467,7 @@ def main() -> None:
     print(f"live preview: {preview * 1000:.2f} ms per step = {preview / step_seconds:.3%} of a step")
 
     RESULTS.mkdir(exist_ok=True)
-    stem = f"speed_{args.size}"
+    stem = f"speed_{args.model}_{args.size}"
     result = {
         "workload": header,
         "dtype_auto": auto,
@@ -468,7 +488,7 @@ def main() -> None:
         path.unlink()
 
     if not args.no_memory:
-        del images, variants, engine
+        del images, variants, engine, layout, layout_engine
         mem = memory(pipes[default], args)
         print_memory(mem, default)
         result["memory"] = mem
