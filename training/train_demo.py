@@ -738,6 +738,9 @@ def training_info(ctx) -> dict:
     vm = ctx.ckpt / "vae_metrics.json"
     if vm.exists():
         info["vae"] = json.loads(vm.read_text())
+    dd = ctx.ckpt / "decoder_done.json"
+    if dd.exists():
+        info["decoder"] = json.loads(dd.read_text())
     return info
 
 
