@@ -98,8 +98,12 @@ def test_bad_size_shows_error_and_app_keeps_working(browser, app_url):
     page.get_by_text("not a multiple of 8").first.wait_for(timeout=30_000)
     # The field the message names is outlined and scrolled into view (it is below the fold on small screens).
     page.locator("#txt2img-width.field-error").wait_for(timeout=10_000)
-    box = page.locator("#txt2img-width").bounding_box()
-    assert 0 <= box["y"] < page.viewport_size["height"]
+    # The scroll is smooth: wait for it to bring the field into the viewport (it would time out if it never did).
+    page.wait_for_function(
+        "() => { const r = document.querySelector('#txt2img-width').getBoundingClientRect();"
+        " return r.top >= 0 && r.bottom <= window.innerHeight; }",
+        timeout=5_000,
+    )
     set_number(page, "txt2img-width", "64")
     set_number(page, "txt2img-seed", "9")
     generate(page, "txt2img", "9")
