@@ -71,6 +71,9 @@ def cluster(tmp_path_factory, cache_dir):
         workers="ray",
         ray_replicas=2,
         ray_gpus_per_replica=0,
+        # The replicas plan their own device in their own processes: name the precision the in-process engine
+        # compared with them runs (conftest pins it to float32; "auto" would be bf16 on a CPU with native bf16).
+        dtype="float32",
     )
     import ray
 
