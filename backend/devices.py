@@ -44,7 +44,7 @@ def cpu_bf16_flags(cpuinfo: Path | None = None) -> list[str]:
 
 
 def plan_device(settings: Settings) -> DevicePlan:
-    """CUDA fp16, then MPS fp16, then CPU fp32, unless settings name a device or dtype.
+    """CUDA fp16, then MPS fp16, then CPU (bf16 or fp32), unless settings name a device or dtype.
 
     On a CPU with native bf16 the default is bfloat16 (see ``cpu_dtype``), elsewhere float32.
 

@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from . import zerogpu
-from .devices import cpu_bf16_flags
 from .settings import ENV_PREFIX
 
 # The free CPU Space (2 vCPUs) draws a 512² SD 1.5 picture in minutes; the shipped demo model draws its 64² pictures
@@ -32,16 +31,11 @@ def duplicate_url(space: str) -> str:
     return f"https://huggingface.co/spaces/{space}?duplicate=true"
 
 
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slower."""
-    return bool(cpu_bf16_flags())
-
-
 def profile(environ: dict[str, str] | None = None, cuda: bool | None = None) -> tuple[dict[str, Any], str]:
     """Settings defaults for this machine when it is a Space, and the line the page shows about them.
 
     On any Space nothing is saved to the server's disk (visitors download what they keep). On a Space without a GPU
-    (no CUDA, not ZeroGPU) the default model is the fast demo model, in bfloat16 where the CPU supports it.
+    (no CUDA, not ZeroGPU) the default model is the fast demo model.
     ``cuda`` overrides the CUDA probe (tests). Off a Space: no defaults, no line.
     """
     env = os.environ if environ is None else environ
@@ -52,15 +46,12 @@ def profile(environ: dict[str, str] | None = None, cuda: bool | None = None) -> 
     gpu = zerogpu.active(env) or (torch.cuda.is_available() if cuda is None else cuda)
     if gpu:
         return _unless_set(defaults, env), ""
+    # Precision is left to --dtype auto, as everywhere (bf16 where the CPU computes it natively; the page says).
     defaults["default_model"] = CPU_SPACE_MODEL
-    if cpu_supports_bf16():
-        defaults["dtype"] = "bfloat16"
     defaults = _unless_set(defaults, env)
     parts = ["This Space runs on a CPU, so it starts with a fast profile:"]
     if "default_model" in defaults:
         parts.append(f"the {defaults['default_model']} model at its small size (pictures in seconds)")
-    if "dtype" in defaults:
-        parts.append("in bfloat16")
     parts[-1] += "."
     parts.append("Other models work too but take minutes per picture here (SD-Turbo at 1 step is the quickest).")
     if defaults.get("save_outputs") is False:
