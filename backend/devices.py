@@ -79,9 +79,14 @@ def _dtype(settings: Settings, auto: torch.dtype) -> torch.dtype:
     return DTYPES[settings.dtype]
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` → ``"bfloat16"``: the names --dtype takes."""
+    return str(dtype).removeprefix("torch.")
+
+
 def describe_plan(settings: Settings, plan: DevicePlan) -> str:
     """One line for the page and the log: device, precision and why that precision."""
-    name = str(plan.dtype).removeprefix("torch.")
+    name = dtype_name(plan.dtype)
     if settings.dtype != "auto":
         why = "set by --dtype / SDSTUDIO_DTYPE"
     elif plan.device == "cpu":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import threading
@@ -356,7 +357,13 @@ def release_freed_memory() -> None:
     """Hand freed heap pages back to the OS. glibc keeps a freed model's pages in its arenas, so without this a
     server's memory grows with each model switch even though nothing is held (no-op where libc has no malloc_trim).
     """
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
+    libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, found once (find_library runs ldconfig)."""
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None

@@ -53,7 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
 from backend import tiny  # noqa: E402
-from backend.devices import cpu_bf16_flags, describe_plan, plan_device  # noqa: E402
+from backend.devices import cpu_bf16_flags, describe_plan, dtype_name, plan_device  # noqa: E402
 from backend.engine import Engine, generators  # noqa: E402
 from backend.models import ModelRegistry  # noqa: E402
 from backend.pipelines import PipelineCache  # noqa: E402
@@ -63,6 +63,7 @@ from backend.samplers import build_scheduler  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SHORT = {"float32": "fp32", "bfloat16": "bf16"}  # row names
 PROMPT, NEGATIVE, SEED, SAMPLER = "a red circle on a blue background", "blurry", 1234, "Euler"
 
 # SD 1.5's published configs (runwayml/stable-diffusion-v1-5 unet/, vae/, text_encoder/ config.json), the fields
@@ -304,7 +305,7 @@ def memory(pipe: StableDiffusionPipeline, args) -> dict[str, float]:
     """Save the weights, then measure in a fresh process (this one holds the speed part's copies)."""
     with tempfile.TemporaryDirectory(prefix="sdstudio-bench-") as folder:
         models_file = save_weights(pipe, Path(folder))
-        dtype = str(pipe.dtype).removeprefix("torch.")
+        dtype = dtype_name(pipe.dtype)
         command = [sys.executable, __file__, "--memory-child", str(models_file), "--size", str(args.size)]
         command += ["--memory-dtype", dtype]
         done = subprocess.run(command, capture_output=True, text=True)
@@ -370,7 +371,7 @@ def main() -> None:
     if not args.no_bf16:
         pipes["bfloat16"] = copy.deepcopy(fp32).to(dtype=torch.bfloat16)
     # The precision `--dtype auto` runs here (bf16 on a CPU with native bf16) is the one memory is measured in.
-    default = str(plan_device(Settings(device="cpu")).dtype).removeprefix("torch.")
+    default = dtype_name(plan_device(Settings(device="cpu")).dtype)
     default = default if default in pipes else "float32"
     if args.memory_only:
         print_memory(memory(pipes[default], args), default)
@@ -381,18 +382,19 @@ def main() -> None:
     saved = Path(tempfile.mkdtemp(prefix="sdstudio-bench-out-"))  # the engine's PNGs; removed at the end
     variants = {}
     for dtype, pipe in pipes.items():
-        short = "fp32" if dtype == "float32" else "bf16"
+        short = SHORT[dtype]
         engine, model = engine_for(pipe, dtype, saved)
         variants[f"diffusers {short}"] = (dtype, lambda pipe=pipe: bare(pipe, args))
         variants[f"SD Studio {short}"] = (dtype, lambda engine=engine, model=model: through_engine(engine, model, args))
     fastest = "bfloat16" if "bfloat16" in pipes else "float32"
     engine, model = engine_for(pipes[fastest], fastest, saved)
-    skip = f"SD Studio {'bf16' if fastest == 'bfloat16' else 'fp32'} + skip CFG after {args.skip_cfg:g}"
+    fast = f"SD Studio {SHORT[fastest]}"  # the engine in the fastest precision: the base of the option rows
+    skip = f"{fast} + skip CFG after {args.skip_cfg:g}"
     variants[skip] = (fastest, lambda: through_engine(engine, model, args, skip_cfg_after=args.skip_cfg))
     layout = copy.deepcopy(pipes[fastest])  # its own copy: the others keep the default layout
     layout.unet.to(memory_format=torch.channels_last)
     layout_engine, layout_model = engine_for(layout, fastest, saved)
-    layout_name = f"SD Studio {'bf16' if fastest == 'bfloat16' else 'fp32'} + channels_last"
+    layout_name = f"{fast} + channels_last"
     variants[layout_name] = (fastest, lambda: through_engine(layout_engine, layout_model, args))
 
     images: dict[str, Image.Image] = {}
@@ -435,7 +437,7 @@ def main() -> None:
         for short in ("fp32", "bf16")
         if f"diffusers {short}" in times
     }
-    step_seconds = statistics.median(times[f"SD Studio {'bf16' if fastest == 'bfloat16' else 'fp32'}"]) / args.steps
+    step_seconds = statistics.median(times[fast]) / args.steps
 
     auto = describe_plan(Settings(device="cpu"), plan_device(Settings(device="cpu")))
     workload = "the demo model" if demo else "SD 1.5 architecture (random weights)"
