@@ -60,7 +60,7 @@ class Settings:
     vae_slicing: bool = False
     vae_tiling: bool = False  # always; otherwise only for pictures over vae_tile_pixels
     vae_tile_pixels: int = 1536 * 1536  # decode larger pictures in tiles (memory); 0 = never by size
-    channels_last: bool = False  # UNet in channels_last layout (measured 0.94x on CPU; try it on your GPU)
+    channels_last: bool = False  # UNet in channels_last layout (slower on the CPU in the bench; try it on a GPU)
     compile_unet: bool = False  # torch.compile the UNet at load (minutes once; the log says how long)
     cpu_offload: bool = False
     xformers: bool = False
