@@ -5,6 +5,8 @@
     python bench/bench_speed.py --size 512        # the 512x512 workload
     python bench/bench_speed.py --no-memory       # speed only (the memory part saves ~2.5 GB of weights to /tmp)
     python bench/bench_speed.py --model demo      # the shipped demo model (64x64, 20 steps unless set)
+    python bench/bench_speed.py --device cuda     # on a GPU (the default where one is present): fp32 vs fp16
+    python bench/bench_speed.py --compile         # add a torch.compile row (the compile time printed beside it)
 
 The workload is the SD 1.5 architecture (UNet, VAE and CLIP text encoder built from SD 1.5's published configs)
 with random weights: the cost of a step does not depend on the weight values, and nothing is downloaded; or, with
@@ -15,14 +17,16 @@ variant alike), medians:
    ``StableDiffusionPipeline`` call with the same components, scheduler, seed and steps, in the same precision:
    the engine's overhead.
 2. Each speed option vs diffusers fp32, with its quality cost beside it: max and mean pixel difference (0-255)
-   against the fp32 picture. Options: bf16 (all modules; the default on CPUs with native bf16), "skip CFG after"
-   a fraction of the steps, and the UNet in channels_last layout. The VAE's precision is measured on its own
-   (decode time and difference).
+   against the fp32 picture. Options: the device's fast precision (bf16 on a CPU, the default there where it is
+   native; fp16 on a GPU, its default), "skip CFG after" a fraction of the steps, the UNet in channels_last
+   layout, and with ``--compile`` the UNet compiled by torch.compile as the app's option does it. The VAE's
+   precision is measured on its own (decode time and difference).
 3. UNet efficiency: FLOPs of one UNet evaluation (torch's FLOP counter) ÷ the step time, as a fraction of this
    machine's matmul throughput measured in the same run, per precision.
 4. Memory (a fresh process, the engine's own loader on the weights saved to a temporary folder, default dtype):
    resident memory with txt2img ready vs with img2img, inpaint and ControlNet ready too (the ControlNet's own
-   weights stated beside it), and after 5 model switches vs after the first load.
+   weights stated beside it), and after 5 model switches vs after the first load; on a GPU the same for CUDA
+   memory (allocated, and the peak of the run).
 5. The live preview's cost per step, and the tab switch (the img2img pipeline derived from the loaded model).
 
 Results are printed as ratios and written as JSON and a bar chart (PNG) to bench/results/ (git-ignored).
@@ -53,7 +57,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
 from backend import tiny  # noqa: E402
-from backend.devices import cpu_bf16_flags, describe_plan, dtype_name, plan_device  # noqa: E402
+from backend.devices import DTYPES, compile_unet, cpu_bf16_flags, describe_plan, dtype_name, plan_device  # noqa: E402
 from backend.engine import Engine, generators  # noqa: E402
 from backend.models import ModelRegistry  # noqa: E402
 from backend.pipelines import PipelineCache  # noqa: E402
@@ -63,7 +67,8 @@ from backend.samplers import build_scheduler  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SHORT = {"float32": "fp32", "bfloat16": "bf16"}  # row names
+SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # row names
+FAST = {"cpu": "bfloat16", "cuda": "float16"}  # the fast precision each device is measured in beside fp32
 PROMPT, NEGATIVE, SEED, SAMPLER = "a red circle on a blue background", "blurry", 1234, "Euler"
 
 # SD 1.5's published configs (runwayml/stable-diffusion-v1-5 unet/, vae/, text_encoder/ config.json), the fields
@@ -102,6 +107,12 @@ TEXT_CONFIG = {
 }
 
 
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so a clock read after it measures the work (a no-op on the CPU)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def build_sd15() -> StableDiffusionPipeline:
     """SD 1.5's architecture with random weights (the tokenizer is the built-in offline one; cost is the same)."""
     torch.manual_seed(0)
@@ -136,10 +147,10 @@ def build_demo() -> StableDiffusionPipeline:
     return StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None).to("cpu")
 
 
-def engine_for(pipe: StableDiffusionPipeline, dtype: str, output_dir: Path) -> tuple[Engine, str]:
+def engine_for(pipe: StableDiffusionPipeline, dtype: str, output_dir: Path, device: str) -> tuple[Engine, str]:
     """An engine whose default model is ``pipe`` (loaded through the engine's own cache and options), with a live
     preview every step and saving on, as a user runs it."""
-    settings = Settings.from_env(offline=True, output_dir=output_dir, preview_every=1, dtype=dtype)
+    settings = Settings.from_env(offline=True, output_dir=output_dir, preview_every=1, dtype=dtype, device=device)
     registry = ModelRegistry.load(settings.models_file)
     cache = PipelineCache(registry, settings, loader=lambda spec, s, plan: pipe)
     engine = Engine(settings, registry, cache)
@@ -175,13 +186,16 @@ def through_engine(engine: Engine, model: str, args, **fields) -> Image.Image:
     return engine.run(request, on_step=lambda event: None).images[0]
 
 
-def matmul_flops_per_s(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_flops_per_s(dtype: torch.dtype, device: str, n: int = 2048, repeat: int = 5) -> float:
+    n = n * 4 if device == "cuda" else n  # a GPU needs a larger product to reach its peak
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
     a @ b
+    sync(device)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         a @ b
+        sync(device)
         times.append(time.perf_counter() - start)
     return 2 * n**3 / statistics.median(times)
 
@@ -190,8 +204,8 @@ def unet_flops(pipe: StableDiffusionPipeline, args) -> int:
     """FLOPs of one UNet evaluation as the pipeline makes it (CFG batch of 2 when guided)."""
     batch = 2 if args.cfg > 1 else 1
     unet, side = pipe.unet, args.size // pipe.vae_scale_factor
-    latent = torch.zeros(batch, unet.config.in_channels, side, side, dtype=unet.dtype)
-    context = torch.zeros(batch, 77, unet.config.cross_attention_dim, dtype=unet.dtype)
+    latent = torch.zeros(batch, unet.config.in_channels, side, side, dtype=unet.dtype, device=unet.device)
+    context = torch.zeros(batch, 77, unet.config.cross_attention_dim, dtype=unet.dtype, device=unet.device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         unet(latent, 500, context)
     return counter.get_total_flops()
@@ -202,11 +216,12 @@ def difference(image: Image.Image, reference: Image.Image) -> tuple[int, float]:
     return int(delta.max()), float(delta.mean())
 
 
-def median_seconds(run, repeat: int) -> float:
+def median_seconds(run, repeat: int, device: str = "cpu") -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         run()
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -215,7 +230,7 @@ def vae_precision(pipes: dict[str, StableDiffusionPipeline], args) -> dict[str, 
     """The VAE decode alone in each precision: time, and the pixel difference against the fp32 decode."""
     generator = torch.Generator().manual_seed(SEED)
     side = args.size // next(iter(pipes.values())).vae_scale_factor
-    latent = torch.randn(1, 4, side, side, generator=generator)
+    latent = torch.randn(1, 4, side, side, generator=generator).to(args.device)
     pictures, result = {}, {}
     for dtype, pipe in pipes.items():
         vae = pipe.vae
@@ -226,7 +241,7 @@ def vae_precision(pipes: dict[str, StableDiffusionPipeline], args) -> dict[str, 
             return processor.postprocess(out.float(), output_type="pil")[0]
 
         pictures[dtype] = decode()
-        result[dtype] = {"seconds": median_seconds(decode, max(2, args.rounds))}
+        result[dtype] = {"seconds": median_seconds(decode, max(2, args.rounds), args.device)}
     for dtype, entry in result.items():
         entry["max_pixel_diff_vs_fp32"], entry["mean_pixel_diff_vs_fp32"] = difference(
             pictures[dtype], pictures["float32"]
@@ -236,9 +251,9 @@ def vae_precision(pipes: dict[str, StableDiffusionPipeline], args) -> dict[str, 
 
 def preview_seconds(args) -> float:
     """One live preview (latents → RGB at the output size), as the engine makes it after a step."""
-    latents = torch.randn(1, 4, args.size // 8, args.size // 8)
+    latents = torch.randn(1, 4, args.size // 8, args.size // 8, device=args.device)
     factors = ModelRegistry.load(Settings().models_file).get(Settings().offline_model).latent_rgb_factors
-    return median_seconds(lambda: latents_to_rgb(latents, factors, (args.size, args.size)), 50)
+    return median_seconds(lambda: latents_to_rgb(latents, factors, (args.size, args.size)), 50, args.device)
 
 
 def save_weights(pipe: StableDiffusionPipeline, folder: Path) -> Path:
@@ -261,8 +276,9 @@ def rss_bytes() -> int:
     return 0
 
 
-def memory_child(models_file: Path, size: int, dtype: str) -> dict[str, float]:
-    """Run in a fresh process: memory with txt2img ready, all tabs ready, after 5 model switches; tab switch time."""
+def memory_child(models_file: Path, size: int, dtype: str, device: str) -> dict[str, float]:
+    """Run in a fresh process: memory with txt2img ready, all tabs ready, after 5 model switches; tab switch time.
+    On a GPU the CUDA memory beside the resident memory: allocated at each point, and the run's peak."""
     settings = Settings.from_env(
         offline=True,
         save_outputs=False,
@@ -270,6 +286,7 @@ def memory_child(models_file: Path, size: int, dtype: str) -> dict[str, float]:
         default_model="SD 1.5 (random) A",
         max_models=1,
         dtype=dtype,
+        device=device,
     )
     engine = Engine(settings)
     picture = Image.new("RGB", (size, size), "gray")
@@ -277,13 +294,18 @@ def memory_child(models_file: Path, size: int, dtype: str) -> dict[str, float]:
     mask.paste(255, (size // 4, size // 4, size // 2, size // 2))
     common = dict(prompt=PROMPT, seed=SEED, steps=1, guidance_scale=7.0, width=size, height=size, sampler=SAMPLER)
 
-    def settle() -> int:
-        gc.collect()
-        return rss_bytes()
-
     result: dict[str, float] = {}
+
+    def settle(point: str) -> None:
+        gc.collect()
+        result[f"rss_{point}"] = rss_bytes()
+        if device == "cuda":
+            torch.cuda.synchronize()
+            result[f"cuda_{point}"] = torch.cuda.memory_allocated()
+            result[f"cuda_peak_{point}"] = torch.cuda.max_memory_allocated()
+
     engine.run(Txt2ImgRequest(**common, model="SD 1.5 (random) A"))
-    result["rss_txt2img"] = settle()
+    settle("txt2img")
     start = time.perf_counter()
     engine.cache.pipeline("SD 1.5 (random) A", "img2img")
     result["tab_switch_seconds"] = time.perf_counter() - start
@@ -291,13 +313,13 @@ def memory_child(models_file: Path, size: int, dtype: str) -> dict[str, float]:
     engine.run(InpaintRequest(**common, image=picture, mask=mask, strength=1.0, model="SD 1.5 (random) A"))
     unit = ControlUnit(image=picture, preprocessor="none")
     engine.run(ControlNetRequest(**common, units=(unit,), model="SD 1.5 (random) A"))
-    result["rss_all_tabs"] = settle()
+    settle("all_tabs")
     controlnet = engine.cache.controlnet("SD 1.5 (random) A", "canny")
     result["controlnet_bytes"] = sum(p.numel() * p.element_size() for p in controlnet.parameters())
     del controlnet
     for name in ("B", "A", "B", "A", "B"):  # 5 switches; max_models=1 unloads the other each time
         engine.run(Txt2ImgRequest(**common, model=f"SD 1.5 (random) {name}"))
-    result["rss_after_5_switches"] = settle()
+    settle("after_5_switches")
     return result
 
 
@@ -307,7 +329,7 @@ def memory(pipe: StableDiffusionPipeline, args) -> dict[str, float]:
         models_file = save_weights(pipe, Path(folder))
         dtype = dtype_name(pipe.dtype)
         command = [sys.executable, __file__, "--memory-child", str(models_file), "--size", str(args.size)]
-        command += ["--memory-dtype", dtype]
+        command += ["--memory-dtype", dtype, "--device", args.device]
         done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"the memory measurement failed:\n{done.stderr[-3000:]}")
@@ -316,17 +338,18 @@ def memory(pipe: StableDiffusionPipeline, args) -> dict[str, float]:
 
 def print_memory(mem: dict[str, float], dtype: str) -> None:
     gib = 2**30
-    print(
-        f"memory ({dtype}): txt2img ready {mem['rss_txt2img'] / gib:.2f} GiB; all tabs ready "
-        f"{mem['rss_all_tabs'] / gib:.2f} GiB = {mem['rss_all_tabs'] / mem['rss_txt2img']:.3f}x, of which the "
-        f"ControlNet's weights {mem['controlnet_bytes'] / gib:.2f} GiB; without them "
-        f"{(mem['rss_all_tabs'] - mem['controlnet_bytes']) / mem['rss_txt2img']:.3f}x"
-    )
-    print(
-        f"after 5 model switches {mem['rss_after_5_switches'] / gib:.2f} GiB = "
-        f"{mem['rss_after_5_switches'] / mem['rss_txt2img']:.3f}x the first load; "
-        f"tab switch (img2img pipeline derived) {mem['tab_switch_seconds'] * 1000:.1f} ms"
-    )
+    kinds = [("rss", "resident memory")] + ([("cuda", "CUDA memory allocated")] if "cuda_txt2img" in mem else [])
+    for kind, label in kinds:
+        first, tabs, switched = (mem[f"{kind}_{point}"] for point in ("txt2img", "all_tabs", "after_5_switches"))
+        print(
+            f"{label} ({dtype}): txt2img ready {first / gib:.2f} GiB; all tabs ready {tabs / gib:.2f} GiB = "
+            f"{tabs / first:.3f}x, of which the ControlNet's weights {mem['controlnet_bytes'] / gib:.2f} GiB; "
+            f"without them {(tabs - mem['controlnet_bytes']) / first:.3f}x; after 5 model switches "
+            f"{switched / gib:.2f} GiB = {switched / first:.3f}x the first load"
+        )
+    if "cuda_peak_txt2img" in mem:
+        print(f"CUDA peak during txt2img {mem['cuda_peak_txt2img'] / gib:.2f} GiB")
+    print(f"tab switch (img2img pipeline derived) {mem['tab_switch_seconds'] * 1000:.1f} ms")
 
 
 def chart(rows: list[dict], title: str, path: Path) -> None:
@@ -353,25 +376,33 @@ def main() -> None:
     parser.add_argument("--cfg", type=float, default=7.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-cfg", type=float, default=0.5, help="the 'skip CFG after' fraction measured")
-    parser.add_argument("--no-bf16", action="store_true", help="fp32 only")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--fp32-only", "--no-bf16", dest="fp32_only", action="store_true", help="fp32 only")
+    parser.add_argument(
+        "--fast-dtype", choices=("bfloat16", "float16"), help="beside fp32 (default: bfloat16 on CPU, float16 on GPU)"
+    )
+    parser.add_argument("--compile", action="store_true", help="add a torch.compile row (compiling takes minutes)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory part")
     parser.add_argument("--memory-only", action="store_true", help="only the memory part")
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--memory-dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        print(json.dumps(memory_child(args.memory_child, args.size, args.memory_dtype)))
+        print(json.dumps(memory_child(args.memory_child, args.size, args.memory_dtype, args.device)))
         return
 
     demo = args.model == "demo"
     args.size = args.size or (64 if demo else 256)
     args.steps = args.steps or (20 if demo else 4)
-    fp32 = build_demo() if demo else build_sd15()
+    fp32 = (build_demo() if demo else build_sd15()).to(args.device)
     pipes = {"float32": fp32}
-    if not args.no_bf16:
-        pipes["bfloat16"] = copy.deepcopy(fp32).to(dtype=torch.bfloat16)
-    # The precision `--dtype auto` runs here (bf16 on a CPU with native bf16) is the one memory is measured in.
-    default = dtype_name(plan_device(Settings(device="cpu")).dtype)
+    fast_dtype = args.fast_dtype or FAST[args.device]
+    if not args.fp32_only:
+        pipes[fast_dtype] = copy.deepcopy(fp32).to(dtype=DTYPES[fast_dtype])
+    # The precision `--dtype auto` runs on this device (bf16 on a CPU with native bf16, fp16 on a GPU) is the one
+    # memory is measured in.
+    auto_plan = plan_device(Settings(device=args.device))
+    default = dtype_name(auto_plan.dtype)
     default = default if default in pipes else "float32"
     if args.memory_only:
         print_memory(memory(pipes[default], args), default)
@@ -383,19 +414,25 @@ def main() -> None:
     variants = {}
     for dtype, pipe in pipes.items():
         short = SHORT[dtype]
-        engine, model = engine_for(pipe, dtype, saved)
+        engine, model = engine_for(pipe, dtype, saved, args.device)
         variants[f"diffusers {short}"] = (dtype, lambda pipe=pipe: bare(pipe, args))
         variants[f"SD Studio {short}"] = (dtype, lambda engine=engine, model=model: through_engine(engine, model, args))
-    fastest = "bfloat16" if "bfloat16" in pipes else "float32"
-    engine, model = engine_for(pipes[fastest], fastest, saved)
+    fastest = fast_dtype if fast_dtype in pipes else "float32"
+    engine, model = engine_for(pipes[fastest], fastest, saved, args.device)
     fast = f"SD Studio {SHORT[fastest]}"  # the engine in the fastest precision: the base of the option rows
     skip = f"{fast} + skip CFG after {args.skip_cfg:g}"
     variants[skip] = (fastest, lambda: through_engine(engine, model, args, skip_cfg_after=args.skip_cfg))
     layout = copy.deepcopy(pipes[fastest])  # its own copy: the others keep the default layout
     layout.unet.to(memory_format=torch.channels_last)
-    layout_engine, layout_model = engine_for(layout, fastest, saved)
+    layout_engine, layout_model = engine_for(layout, fastest, saved, args.device)
     layout_name = f"{fast} + channels_last"
     variants[layout_name] = (fastest, lambda: through_engine(layout_engine, layout_model, args))
+    compile_seconds = None
+    if args.compile:  # the app's option (--compile-unet): compiled at load with one pass at the run's size
+        compiled = copy.deepcopy(pipes[fastest])
+        compile_seconds = compile_unet(compiled.unet, auto_plan, args.size)
+        compiled_engine, compiled_model = engine_for(compiled, fastest, saved, args.device)
+        variants[f"{fast} + torch.compile"] = (fastest, lambda: through_engine(compiled_engine, compiled_model, args))
 
     images: dict[str, Image.Image] = {}
     for name, (_, run) in variants.items():  # warm-up, and the pictures compared
@@ -405,9 +442,10 @@ def main() -> None:
         for name, (_, run) in variants.items():
             start = time.perf_counter()
             run()
+            sync(args.device)
             times[name].append(time.perf_counter() - start)
 
-    peak = {dtype: matmul_flops_per_s(pipe.dtype) for dtype, pipe in pipes.items()}
+    peak = {dtype: matmul_flops_per_s(pipe.dtype, args.device) for dtype, pipe in pipes.items()}
     flops = {dtype: unet_flops(pipe, args) for dtype, pipe in pipes.items()}
     vae = vae_precision(pipes, args)
     preview = preview_seconds(args)
@@ -434,16 +472,17 @@ def main() -> None:
         )
     overhead = {
         short: statistics.median(times[f"SD Studio {short}"]) / statistics.median(times[f"diffusers {short}"])
-        for short in ("fp32", "bf16")
+        for short in SHORT.values()
         if f"diffusers {short}" in times
     }
     step_seconds = statistics.median(times[fast]) / args.steps
 
-    auto = describe_plan(Settings(device="cpu"), plan_device(Settings(device="cpu")))
+    auto = describe_plan(Settings(device=args.device), auto_plan)
     workload = "the demo model" if demo else "SD 1.5 architecture (random weights)"
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, torch threads {torch.get_num_threads()}"
     header = (
         f"{workload}, {args.size}x{args.size}, {args.steps} steps {SAMPLER}, CFG "
-        f"{args.cfg:g}, CPU, torch threads {torch.get_num_threads()}; median of {args.rounds} alternating rounds"
+        f"{args.cfg:g}, {where}; median of {args.rounds} alternating rounds"
     )
     print(header)
     print(f"dtype auto here: {auto}\n")
@@ -467,9 +506,11 @@ def main() -> None:
             f"{entry['max_pixel_diff_vs_fp32']}/{entry['mean_pixel_diff_vs_fp32']:.2f}"
         )
     print(f"live preview: {preview * 1000:.2f} ms per step = {preview / step_seconds:.3%} of a step")
+    if compile_seconds is not None:
+        print(f"torch.compile: the UNet compiled in {compile_seconds:.1f} s (once per model and size)")
 
     RESULTS.mkdir(exist_ok=True)
-    stem = f"speed_{args.model}_{args.size}"
+    stem = f"speed_{args.model}_{args.size}" + ("_cuda" if args.device == "cuda" else "")
     result = {
         "workload": header,
         "dtype_auto": auto,
@@ -481,16 +522,20 @@ def main() -> None:
         "vae_decode": vae,
         "preview_seconds_per_step": preview,
         "preview_fraction_of_step": preview / step_seconds,
+        "compile_seconds": compile_seconds,
         "memory": None,
         "times": times,
     }
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    chart(rows, f"speed vs diffusers fp32: {args.size}x{args.size}, {args.steps} steps, CPU", RESULTS / f"{stem}.png")
+    title = f"speed vs diffusers fp32: {args.size}x{args.size}, {args.steps} steps, {where.split(',')[0]}"
+    chart(rows, title, RESULTS / f"{stem}.png")
     for path in saved.glob("**/*.png"):
         path.unlink()
 
     if not args.no_memory:
         del images, variants, engine, layout, layout_engine
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
         mem = memory(pipes[default], args)
         print_memory(mem, default)
         result["memory"] = mem
