@@ -63,13 +63,14 @@ from backend.models import ModelRegistry  # noqa: E402
 from backend.pipelines import PipelineCache  # noqa: E402
 from backend.preview import latents_to_rgb  # noqa: E402
 from backend.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest, Txt2ImgRequest  # noqa: E402
-from backend.samplers import build_scheduler  # noqa: E402
+from backend.samplers import DEFAULT_SCHEDULE, build_scheduler  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # row names
 FAST = {"cpu": "bfloat16", "cuda": "float16"}  # the fast precision each device is measured in beside fp32
 PROMPT, NEGATIVE, SEED, SAMPLER = "a red circle on a blue background", "blurry", 1234, "Euler"
+SCHEDULE = DEFAULT_SCHEDULE  # the app's default (Karras); the bare call is given the same one
 
 # SD 1.5's published configs (runwayml/stable-diffusion-v1-5 unet/, vae/, text_encoder/ config.json), the fields
 # that set the architecture; the rest are the libraries' defaults, which match.
@@ -158,7 +159,7 @@ def engine_for(pipe: StableDiffusionPipeline, dtype: str, output_dir: Path, devi
 
 
 def bare(pipe: StableDiffusionPipeline, args) -> Image.Image:
-    pipe.scheduler = build_scheduler(dict(pipe.scheduler.config), SAMPLER)
+    pipe.scheduler = build_scheduler(dict(pipe.scheduler.config), SAMPLER, SCHEDULE)
     return pipe(
         PROMPT,
         negative_prompt=NEGATIVE,
@@ -180,6 +181,7 @@ def through_engine(engine: Engine, model: str, args, **fields) -> Image.Image:
         width=args.size,
         height=args.size,
         sampler=SAMPLER,
+        schedule=SCHEDULE,
         model=model,
         **fields,
     )
@@ -481,7 +483,7 @@ def main() -> None:
     workload = "the demo model" if demo else "SD 1.5 architecture (random weights)"
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, torch threads {torch.get_num_threads()}"
     header = (
-        f"{workload}, {args.size}x{args.size}, {args.steps} steps {SAMPLER}, CFG "
+        f"{workload}, {args.size}x{args.size}, {args.steps} steps {SAMPLER} {SCHEDULE}, CFG "
         f"{args.cfg:g}, {where}; median of {args.rounds} alternating rounds"
     )
     print(header)
