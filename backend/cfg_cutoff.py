@@ -62,15 +62,18 @@ def drop_uncond(pipe: Any, tensors: dict[str, Any]) -> dict[str, Any]:
     return {name: _prompt_half(value, batch) for name, value in tensors.items()}
 
 
-def with_cutoff(callback: Any, fraction: float) -> Any:
+def with_cutoff(callback: Any, fraction: float, on_cut: Any = None) -> Any:
     """``callback`` (a ``callback_on_step_end``) that also drops the uncond pass once ``fraction`` of the
-    iterations are done (pass the pipeline ``tensor_inputs(pipe)`` besides the latents)."""
+    iterations are done (pass the pipeline ``tensor_inputs(pipe)`` besides the latents); ``on_cut()`` is called
+    then (the step cache starts afresh at the new batch size)."""
 
     def wrapped(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         tensors = callback(pipe, step, timestep, tensors)
         total = pipe.num_timesteps
         if step + 1 == guided_steps(total, fraction) < total and pipe.do_classifier_free_guidance:
             tensors = drop_uncond(pipe, tensors)
+            if on_cut is not None:
+                on_cut()
         return tensors
 
     return wrapped

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from . import cfg_cutoff, zerogpu
+from . import cfg_cutoff, step_cache, zerogpu
 from .annotators import Annotators
 from .devices import describe_plan, tile_vae_for
 from .images import resize
@@ -326,24 +326,26 @@ def call_pipeline(
     def run() -> list[Image.Image]:
         # Schedulers are stateful: every run gets a fresh one from the model's own config.
         pipe.scheduler = build_scheduler(scheduler_config, request.sampler, request.schedule)
-        tensor_inputs = ["latents"]
-        step_end = callback
-        if cfg_cutoff.active(request.skip_cfg_after, request.guidance_scale):
-            tensor_inputs += cfg_cutoff.tensor_inputs(pipe)
-            step_end = cfg_cutoff.with_cutoff(callback, request.skip_cfg_after)
-        call_kwargs = kwargs
-        with clip_skipped(pipe.text_encoder, clip_skip_for(pipe, request.clip_skip)):
-            if "prompt" in call_kwargs:  # text, not embeddings the caller made (the grid)
-                embeddings = prompt_embeddings(pipe, call_kwargs["prompt"], call_kwargs["negative_prompt"] or "")
-                if embeddings is not None:
-                    call_kwargs = {k: v for k, v in call_kwargs.items() if k not in ("prompt", "negative_prompt")}
-                    call_kwargs.update(embeddings)
-            output = pipe(
-                **call_kwargs,
-                generator=generators(request.seed, request.batch_size),
-                callback_on_step_end=step_end,
-                callback_on_step_end_tensor_inputs=tensor_inputs,
-            )
+        with step_cache.cached_steps(pipe, request.deep_cache) as cache:
+            tensor_inputs = ["latents"]
+            step_end = callback
+            if cfg_cutoff.active(request.skip_cfg_after, request.guidance_scale):
+                tensor_inputs += cfg_cutoff.tensor_inputs(pipe)
+                # The batch halves at the cut-off: the step cache must not hand back the old batch's features.
+                step_end = cfg_cutoff.with_cutoff(callback, request.skip_cfg_after, lambda: step_cache.refresh(cache))
+            call_kwargs = kwargs
+            with clip_skipped(pipe.text_encoder, clip_skip_for(pipe, request.clip_skip)):
+                if "prompt" in call_kwargs:  # text, not embeddings the caller made (the grid)
+                    embeddings = prompt_embeddings(pipe, call_kwargs["prompt"], call_kwargs["negative_prompt"] or "")
+                    if embeddings is not None:
+                        call_kwargs = {k: v for k, v in call_kwargs.items() if k not in ("prompt", "negative_prompt")}
+                        call_kwargs.update(embeddings)
+                output = pipe(
+                    **call_kwargs,
+                    generator=generators(request.seed, request.batch_size),
+                    callback_on_step_end=step_end,
+                    callback_on_step_end_tensor_inputs=tensor_inputs,
+                )
         return list(output.images)
 
     seconds = zerogpu.duration_for(request.steps, request.width, request.height, request.batch_size)

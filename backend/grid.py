@@ -66,6 +66,7 @@ class GridRequest:
     styles: tuple[str, ...] = ()
     vae: str = ""  # "" = the model's own
     skip_cfg_after: float = 1.0  # as in Txt2ImgRequest: the fraction of each cell's steps that runs CFG
+    deep_cache: int = 1  # as in Txt2ImgRequest: full UNet every Nth step of each cell
     samplers: list[str] = field(default_factory=list)
     steps_list: list[Any] = field(default_factory=list)
     cfg_list: list[Any] = field(default_factory=list)
@@ -212,6 +213,7 @@ def plan_grid(request: GridRequest, engine: Engine) -> GridPlan:
         styles=tuple(request.styles or ()),
         vae=request.vae,
         skip_cfg_after=request.skip_cfg_after,
+        deep_cache=request.deep_cache,
     )
     cells = []
     for value in values:

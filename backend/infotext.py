@@ -38,6 +38,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "Hires upscaler": ("hr_upscaler", str),
     "Clip skip": ("clip_skip", int),
     "Skip CFG after": ("skip_cfg_after", float),
+    "DeepCache interval": ("deep_cache", int),
 }
 
 
@@ -76,6 +77,7 @@ def format_infotext(request: GenerationRequest, seed: int, extra: Mapping[str, A
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,  # A1111 writes it only when set
         # Written only when it changed the run: below 1 on a guided request.
         "Skip CFG after": request.skip_cfg_after if request.skip_cfg_after < 1 and request.guidance_scale > 1 else None,
+        "DeepCache interval": request.deep_cache if request.deep_cache > 1 else None,
     }
     params.update(extra or {})
     lines = [request.prompt]

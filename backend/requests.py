@@ -60,6 +60,7 @@ def field_limits(settings: Settings) -> dict[str, Limit]:
         "high_threshold": Limit(1, 255),
         "clip_skip": Limit(1, 12),
         "skip_cfg_after": Limit(0.05, 1.0, 0.05),
+        "deep_cache": Limit(1, 10),
         "detect_resolution": Limit(0, max(settings.max_width, settings.max_height), MIN_DETECT_RESOLUTION),
         "outpaint": Limit(0, max(settings.max_width, settings.max_height), SIZE_MULTIPLE),
     }
@@ -85,6 +86,7 @@ class GenerationRequest:
     vae: str = ""  # "" = the model's own VAE; else a file of the VAE folders by name (backend.checkpoints)
     clip_skip: int = 1  # A1111's: 2 = the text encoder's last layer left out
     skip_cfg_after: float = 1.0  # fraction of the steps with CFG; the rest skip the uncond pass (1 = never skip)
+    deep_cache: int = 1  # DeepCache: the UNet's deep blocks run every Nth step, reused between (1 = every step)
 
     task: ClassVar[str] = "generation"
 
@@ -532,7 +534,7 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
     hires = isinstance(request, Txt2ImgRequest) and bool(request.enable_hr)
     if isinstance(request, Txt2ImgRequest):
         changes["enable_hr"] = hires
-    for name in ("seed", "steps", "width", "height", "batch_size", "clip_skip"):
+    for name in ("seed", "steps", "width", "height", "batch_size", "clip_skip", "deep_cache"):
         if name in changes:
             continue
         changes[name] = _whole(name, getattr(request, name))

@@ -18,7 +18,8 @@ variant alike), medians:
    the engine's overhead.
 2. Each speed option vs diffusers fp32, with its quality cost beside it: max and mean pixel difference (0-255)
    against the fp32 picture. Options: the device's fast precision (bf16 on a CPU, the default there where it is
-   native; fp16 on a GPU, its default), "skip CFG after" a fraction of the steps, the UNet in channels_last
+   native; fp16 on a GPU, its default), "skip CFG after" a fraction of the steps, DeepCache step caching (alone
+   and with skip CFG), the UNet in channels_last
    layout, and with ``--compile`` the UNet compiled by torch.compile as the app's option does it. The VAE's
    precision is measured on its own (decode time and difference).
 3. UNet efficiency: FLOPs of one UNet evaluation (torch's FLOP counter) ÷ the step time, as a fraction of this
@@ -378,6 +379,7 @@ def main() -> None:
     parser.add_argument("--cfg", type=float, default=7.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-cfg", type=float, default=0.5, help="the 'skip CFG after' fraction measured")
+    parser.add_argument("--deep-cache", type=int, default=3, help="the DeepCache interval measured (1: no such row)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--fp32-only", "--no-bf16", dest="fp32_only", action="store_true", help="fp32 only")
     parser.add_argument(
@@ -424,6 +426,13 @@ def main() -> None:
     fast = f"SD Studio {SHORT[fastest]}"  # the engine in the fastest precision: the base of the option rows
     skip = f"{fast} + skip CFG after {args.skip_cfg:g}"
     variants[skip] = (fastest, lambda: through_engine(engine, model, args, skip_cfg_after=args.skip_cfg))
+    if args.deep_cache > 1:
+        cached = f"{fast} + DeepCache {args.deep_cache}"
+        variants[cached] = (fastest, lambda: through_engine(engine, model, args, deep_cache=args.deep_cache))
+        variants[f"{cached} + skip CFG {args.skip_cfg:g}"] = (
+            fastest,
+            lambda: through_engine(engine, model, args, deep_cache=args.deep_cache, skip_cfg_after=args.skip_cfg),
+        )
     layout = copy.deepcopy(pipes[fastest])  # its own copy: the others keep the default layout
     layout.unet.to(memory_format=torch.channels_last)
     layout_engine, layout_model = engine_for(layout, fastest, saved, args.device)
@@ -458,8 +467,8 @@ def main() -> None:
         max_diff, mean_diff = difference(images[name], images["diffusers fp32"])
         step = seconds / args.steps
         # Whole-step time includes the scheduler; the text encoder and VAE are spread over the steps too. A run
-        # that skips CFG makes fewer UNet evaluations than the counter's one per step, so no efficiency for it.
-        efficiency = flops[dtype] / step / peak[dtype] if "skip CFG" not in name else None
+        # that skips CFG or caches steps does less UNet work than the counter's one evaluation per step.
+        efficiency = flops[dtype] / step / peak[dtype] if "skip CFG" not in name and "DeepCache" not in name else None
         rows.append(
             {
                 "name": name,
@@ -488,11 +497,11 @@ def main() -> None:
     )
     print(header)
     print(f"dtype auto here: {auto}\n")
-    print(f"{'':36}{'s/image':>9}{'s/step':>8}{'vs fp32':>9}{'max diff':>10}{'mean diff':>11}{'UNet/peak':>11}")
+    print(f"{'':46}{'s/image':>9}{'s/step':>8}{'vs fp32':>9}{'max diff':>10}{'mean diff':>11}{'UNet/peak':>11}")
     for row in rows:
         share = row["unet_fraction_of_matmul_peak"]
         print(
-            f"{row['name']:36}{row['seconds']:9.2f}{row['seconds_per_step']:8.2f}{row['speedup_vs_fp32']:8.2f}x"
+            f"{row['name']:46}{row['seconds']:9.2f}{row['seconds_per_step']:8.2f}{row['speedup_vs_fp32']:8.2f}x"
             f"{row['max_pixel_diff_vs_fp32']:10d}{row['mean_pixel_diff_vs_fp32']:11.2f}"
             f"{f'{share:.0%}' if share is not None else '-':>11}"
         )

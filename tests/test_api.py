@@ -34,6 +34,7 @@ ARGS = dict(
     styles=[],
     vae="",
     skip_cfg_after=1.0,
+    deep_cache=1,
 )
 
 
@@ -92,6 +93,22 @@ def test_skip_cfg_after_through_the_api(app):
         assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(direct.convert("RGB")))
     with pytest.raises(AppError, match=r"Skip CFG after .*less than minimum value 0.05"):
         client.predict(**{**one, "skip_cfg_after": 0.01}, api_name="/txt2img")
+
+
+def test_deep_cache_through_the_api(app):
+    """The DeepCache control reaches the engine (the API's picture is the engine's with it) and the infotext."""
+    engine, client = app
+    one = {**ARGS, "batch_size": 1, "steps": 6, "deep_cache": 3}
+    gallery, info, _ = client.predict(**one, api_name="/txt2img")
+    assert parse_infotext(info).request_fields()["deep_cache"] == 3
+    direct = engine.run(Txt2ImgRequest(**one)).images[0]
+    plain = engine.run(Txt2ImgRequest(**{**one, "deep_cache": 1})).images[0]
+    with Image.open(gallery[0]["image"]) as img:
+        got = np.asarray(img.convert("RGB"))
+    assert np.array_equal(got, np.asarray(direct.convert("RGB")))
+    assert not np.array_equal(got, np.asarray(plain.convert("RGB")))
+    with pytest.raises(AppError, match=r"DeepCache interval .*greater than maximum value 10"):
+        client.predict(**{**one, "deep_cache": 11}, api_name="/txt2img")
 
 
 def test_random_seed_is_returned(app):

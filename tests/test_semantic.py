@@ -49,15 +49,20 @@ def demo_bf16(tmp_path_factory) -> Engine:
 
 
 # The speed options must keep what the picture shows: 0.5 = "skip CFG after" half the steps; bfloat16 = the
-# whole pipeline in bf16, as --dtype auto picks on a CPU with native bf16.
-@pytest.mark.parametrize("skip_cfg_after, precision", [(1.0, "float32"), (0.5, "float32"), (1.0, "bfloat16")])
-def test_txt2img_follows_colours_and_shapes(demo, demo_bf16, skip_cfg_after, precision):
+# whole pipeline in bf16, as --dtype auto picks on a CPU with native bf16; DeepCache with interval 3.
+@pytest.mark.parametrize(
+    "skip_cfg_after, precision, deep_cache",
+    [(1.0, "float32", 1), (0.5, "float32", 1), (1.0, "bfloat16", 1), (1.0, "float32", 3)],
+)
+def test_txt2img_follows_colours_and_shapes(demo, demo_bf16, skip_cfg_after, precision, deep_cache):
     engine = demo_bf16 if precision == "bfloat16" else demo
     assert engine.cache.plan.dtype == getattr(torch, precision)
     hits = {"colour": 0, "background": 0, "shape": 0}
     for colour, shape, background in PROMPTS:
         prompt = f"a {colour} {shape} on a {background} background"
-        request = Txt2ImgRequest(prompt=prompt, seed=11, steps=16, guidance_scale=6.0, skip_cfg_after=skip_cfg_after)
+        request = Txt2ImgRequest(
+            prompt=prompt, seed=11, steps=16, guidance_scale=6.0, skip_cfg_after=skip_cfg_after, deep_cache=deep_cache
+        )
         image = run(engine, request).images[0]
         got = classify_picture(image)
         hits["colour"] += got["colour"] == colour

@@ -43,6 +43,7 @@ COMMON_FIELDS = (
     "styles",
     "vae",
     "skip_cfg_after",
+    "deep_cache",
 )
 
 
@@ -71,6 +72,7 @@ class CommonControls:
     styles: gr.Dropdown
     vae: gr.Dropdown
     skip_cfg_after: gr.Slider
+    deep_cache: gr.Slider
     random_seed: gr.Button
     reuse_seed: gr.Button
     presets: PresetRow | None = None
@@ -203,6 +205,13 @@ def build_common_controls(
         f"{prefix}-skip-cfg-after",
         info="Below 1, the last steps run without the negative prompt's pass: faster, slightly different.",
     )
+    deep_cache = limit_slider(
+        "DeepCache interval (1 = off)",
+        limits["deep_cache"],
+        1,
+        f"{prefix}-deep-cache",
+        info="N > 1: the UNet's deep layers run every Nth step and are reused between: faster, slightly different.",
+    )
     with gr.Row():
         w_limit, h_limit = limits["width"], limits["height"]
         if zero_size_allowed:
@@ -237,6 +246,7 @@ def build_common_controls(
         styles=styles,
         vae=vae,
         skip_cfg_after=skip_cfg,
+        deep_cache=deep_cache,
         random_seed=random_seed,
         reuse_seed=reuse_seed,
         presets=presets,

@@ -28,6 +28,7 @@ CARRIED = (
     "model",
     "vae",
     "skip_cfg_after",
+    "deep_cache",
 )
 SIZE = ("width", "height")
 
@@ -96,6 +97,7 @@ def wire_send(
         if infotext:
             fields.setdefault("vae", "")  # no VAE key: the picture was made with the model's own
             fields.setdefault("skip_cfg_after", 1.0)  # no key: CFG ran on every step
+            fields.setdefault("deep_cache", 1)  # no key: the whole UNet ran on every step
             fields.setdefault("enable_hr", False)  # no Hires keys: made without the hires fix
         dropped = unusable(fields, registry_names)
         if dropped:

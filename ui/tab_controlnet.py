@@ -197,6 +197,7 @@ def build_tab(studio: Studio) -> TabHandle:
         styles: list[str] | None,
         vae: str,
         skip_cfg_after: float,
+        deep_cache: int,
         image,
         control_type: str,
         preprocessor: str,

@@ -88,6 +88,7 @@ def build_tab(studio: Studio) -> TabHandle:
         styles: list[str] | None,
         vae: str,
         skip_cfg_after: float,
+        deep_cache: int,
         samplers: list[str] | None,
         steps_list: str,
         cfg_list: str,

@@ -41,6 +41,7 @@ def build_tab(studio: Studio) -> TabHandle:
         styles: list[str] | None,
         vae: str,
         skip_cfg_after: float,
+        deep_cache: int,
         enable_hr: bool = False,
         hr_upscaler: str = "Lanczos",
         hr_scale: float = 2.0,
