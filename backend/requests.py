@@ -543,6 +543,11 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
     _in_range("guidance_scale", changes["guidance_scale"], limits["guidance_scale"])
     changes["skip_cfg_after"] = _real("skip_cfg_after", request.skip_cfg_after)
     _in_range("skip_cfg_after", changes["skip_cfg_after"], limits["skip_cfg_after"])
+    if changes["deep_cache"] > 1 and settings.compile_unet:
+        # The compiled graph would bypass DeepCache's per-block wrappers (or recompile on every step).
+        raise ValidationError(
+            "deep_cache", "DeepCache cannot run on this server's compiled UNet (SDSTUDIO_COMPILE_UNET): use interval 1"
+        )
     for name in ("width", "height"):
         value = changes[name]
         if value % SIZE_MULTIPLE:

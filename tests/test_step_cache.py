@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from backend.infotext import parse_infotext
-from backend.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest, ValidationError
+from backend.requests import (
+    ControlNetRequest,
+    ControlUnit,
+    Img2ImgRequest,
+    InpaintRequest,
+    ValidationError,
+    validate,
+)
+from backend.settings import Settings
 
 from .conftest import TINY, pixels
 
@@ -80,3 +88,11 @@ def test_out_of_range_is_refused(shared_engine, tiny_request, bad):
     with pytest.raises(ValidationError) as err:
         shared_engine.run(tiny_request.replace(deep_cache=bad))
     assert err.value.field == "deep_cache"
+
+
+def test_refused_with_a_compiled_unet(tiny_request):
+    """A compiled UNet would bypass the cache's block wrappers: said, not silently slow."""
+    with pytest.raises(ValidationError, match="compiled UNet") as err:
+        validate(tiny_request.replace(deep_cache=3), Settings(offline=True, compile_unet=True), [TINY])
+    assert err.value.field == "deep_cache"
+    assert validate(tiny_request.replace(deep_cache=3), Settings(offline=True), [TINY]).deep_cache == 3
