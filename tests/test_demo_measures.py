@@ -40,3 +40,16 @@ def test_classifier_reports_where_the_shape_is():
         assert abs(got["cx"] - scene.cx) <= 3 and abs(got["cy"] - scene.cy) <= 3  # a triangle's box centre is lower
         # A shape wider than a third cannot sit wholly in the outer third: the generator stops it at the border.
         assert evaluate.on_side(side, got["cx"], got["cy"]) or scene.size > data.RESOLUTION / 3
+
+
+def test_caption_fragments_are_true_of_their_picture():
+    """The refine stage's short captions ("red", "a red circle", "blue background") only name what is drawn."""
+    rng = np.random.default_rng(0)
+    seen = set()
+    for index in range(300):
+        scene = data.scene(0, index)
+        assert scene == data.sample(0, index)[2]  # the same scene as the cached picture of that index
+        fragment = data.fragment(scene, rng)
+        assert set(fragment.split()) <= set(scene.caption.split()), (fragment, scene.caption)
+        seen.add(len(fragment.split()))
+    assert {1, 2, 3} <= seen  # bare words, "red circle", "a red circle" all occur

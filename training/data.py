@@ -156,6 +156,24 @@ def render(scene: Scene) -> np.ndarray:
     return np.clip(m * fg + (1 - m) * bg + 0.5, 0, 255).astype(np.uint8)
 
 
+def scene(seed: int, index: int) -> Scene:
+    """The scene of picture ``index`` of the set ``seed`` (as :func:`sample` draws it, without rendering)."""
+    return sample_scene(np.random.default_rng((seed, index)))
+
+
+def fragment(scene: Scene, rng: np.random.Generator) -> str:
+    """A short caption that is still true of the picture: "red", "a red circle", "blue background", ...
+
+    Full captions only teach the model sentences; a user's negative prompt is often one word ("red"). Trained on
+    fragments too, a bare colour word means that colour, so as a negative prompt it steers away from it.
+    """
+    c, s, b = scene.colour, scene.shape, scene.background
+    forms = [c, f"{c} {s}", f"a {c} {s}", s, f"a {s}", f"{b} background", f"a {s} on a {b} background"]
+    if scene.position_word:
+        forms.append(f"a {c} {s} {POSITION_PHRASE[scene.position_word]}")
+    return forms[rng.integers(len(forms))]
+
+
 def sample(seed: int, index: int, **kwargs) -> tuple[np.ndarray, str, Scene]:
     """Picture ``index`` of the set ``seed``: (uint8 HxWx3, caption, scene)."""
     rng = np.random.default_rng((seed, index))

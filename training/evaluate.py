@@ -327,7 +327,24 @@ def evaluate_words(path: str, n: int = 16, seed: int = 0, device: str = "cpu") -
         got = [data.classify_picture(im) for im in _run(pipe, prompts, seed)]
         sizes[word] = float(np.mean([g["size"] for g in got if g["colour"] is not None]))
     sizes["no size word"] = float(np.mean([g["size"] for g in base if g["colour"] is not None]))
-    return {"prompts_per_word": n, "positions": positions, "sizes_px": sizes, "measured": now()}
+    negatives = evaluate_negatives(pipe, triples, seed)
+    return {"prompts_per_word": n, "positions": positions, "sizes_px": sizes, "negatives": negatives, "measured": now()}
+
+
+def evaluate_negatives(pipe, triples, seed: int) -> dict:
+    """Does a negative prompt steer away from the colour it names? For prompts silent on colour ("a circle on a
+    blue background"), the colour the model drew without a negative prompt is then named as the negative prompt,
+    same seed, as a bare word ("red") and as a caption ("a red circle"): the share of pictures that kept it."""
+    prompts = [f"a {s} on a {b} background" for _, s, b in triples]
+    drawn = [g["colour"] for g in (data.classify_picture(im) for im in _run(pipe, prompts, seed + 7))]
+    cases = [(p, c, s) for p, c, (_, s, _) in zip(prompts, drawn, triples, strict=True) if c is not None]
+    forms = {"bare word": [c for _, c, _ in cases], "caption": [f"a {c} {s}" for _, c, s in cases]}
+    kept = {}
+    for name, negatives in forms.items():
+        got = _run(pipe, [p for p, _, _ in cases], seed + 7, negative_prompt=negatives)
+        colours = [data.classify_picture(im)["colour"] for im in got]
+        kept[name] = float(np.mean([got_c == c for got_c, (_, c, _) in zip(colours, cases, strict=True)]))
+    return {"prompts": len(cases), "kept_the_colour": kept}
 
 
 def evaluate_specks(path: str, n: int = 64, seed: int = 0, device: str = "cpu") -> dict:
@@ -366,6 +383,8 @@ def print_words(f: dict) -> None:
     for side, v in f["positions"].items():
         print(f"  {side:7} with the word {v['with_word']:6.1%}, same prompts and seeds without {v['without_word']:.1%}")
     print("size words: mean bounding-box side " + ", ".join(f"{k} {v:.1f} px" for k, v in f["sizes_px"].items()))
+    kept = f["negatives"]["kept_the_colour"]
+    print("negative prompt = the colour drawn without it; kept: " + ", ".join(f"{k} {v:.0%}" for k, v in kept.items()))
 
 
 def now() -> str:

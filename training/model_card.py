@@ -39,9 +39,9 @@ def render(folder: Path) -> str:
     if (folder / "controlnet_canny").is_dir():
         variants.append(
             f"- `controlnet_canny/`: canny ControlNet (`ControlNetModel.from_unet`), "
-            f"{info.get('controlnet_steps', '?')} steps; SD Studio lists it as this model's canny ControlNet. "
-            "Limitation: with an init picture at low strength (0.2) it pulls the colours towards the prompt far "
-            "more than plain img2img does; it is meant to be used from noise."
+            f"{info.get('controlnet_steps', '?')} steps with {info.get('controlnet_caption_dropout', 0.1):.0%} of the "
+            "captions empty (so it learns to read the map, not only the text); SD Studio lists it as this model's "
+            "canny ControlNet."
         )
     variants_text = "\n".join(variants) or "- none yet (the inpaint and controlnet stages have not run)"
     psnr = vae.get("psnr_db")
@@ -71,7 +71,7 @@ Status: **{status}**. Weights: {_size_mb(folder):.1f} MB of safetensors.
 - Colours: {", ".join(data.COLOURS)} (a fixed palette; other colour words were never seen).
 - Shapes: {", ".join(data.SHAPES)}.
 {_word_figures(ev.get("words"))}
-- Trained with 10% caption dropout, so classifier-free guidance (guidance 5-7) and negative prompts work.
+{_negative_figures((ev.get("words") or {}).get("negatives"))}
 
 Default size 64x64; 20 steps of DPM++ 2M / Euler / DDIM (built with `from_config` from the saved
 scheduler config) are enough.
@@ -89,6 +89,7 @@ from pictures generated on the fly by `training/data.py`:
    jointly: {unet_steps} of {cfg.get("unet_steps", "?")} steps x batch {cfg.get("unet_batch", "?")}, AdamW lr {cfg.get("unet_lr", "?")}
    (warm-up, cosine to 20%), epsilon prediction, min-SNR-5 weighting, caption dropout 10%, EMA {cfg.get("ema", "?")}
    (the exported weights are the EMA).
+{_refine_line(cfg)}
 
 Variants in this folder:
 {variants_text}
@@ -111,6 +112,30 @@ colour and shape-template IoU; measured {ev.get("measured", "never")} on the wei
 
 {_speck_figures(ev.get("specks"))}
 """
+
+
+def _refine_line(cfg: dict) -> str:
+    if not cfg.get("refine_steps"):
+        return "   (no second cycle)"
+    return (
+        f"   Then a second cycle (warm restart from those EMA weights, fresh optimizer): {cfg['refine_steps']} steps, "
+        f"lr {cfg.get('refine_lr', '?')}, with {cfg.get('refine_fragments', 0):.0%} of the captions replaced by short "
+        "fragments still true of the picture (`red`, `a red circle`, `blue background`)."
+    )
+
+
+def _negative_figures(negatives: dict | None) -> str:
+    if not negatives:
+        return "- Negative prompts: not measured yet (`python training/evaluate.py --words --card`)."
+    kept = negatives["kept_the_colour"]
+    works = max(kept.values()) <= 0.25
+    lead = "- Negative prompts steer away from a colour" if works else "- **Negative prompts do not steer reliably**"
+    return (
+        f"{lead}: for {negatives['prompts']} prompts silent on colour (`a circle on a blue background`), the colour "
+        f"drawn without a negative prompt, named as the negative prompt with the same seed, stayed in "
+        f"{kept['bare word']:.0%} of the pictures as a bare word (`red`) and {kept['caption']:.0%} as a caption "
+        "(`a red circle`). Trained with 10% empty captions (classifier-free guidance; guidance 5-7 works)."
+    )
 
 
 def _decoder_line(decoder: dict | None, cfg: dict) -> str:
