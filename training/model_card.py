@@ -78,7 +78,7 @@ scheduler config) are enough.
 
 ## How it was trained
 
-`training/train_demo.py` (seed {info.get("seed", 0)}, device {info.get("device", "cpu")}, {info.get("threads", "?")} thread(s)),
+`training/train_demo.py` (seed {info.get("seed", 0)}, device {info.get("device", "cpu")}; stage times in `training/README.md`),
 from pictures generated on the fly by `training/data.py`:
 
 1. VAE (8x: 64x64x3 -> 8x8x4, {vae.get("params_m", 0):.2f}M params): {cfg.get("vae_steps", "?")} steps x batch
@@ -86,7 +86,7 @@ from pictures generated on the fly by `training/data.py`:
    `scaling_factor` = 1 / std of the cached latents.
 {_decoder_line(info.get("decoder"), cfg)}
 2. Latent cache of {cfg.get("n_latents", "?")} pictures, then UNet (2.77M params) + text encoder (0.12M)
-   jointly: {unet_steps} of {cfg.get("unet_steps", "?")} steps x batch {cfg.get("unet_batch", "?")}, AdamW lr {cfg.get("unet_lr", "?")}
+   jointly: {_first_cycle(unet_steps, cfg)} steps x batch {cfg.get("unet_batch", "?")}, AdamW lr {cfg.get("unet_lr", "?")}
    (warm-up, cosine to 20%), epsilon prediction, min-SNR-5 weighting, caption dropout 10%, EMA {cfg.get("ema", "?")}
    (the exported weights are the EMA).
 {_refine_line(cfg)}
@@ -112,6 +112,14 @@ colour and shape-template IoU; measured {ev.get("measured", "never")} on the wei
 
 {_speck_figures(ev.get("specks"))}
 """
+
+
+def _first_cycle(unet_steps, cfg: dict) -> str:
+    """The first cycle's steps: all of them once the export is past it (the second cycle counts on from there)."""
+    first = cfg.get("unet_steps", "?")
+    if isinstance(unet_steps, int) and isinstance(first, int) and unet_steps >= first:
+        return str(first)
+    return f"{unet_steps} of {first}"
 
 
 def _refine_line(cfg: dict) -> str:
@@ -187,8 +195,8 @@ def _speck_figures(specks: dict | None) -> str:
     if not specks:
         return "VAE specks: not measured yet (`python training/evaluate.py --specks --card`)."
     rates = (
-        f"{specks['round_trip_with_speck']:.0%} of VAE encode-decode round trips of clean drawn pictures and "
-        f"{specks['generated_with_speck']:.0%} of generated pictures have at least one blob of 3 or more connected "
+        f"{specks['round_trip_with_speck']:.1%} of VAE encode-decode round trips of clean drawn pictures and "
+        f"{specks['generated_with_speck']:.1%} of generated pictures have at least one blob of 3 or more connected "
         f"pixels far from the two colours and their edge blends (0% of the clean pictures; round-trip PSNR "
         f"{specks['round_trip_psnr_db']:.1f} dB; {specks['pictures']} pictures each)"
     )
