@@ -29,7 +29,7 @@ Usage (from the repository root)::
 
     python training/train_demo.py --quick                      # smoke test, a few minutes
     python training/train_demo.py --quick --out models/demo    # ... writing the app's model folder
-    OMP_NUM_THREADS=1 nice -n 10 python training/train_demo.py --threads 1   # the full run, ~2 h
+    OMP_NUM_THREADS=2 nice -n 10 python training/train_demo.py --threads 2   # the full run, ~3 h on 2 cores
 
 Uses the GPU when one is present (``--device`` to override).
 """
@@ -1090,7 +1090,7 @@ def main(argv=None):
     p.add_argument("--log-dir", default=str(HERE / "logs"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (the full run uses 1 on a shared CPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (the shipped run: 2)")
     p.add_argument("--save-every", type=float, default=4.0, help="minutes between checkpoints")
     for key in SCHEDULES["full"]:
         kind = float if isinstance(SCHEDULES["full"][key], float) else int
