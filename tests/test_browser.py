@@ -178,18 +178,19 @@ def test_paint_mask_and_inpaint(browser, app_url, tmp_path, test_image):
     picture = test_image.resize((256, 192))
     picture.save(tmp_path / "in.png")
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
-    page.goto(app_url)
-    page.get_by_role("tab", name="inpaint").click()
     editor = page.locator("#inpaint-editor")
-    # Paint only once the upload is in the canvas; strokes on the empty canvas would be a different picture.
-    prompt_text = editor.get_by_text("Upload an image")
-    prompt_text.wait_for()
-    # A file chosen while the freshly shown tab is still mounting can be dropped: retry, but give each upload time
-    # to finish on a busy server (choosing the file again restarts an upload still under way).
+    # Gradio's editor takes a chosen file at once, even before its canvas is set up; a file chosen then never shows,
+    # and the editor takes no other file after it. So choose the file only once the editor is ready (it shows its
+    # zoom controls then), and start again on a fresh page if the picture still does not arrive.
     for _ in range(3):
+        page.goto(app_url)
+        page.get_by_role("tab", name="inpaint").click()
+        prompt_text = editor.get_by_text("Upload an image")
+        prompt_text.wait_for()
+        editor.get_by_role("button", name="Zoom in").wait_for(timeout=30_000)
         editor.locator("input[type=file]").first.set_input_files(str(tmp_path / "in.png"))
         try:
-            prompt_text.wait_for(state="hidden", timeout=20_000)
+            prompt_text.wait_for(state="hidden", timeout=30_000)
             break
         except PlaywrightTimeout:
             continue
