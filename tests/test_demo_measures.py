@@ -53,3 +53,50 @@ def test_caption_fragments_are_true_of_their_picture():
         assert set(fragment.split()) <= set(scene.caption.split()), (fragment, scene.caption)
         seen.add(len(fragment.split()))
     assert {1, 2, 3} <= seen  # bare words, "red circle", "a red circle" all occur
+
+
+def test_on_palette_removes_a_speck_and_keeps_a_clean_picture():
+    """The clean stage's target: the picture moved onto its two colours' blend line, edges kept, specks gone."""
+    picture, _, scene = data.sample(7, 0)
+    odd = next(c for c in data.COLOURS if c not in (scene.colour, scene.background))
+    spotted = picture.copy()
+    spotted[30:33, 30:33] = data.PALETTE[odd]
+    assert data.specks(spotted, scene.colour, scene.background) == 1
+    cleaned = data.on_palette(spotted, scene.colour, scene.background)
+    assert data.specks(cleaned, scene.colour, scene.background) == 0
+    # Anti-aliased edges are blends of the two colours: already on the line, left as they are (rounding aside).
+    kept = data.on_palette(picture, scene.colour, scene.background).astype(int)
+    assert np.abs(kept - picture.astype(int)).max() <= 2
+
+
+def test_card_names_the_position_words_that_do_not_work():
+    """The card renders each position word's figure and calls one under 90% not reliable (v1's card claimed
+    position words its model ignored)."""
+    import model_card
+
+    positions = {side: {"with_word": 0.97, "without_word": 0.05} for side in evaluate.SIDES}
+    positions["center"] = {"with_word": 0.5, "without_word": 0.2}
+    words = {
+        "prompts_per_word": 32,
+        "positions": positions,
+        "measured": "today",
+        "sizes_px": {"small": 24.0, "large": 43.0, "no size word": 33.0},
+    }
+    text = model_card._word_figures(words)
+    reliable, _, weak = text.partition("Not reliable")
+    assert "`in the center` 50% / 20%" in text
+    assert "`in the center`" in weak and "`in the center`" not in reliable.split("Reliable")[1]
+    assert "`on the left`" in reliable.split("Reliable")[1]
+
+
+def test_a_speck_is_a_third_colour_not_a_wrong_colour():
+    """Generated pictures are measured against the colours they show: a shape in the wrong colour is a
+    prompt-following error (counted by the colour figures), a blob of a third colour is a speck."""
+    picture, _, scene = data.sample(7, 3)
+    wrong = next(c for c in data.COLOURS if c not in (scene.colour, scene.background))
+    assert data.specks(picture, wrong, scene.background) >= 1  # against the caption's colour: all shape
+    assert data.drawn_specks(picture, wrong, scene.background) == 0
+    third = next(c for c in data.COLOURS if c not in (scene.colour, scene.background, wrong))
+    spotted = picture.copy()
+    spotted[1:4, 1:4] = data.PALETTE[third]
+    assert data.drawn_specks(spotted, wrong, scene.background) == 1

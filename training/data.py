@@ -263,6 +263,17 @@ SPECK_DISTANCE = 60.0  # RGB distance from the shape/background blend line that 
 SPECK_PIXELS = 3  # a blob of this many connected off-palette pixels is a speck
 
 
+def to_segment(picture: np.ndarray, colour: str, background: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's nearest point on the RGB line segment from ``background`` to ``colour``, and its distance to it."""
+    a = np.array(PALETTE[background], np.float32)
+    b = np.array(PALETTE[colour], np.float32)
+    p = np.asarray(picture, np.float32)[..., :3]
+    ab = b - a
+    t = np.clip(((p - a) @ ab) / max(float(ab @ ab), 1e-6), 0.0, 1.0)
+    nearest = a + t[..., None] * ab
+    return nearest, np.linalg.norm(p - nearest, axis=-1)
+
+
 def specks(picture: np.ndarray, colour: str, background: str) -> int:
     """Off-palette blobs of >= ``SPECK_PIXELS`` pixels in a picture of a ``colour`` shape on ``background``.
 
@@ -272,17 +283,29 @@ def specks(picture: np.ndarray, colour: str, background: str) -> int:
     """
     from scipy import ndimage
 
-    a = np.array(PALETTE[background], np.float32)
-    b = np.array(PALETTE[colour], np.float32)
-    p = np.asarray(picture, np.float32)[..., :3]
-    ab = b - a
-    t = np.clip(((p - a) @ ab) / max(float(ab @ ab), 1e-6), 0.0, 1.0)
-    distance = np.linalg.norm(p - (a + t[..., None] * ab), axis=-1)
+    _, distance = to_segment(picture, colour, background)
     labels, count = ndimage.label(distance > SPECK_DISTANCE, structure=np.ones((3, 3)))
     if count == 0:
         return 0
     sizes = np.bincount(labels.ravel())[1:]
     return int((sizes >= SPECK_PIXELS).sum())
+
+
+def drawn_specks(picture: np.ndarray, colour: str, background: str) -> int:
+    """:func:`specks` against the two colours the picture shows (``classify_picture``), the caption's ``colour`` and
+    ``background`` where it finds no shape: a speck is a blob of a third colour. A shape drawn in the wrong colour
+    is a prompt-following error, which the colour figures count, not a speck."""
+    drawn = classify_picture(picture)
+    if drawn["colour"] is not None:
+        colour, background = drawn["colour"], drawn["background"]
+    return specks(picture, colour, background)
+
+
+def on_palette(picture: np.ndarray, colour: str, background: str) -> np.ndarray:
+    """The picture with every pixel moved onto the segment between its two colours: what :func:`specks` calls clean,
+    with the picture's own edges and blends kept (uint8 HxWx3)."""
+    nearest, _ = to_segment(picture, colour, background)
+    return np.clip(nearest + 0.5, 0, 255).astype(np.uint8)
 
 
 def canny(picture: np.ndarray, low: int = 100, high: int = 200) -> np.ndarray:

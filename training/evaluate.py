@@ -287,26 +287,28 @@ def evaluate_controlnet(path: str, n: int = 24, seed: int = 0, device: str = "cp
 # ---------------------------------------------------------------------------------------------
 # Size and position words: does the picture follow them?
 
-SIDES = ("left", "right", "top", "bottom")
+SIDES = data.POSITIONS  # left, right, top, bottom, center
 
 
 def on_side(side: str, cx: float, cy: float) -> bool:
-    """The shape's centre lies in the named third of the picture."""
+    """The shape's centre lies in the named third of the picture (for the centre: the middle third both ways)."""
     third = data.RESOLUTION / 3
     return {
         "left": cx < third,
         "right": cx > 2 * third,
         "top": cy < third,
         "bottom": cy > 2 * third,
+        "center": third <= cx <= 2 * third and third <= cy <= 2 * third,
     }[side]
 
 
 def evaluate_words(path: str, n: int = 16, seed: int = 0, device: str = "cpu") -> dict:
     """Position and size words against the same prompts and seeds without them.
 
-    Positions: for each side, ``n`` prompts "a red circle on the left on a blue background"; a picture counts when
-    the shape's centre is in the named third. The same prompts without the position word (same seeds) give the
-    chance level. Sizes: the mean bounding-box side with "small" and with "large" (training sizes 20-28 and 38-46 px).
+    Positions: for each side and the centre, ``n`` prompts "a red circle on the left on a blue background"; a picture
+    counts when the shape's centre is in the named third (the centre: the middle third both ways). The same prompts
+    without the position word (same seeds) give the chance level. Sizes: the mean bounding-box side with "small" and
+    with "large" (training sizes 20-28 and 38-46 px).
     """
     pipe = load_pipeline(path, "dpm++", device)
     triples = eval_prompts(n, seed + 1)  # other colour triples than the main figures
@@ -347,8 +349,12 @@ def evaluate_negatives(pipe, triples, seed: int) -> dict:
     return {"prompts": len(cases), "kept_the_colour": kept}
 
 
+SPECK_SAMPLERS = ("Euler a", "Euler", "UniPC", "DDIM", "DPM++ 2M SDE")
+
+
 def evaluate_specks(path: str, n: int = 64, seed: int = 0, device: str = "cpu") -> dict:
-    """Off-palette specks (``data.specks``) in VAE round trips of clean pictures and in generated pictures."""
+    """Off-palette specks (``data.specks``) in VAE round trips of clean pictures and in generated pictures (DPM++ 2M,
+    and the same prompts and seeds through SPECK_SAMPLERS; 20 steps, guidance 6)."""
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True).float().to(device)
@@ -359,21 +365,35 @@ def evaluate_specks(path: str, n: int = 64, seed: int = 0, device: str = "cpu") 
     trips = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     mse = float(((trips.astype(np.float64) - pictures) ** 2).mean())
     scenes = [scene for _, _, scene in samples]
-    pipe = load_pipeline(path, "dpm++", device)
     triples = eval_prompts(n, seed)
-    generated = _run(pipe, [data.plain_caption(c, s, b) for c, s, b in triples], seed)
+    captions = [data.plain_caption(c, s, b) for c, s, b in triples]
 
-    def rate(pictures, pairs) -> float:
-        found = [data.specks(pic, colour, bg) > 0 for pic, (colour, bg) in zip(pictures, pairs, strict=True)]
-        return float(np.mean(found))
+    def rate(pictures, pairs, measure=data.specks) -> float:
+        return float(np.mean([measure(pic, c, b) > 0 for pic, (c, b) in zip(pictures, pairs, strict=True)]))
+
+    def generated(sampler: str) -> dict:
+        """A speck in a generated picture is a blob of a third colour (``data.drawn_specks``); whether the picture
+        has the caption's colours is the separate prompt-following figure beside it."""
+        got = _run(load_pipeline(path, sampler, device), captions, seed)
+        drawn = [data.classify_picture(im) for im in got]
+        right = [d["colour"] == c and d["background"] == b for d, (c, _, b) in zip(drawn, triples, strict=True)]
+        return {
+            "with_speck": rate(got, [(c, b) for c, _, b in triples], data.drawn_specks),
+            "caption_colours": float(np.mean(right)),
+        }
 
     pairs = [(sc.colour, sc.background) for sc in scenes]
+    # The same prompts through the app's other samplers: their last steps leave other latents than DPM++'s.
+    by_sampler = {sampler: generated(sampler) for sampler in SPECK_SAMPLERS}
+    first = generated("dpm++")
     return {
         "pictures": n,
         "clean_with_speck": rate(pictures, pairs),
         "round_trip_with_speck": rate(trips, pairs),
         "round_trip_psnr_db": 10 * float(np.log10(255**2 / max(mse, 1e-9))),
-        "generated_with_speck": rate(generated, [(c, b) for c, _, b in triples]),
+        "generated_with_speck": first["with_speck"],
+        "generated_caption_colours": first["caption_colours"],
+        "generated_by_sampler": by_sampler,
         "measured": now(),
     }
 

@@ -90,6 +90,7 @@ from pictures generated on the fly by `training/data.py`:
    (warm-up, cosine to 20%), epsilon prediction, min-SNR-5 weighting, caption dropout 10%, EMA {cfg.get("ema", "?")}
    (the exported weights are the EMA).
 {_refine_line(cfg)}
+{_clean_line(info.get("clean"), cfg)}
 
 Variants in this folder:
 {variants_text}
@@ -132,6 +133,20 @@ def _refine_line(cfg: dict) -> str:
     )
 
 
+def _clean_line(clean: dict | None, cfg: dict) -> str:
+    if not clean:
+        return "3. (no clean stage: the decoder was not trained on generated latents)"
+    held = clean["held_out_with_speck"]
+    return (
+        f"3. The decoder once more, on the finished UNet's own latents ({clean['generated']} generated through six "
+        f"samplers, 8-30 steps, CFG 4-8; the {clean['kept']} showing the caption's colours kept), towards its own "
+        "decoding with every pixel moved onto the blend of the picture's two colours, round trips of fresh pictures "
+        f"in every batch: {clean['steps']} steps, lr {cfg.get('clean_lr', '?')}. Held-out generated pictures "
+        f"({clean['held_out']}) with a speck: {held['before']:.1%} before, {held['after']:.1%} after; round trips "
+        f"{_trip(clean['round_trip'])}."
+    )
+
+
 def _negative_figures(negatives: dict | None) -> str:
     if not negatives:
         return "- Negative prompts: not measured yet (`python training/evaluate.py --words --card`)."
@@ -157,7 +172,7 @@ def _decoder_line(decoder: dict | None, cfg: dict) -> str:
 
 
 def _trip(figures: dict) -> str:
-    return f"{figures['psnr_db']:.1f} dB with a speck in {figures['with_speck']:.0%}"
+    return f"{figures['psnr_db']:.1f} dB with a speck in {figures['with_speck']:.1%}"
 
 
 def _word_figures(words: dict | None) -> str:
@@ -167,27 +182,29 @@ def _word_figures(words: dict | None) -> str:
             f"- Sizes: {', '.join(data.SIZES)}; position words ({phrases}) were in the training captions. Whether the "
             "model follows them is not measured yet (`python training/evaluate.py --words --card`)."
         )
-    phrases = ", ".join(f"`{data.POSITION_PHRASE[side]}`" for side in words["positions"])
     px = words["sizes_px"]
-    with_word = [v["with_word"] for v in words["positions"].values()]
-    without = [v["without_word"] for v in words["positions"].values()]
     n = words["prompts_per_word"]
     sizes = (
         f"- Sizes: small, large. Measured mean bounding-box side: small {px['small']:.1f} px, large "
         f"{px['large']:.1f} px, no size word {px['no size word']:.1f} px ({n} prompts each).\n"
     )
-    chance = f"{min(without):.0%}-{max(without):.0%} with the same prompts and seeds without it ({n} prompts per side)"
-    if min(with_word) >= 0.9:
-        verdict = (
-            f"- Positions: {phrases}. The shape's centre lands in the named third {min(with_word):.0%}-"
-            f"{max(with_word):.0%} of the time with the word, {chance}. A positioned shape is small (20-32 px): "
+    rows = ", ".join(
+        f"`{data.POSITION_PHRASE[side]}` {v['with_word']:.0%} / {v['without_word']:.0%}"
+        for side, v in words["positions"].items()
+    )
+    works = [data.POSITION_PHRASE[side] for side, v in words["positions"].items() if v["with_word"] >= 0.9]
+    weak = [data.POSITION_PHRASE[side] for side, v in words["positions"].items() if v["with_word"] < 0.9]
+    verdict = (
+        f"- Positions: the shape's centre in the named third (for `in the center` the middle third both ways) with "
+        f"the word / with the same prompts and seeds without it, {n} prompts each: {rows}.\n"
+    )
+    if works:
+        verdict += (
+            f"  Reliable (90% or more): {', '.join(f'`{w}`' for w in works)}. A positioned shape is small (20-32 px): "
             "`large` with a position word was never in the training captions.\n"
         )
-    else:
-        verdict = (
-            f"- **Position words do not work reliably.** {phrases}: the shape's centre lands in the named third "
-            f"{min(with_word):.0%}-{max(with_word):.0%} of the time with the word, {chance}.\n"
-        )
+    if weak:
+        verdict += f"  **Not reliable** (under 90%): {', '.join(f'`{w}`' for w in weak)}.\n"
     return sizes + verdict + f"  Measured by `python training/evaluate.py --words --card` on {words['measured']}."
 
 
@@ -195,16 +212,26 @@ def _speck_figures(specks: dict | None) -> str:
     if not specks:
         return "VAE specks: not measured yet (`python training/evaluate.py --specks --card`)."
     rates = (
-        f"{specks['round_trip_with_speck']:.1%} of VAE encode-decode round trips of clean drawn pictures and "
-        f"{specks['generated_with_speck']:.1%} of generated pictures have at least one blob of 3 or more connected "
-        f"pixels far from the two colours and their edge blends (0% of the clean pictures; round-trip PSNR "
-        f"{specks['round_trip_psnr_db']:.1f} dB; {specks['pictures']} pictures each)"
+        f"{specks['round_trip_with_speck']:.1%} of VAE encode-decode round trips of clean drawn pictures have at least "
+        "one blob of 3 or more connected pixels far from the two colours and their edge blends (0% of the clean "
+        f"pictures; round-trip PSNR {specks['round_trip_psnr_db']:.1f} dB), and {specks['generated_with_speck']:.1%} "
+        "of generated pictures (DPM++ 2M, 20 steps, guidance 6) have one of a third colour"
     )
-    worst = max(specks["round_trip_with_speck"], specks["generated_with_speck"])
+    others = specks.get("generated_by_sampler", {})
+    if others:
+        rates += (
+            "; the same prompts and seeds through the app's other samplers: "
+            + ", ".join(f"{k} {v['with_speck']:.1%}" for k, v in others.items())
+            + " (pictures with the caption's two colours: "
+            + ", ".join(f"{k} {v['caption_colours']:.0%}" for k, v in others.items())
+            + f"; DPM++ 2M {specks.get('generated_caption_colours', 1.0):.0%})"
+        )
+    rates += f" ({specks['pictures']} pictures each)"
+    worst = max(
+        specks["round_trip_with_speck"], specks["generated_with_speck"], *(v["with_speck"] for v in others.values())
+    )
     lead = "**Known flaw: a small off-palette speck.** " if worst > 0.02 else "Off-palette specks: "
-    return (
-        f"{lead}{rates}. Measured by `python training/evaluate.py --specks --card` on {specks['measured']}."
-    )
+    return f"{lead}{rates}. Measured by `python training/evaluate.py --specks --card` on {specks['measured']}."
 
 
 def _other_figures(ev: dict) -> str:
@@ -233,7 +260,9 @@ def _other_figures(ev: dict) -> str:
             f"{cn['edge_iou_with_controlnet']:.2f} with the ControlNet vs {cn['edge_iou_without_controlnet']:.2f} without."
         )
     if not lines:
-        text = "img2img, inpainting and ControlNet figures: not measured yet (`python training/evaluate.py --all --card`)."
+        text = (
+            "img2img, inpainting and ControlNet figures: not measured yet (`python training/evaluate.py --all --card`)."
+        )
     else:
         text = "Other figures (`python training/evaluate.py --all --card`):\n\n" + "\n".join(lines)
     return text + _sampler_table(ev.get("samplers"))
