@@ -55,20 +55,6 @@ def test_caption_fragments_are_true_of_their_picture():
     assert {1, 2, 3} <= seen  # bare words, "red circle", "a red circle" all occur
 
 
-def test_on_palette_removes_a_speck_and_keeps_a_clean_picture():
-    """The clean stage's target: the picture moved onto its two colours' blend line, edges kept, specks gone."""
-    picture, _, scene = data.sample(7, 0)
-    odd = next(c for c in data.COLOURS if c not in (scene.colour, scene.background))
-    spotted = picture.copy()
-    spotted[30:33, 30:33] = data.PALETTE[odd]
-    assert data.specks(spotted, scene.colour, scene.background) == 1
-    cleaned = data.on_palette(spotted, scene.colour, scene.background)
-    assert data.specks(cleaned, scene.colour, scene.background) == 0
-    # Anti-aliased edges are blends of the two colours: already on the line, left as they are (rounding aside).
-    kept = data.on_palette(picture, scene.colour, scene.background).astype(int)
-    assert np.abs(kept - picture.astype(int)).max() <= 2
-
-
 def test_card_names_the_position_words_that_do_not_work():
     """The card renders each position word's figure and calls one under 90% not reliable (v1's card claimed
     position words its model ignored)."""

@@ -37,9 +37,6 @@ def test_quick_training_writes_a_model_the_app_loads(tmp_path, cache_dir):
     ]
     subprocess.run(cmd, cwd=ROOT, check=True, timeout=1200)
     assert json.loads((out / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
-    # The clean stage trained the decoder on the base's own latents and measured held-out pictures before and after.
-    clean = json.loads((tmp_path / "ckpt" / "clean_done.json").read_text())
-    assert clean["steps"] == 10 and clean["held_out"] == 16 and set(clean["held_out_with_speck"]) == {"before", "after"}
     registry_file = write_registry(tmp_path / "m.json", ["Quick demo"], source=str(out))
     engine = Engine(
         Settings(offline=True, cache_dir=cache_dir, output_dir=tmp_path / "o", default_model="Quick demo"),

@@ -301,13 +301,6 @@ def drawn_specks(picture: np.ndarray, colour: str, background: str) -> int:
     return specks(picture, colour, background)
 
 
-def on_palette(picture: np.ndarray, colour: str, background: str) -> np.ndarray:
-    """The picture with every pixel moved onto the segment between its two colours: what :func:`specks` calls clean,
-    with the picture's own edges and blends kept (uint8 HxWx3)."""
-    nearest, _ = to_segment(picture, colour, background)
-    return np.clip(nearest + 0.5, 0, 255).astype(np.uint8)
-
-
 def canny(picture: np.ndarray, low: int = 100, high: int = 200) -> np.ndarray:
     """Canny edge map (uint8 HxW, 0/255) of a uint8 picture, as the ControlNet stage uses it."""
     import cv2

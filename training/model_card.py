@@ -90,7 +90,6 @@ from pictures generated on the fly by `training/data.py`:
    (warm-up, cosine to 20%), epsilon prediction, min-SNR-5 weighting, caption dropout 10%, EMA {cfg.get("ema", "?")}
    (the exported weights are the EMA).
 {_refine_line(cfg)}
-{_clean_line(info.get("clean"), cfg)}
 
 Variants in this folder:
 {variants_text}
@@ -130,20 +129,6 @@ def _refine_line(cfg: dict) -> str:
         f"   Then a second cycle (warm restart from those EMA weights, fresh optimizer): {cfg['refine_steps']} steps, "
         f"lr {cfg.get('refine_lr', '?')}, with {cfg.get('refine_fragments', 0):.0%} of the captions replaced by short "
         "fragments still true of the picture (`red`, `a red circle`, `blue background`)."
-    )
-
-
-def _clean_line(clean: dict | None, cfg: dict) -> str:
-    if not clean:
-        return "3. (no clean stage: the decoder was not trained on generated latents)"
-    held = clean["held_out_with_speck"]
-    return (
-        f"3. The decoder once more, on the finished UNet's own latents ({clean['generated']} generated through six "
-        f"samplers, 8-30 steps, CFG 4-8; the {clean['kept']} showing the caption's colours kept), towards its own "
-        "decoding with every pixel moved onto the blend of the picture's two colours, round trips of fresh pictures "
-        f"in every batch: {clean['steps']} steps, lr {cfg.get('clean_lr', '?')}. Held-out generated pictures "
-        f"({clean['held_out']}) with a speck: {held['before']:.1%} before, {held['after']:.1%} after; round trips "
-        f"{_trip(clean['round_trip'])}."
     )
 
 

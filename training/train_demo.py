@@ -74,10 +74,6 @@ SCHEDULES = {
         refine_steps=4000,
         refine_lr=5e-4,
         refine_fragments=0.2,
-        clean_latents=1536,
-        clean_held_out=256,
-        clean_steps=1500,
-        clean_lr=2e-4,
         warmup=300,
         ema=0.999,
         inpaint_steps=1000,
@@ -101,10 +97,6 @@ SCHEDULES = {
         refine_steps=20,
         refine_lr=5e-4,
         refine_fragments=0.2,
-        clean_latents=32,
-        clean_held_out=16,
-        clean_steps=10,
-        clean_lr=1e-4,
         warmup=10,
         ema=0.99,
         inpaint_steps=15,
@@ -241,7 +233,7 @@ class Ctx:
 
     def gen(self, stage: str, step: int) -> torch.Generator:
         """A generator fixed by (seed, stage, step): resuming replays exactly the same batches."""
-        salt = {"vae": 1, "unet": 2, "inpaint": 3, "controlnet": 4, "decoder": 5, "refine": 6, "clean": 7}[stage]
+        salt = {"vae": 1, "unet": 2, "inpaint": 3, "controlnet": 4, "decoder": 5, "refine": 6}[stage]
         return torch.Generator().manual_seed((self.seed * 1_000_003 + salt * 10_000_019 + step) % (2**63))
 
     def tokenize(self, captions: list[str]) -> torch.Tensor:
@@ -562,188 +554,6 @@ def stage_decoder(ctx):
 
 
 # ---------------------------------------------------------------------------------------------
-# Stage: decoder on the finished UNet's own latents ("clean")
-
-# The app's samplers the clean stage generates with, in turn: generated latents differ from sampler to sampler.
-CLEAN_SPECK_WEIGHT = 20.0
-CLEAN_SAMPLERS = (
-    ("DPM++ 2M", "Karras"),
-    ("Euler a", "Automatic"),
-    ("Euler", "Automatic"),
-    ("UniPC", "Automatic"),
-    ("DDIM", "Automatic"),
-    ("DPM++ 2M SDE", "Karras"),
-)
-
-
-def generate_latents(ctx, vae, unet, te, seed: int, n: int, batch: int = 32):
-    """Latents the base generates for ``n`` training captions (set ``seed``), each batch through the next sampler of
-    CLEAN_SAMPLERS with random steps (8-30) and CFG (4-8): (latents in the decoder's units, scenes)."""
-    from diffusers import StableDiffusionPipeline
-
-    from backend.samplers import build_scheduler
-
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=te,
-        tokenizer=ctx.tokenizer,
-        unet=unet,
-        scheduler=pipeline_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    rng = np.random.default_rng((seed, 77))
-    latents, scenes = [], []
-    for k, start in enumerate(tqdm(range(0, n, batch), desc="generate", mininterval=10, file=sys.stderr)):
-        _, captions, batch_scenes = data.batch(seed, start, min(batch, n - start))
-        sampler, schedule = CLEAN_SAMPLERS[k % len(CLEAN_SAMPLERS)]
-        pipe.scheduler = build_scheduler(dict(pipeline_scheduler().config), sampler, schedule)
-        gens = [torch.Generator().manual_seed(seed * 10007 + start + i) for i in range(len(captions))]
-        with torch.no_grad():
-            out = pipe(
-                captions,
-                num_inference_steps=int(rng.integers(8, 31)),
-                guidance_scale=float(rng.uniform(4.0, 8.0)),
-                generator=gens,
-                output_type="latent",
-            )
-        latents.append(out.images.cpu() / vae.config.scaling_factor)
-        scenes += batch_scenes
-    return torch.cat(latents), scenes
-
-
-def decode_pictures(vae, latents: torch.Tensor, batch: int = 64) -> np.ndarray:
-    dev = next(vae.parameters()).device
-    with torch.no_grad():
-        out = [vae.decode(latents[i : i + batch].to(dev)).sample.clamp(-1, 1) for i in range(0, len(latents), batch)]
-    return ((torch.cat(out) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-def generated_specks(vae, latents: torch.Tensor, pairs: list[tuple[str, str]]) -> float:
-    """Share of the latents' pictures with a speck (``data.drawn_specks``); ``pairs``: their captions' colours."""
-    pictures = decode_pictures(vae, latents)
-    return float(np.mean([data.drawn_specks(p, c, b) > 0 for p, (c, b) in zip(pictures, pairs, strict=True)]))
-
-
-def stage_clean(ctx):
-    """Train the decoder on latents the finished UNet generates, towards its own decoding with every pixel moved onto
-    the two colours' blend line (``data.on_palette``): the round trips are clean after the decoder stage, but 2.3% of
-    generated pictures still had a speck (training/README.md), from latents no encoder makes. Round trips of fresh
-    pictures stay in every batch so the decoder keeps what it knows. The encoder does not change."""
-    done = ctx.ckpt / "clean_done.json"
-    if done.exists():
-        print("[clean] done already:", done)
-        return
-    from safetensors.torch import save_file
-
-    cfg, dev = ctx.cfg, ctx.device
-    vae = load_vae(ctx)
-    scaling = vae.config.scaling_factor
-    pool = ctx.ckpt / "clean_latents.pt"
-    if pool.exists():
-        saved = torch.load(pool, map_location="cpu", weights_only=False)
-    else:
-        unet, te = load_base(ctx)
-        train_lat, train_scenes = generate_latents(ctx, vae, unet, te, ctx.seed + 3000, cfg["clean_latents"])
-        held_lat, held_scenes = generate_latents(ctx, vae, unet, te, ctx.seed + 3100, cfg["clean_held_out"])
-        del unet, te
-        held_pairs = [(sc.colour, sc.background) for sc in held_scenes]
-        pictures = decode_pictures(vae, train_lat)
-        # The target keeps the two colours the picture shows (right or wrong for its caption: colour is the UNet's
-        # business); pictures with no shape found are left out.
-        drawn = [data.classify_picture(p) for p in pictures]
-        keep = [i for i, d in enumerate(drawn) if d["colour"] is not None]
-        targets, weights = [], []
-        for i in keep:
-            nearest, distance = data.to_segment(pictures[i], drawn[i]["colour"], drawn[i]["background"])
-            targets.append(np.clip(nearest + 0.5, 0, 255).astype(np.uint8))
-            # Off-palette pixels are a few of 4096: weigh them up, or the loss barely sees the specks.
-            weights.append(1.0 + CLEAN_SPECK_WEIGHT * (distance > data.SPECK_DISTANCE / 2))
-        saved = {
-            "latents": train_lat[keep].half(),
-            "targets": torch.from_numpy(np.stack(targets)),
-            "weights": torch.from_numpy(np.stack(weights)).half(),
-            "held_latents": held_lat.half(),
-            "held_pairs": held_pairs,
-            "before": generated_specks(vae, held_lat, held_pairs),
-            "kept": len(keep),
-            "generated": len(train_lat),
-        }
-        save_atomic(saved, pool)
-    print(
-        f"[clean] {saved['kept']} of {saved['generated']} generated latents as targets; held-out generated "
-        f"pictures with a speck before: {saved['before']:.1%}"
-    )
-    for module in (vae.encoder, vae.quant_conv):
-        module.requires_grad_(False)
-    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg["clean_lr"], weight_decay=0.0)
-    ck = ctx.ckpt / "clean.pt"
-    step = 0
-    if ck.exists():
-        state = torch.load(ck, map_location="cpu", weights_only=False)
-        vae.load_state_dict(state["model"])
-        restore_optimizer_state(opt, state["opt"])
-        step = state["step"]
-        print(f"[clean] resumed at step {step}")
-    total, last_save, ema_loss = cfg["clean_steps"], time.time(), None
-    bar = progress(total, step, "clean")
-    vae.decoder.train()
-    n = saved["latents"].shape[0]
-    while step < total:
-        g = ctx.gen("clean", step)
-        idx = torch.randint(0, n, (cfg["vae_batch"],), generator=g)
-        z = saved["latents"][idx].float().to(dev)
-        target = data.to_tensor(saved["targets"][idx].numpy()).to(dev)
-        start = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
-        pics, _, _ = data.batch(ctx.seed + 2000, start, cfg["vae_batch"])
-        x = data.to_tensor(pics).to(dev)
-        with torch.no_grad():
-            mean = vae.encode(x).latent_dist.mean
-        weight = saved["weights"][idx].float().to(dev)[:, None]
-        rec = vae.decode(torch.cat([z, mean])).sample
-        goal = torch.cat([target, x])
-        w = torch.cat([weight, torch.ones_like(x[:, :1])])  # round trips: every pixel alike
-        err = (rec - goal) ** 2 + 0.5 * (rec - goal).abs()
-        loss = (w * err).sum() / (w.sum() * 3)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg["clean_lr"], 30, total)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{ema_loss:.4f}", refresh=False)
-        if time.time() - last_save > ctx.save_every or step == total:
-            save_atomic({"model": vae.state_dict(), "opt": compact_optimizer_state(opt.state_dict()), "step": step}, ck)
-            last_save = time.time()
-            ctx.log(stage="clean", step=step, loss=ema_loss)
-    bar.close()
-    vae.eval()
-    after = generated_specks(vae, saved["held_latents"].float(), saved["held_pairs"])
-    round_trip = vae_round_trip(vae, ctx.seed + 7)
-    result = {
-        "steps": step,
-        "kept": saved["kept"],
-        "generated": saved["generated"],
-        "held_out": len(saved["held_pairs"]),
-        "held_out_with_speck": {"before": saved["before"], "after": after},
-        "round_trip": round_trip,
-    }
-    print(f"[clean] after: {result}")
-    state = {k: v.contiguous().cpu() for k, v in vae.state_dict().items()}
-    state["__scaling_factor__"] = torch.tensor(scaling)
-    save_file(state, str(vae_final(ctx)))
-    done.write_text(json.dumps(result))
-    ctx.log(stage="clean", **result)
-    ck.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------------------------
 # Stage: UNet + text encoder
 
 
@@ -997,10 +807,9 @@ def training_info(ctx) -> dict:
     vm = ctx.ckpt / "vae_metrics.json"
     if vm.exists():
         info["vae"] = json.loads(vm.read_text())
-    for stage in ("decoder", "clean"):
-        done = ctx.ckpt / f"{stage}_done.json"
-        if done.exists():
-            info[stage] = json.loads(done.read_text())
+    dd = ctx.ckpt / "decoder_done.json"
+    if dd.exists():
+        info["decoder"] = json.loads(dd.read_text())
     return info
 
 
@@ -1255,14 +1064,13 @@ STAGES = {
     "decoder": stage_decoder,
     "unet": stage_unet,
     "refine": stage_refine,
-    "clean": stage_clean,
     "export": stage_export,
     "inpaint": stage_inpaint,
     "controlnet": stage_controlnet,
     "eval": stage_eval,
     "eval_all": stage_eval_all,
 }
-ORDER = ["vae", "latents", "decoder", "unet", "refine", "clean", "export", "eval", "controlnet", "inpaint", "eval_all"]
+ORDER = ["vae", "latents", "decoder", "unet", "refine", "export", "eval", "controlnet", "inpaint", "eval_all"]
 
 
 def main(argv=None):
