@@ -263,17 +263,6 @@ SPECK_DISTANCE = 60.0  # RGB distance from the shape/background blend line that 
 SPECK_PIXELS = 3  # a blob of this many connected off-palette pixels is a speck
 
 
-def to_segment(picture: np.ndarray, colour: str, background: str) -> tuple[np.ndarray, np.ndarray]:
-    """Each pixel's nearest point on the RGB line segment from ``background`` to ``colour``, and its distance to it."""
-    a = np.array(PALETTE[background], np.float32)
-    b = np.array(PALETTE[colour], np.float32)
-    p = np.asarray(picture, np.float32)[..., :3]
-    ab = b - a
-    t = np.clip(((p - a) @ ab) / max(float(ab @ ab), 1e-6), 0.0, 1.0)
-    nearest = a + t[..., None] * ab
-    return nearest, np.linalg.norm(p - nearest, axis=-1)
-
-
 def specks(picture: np.ndarray, colour: str, background: str) -> int:
     """Off-palette blobs of >= ``SPECK_PIXELS`` pixels in a picture of a ``colour`` shape on ``background``.
 
@@ -283,7 +272,12 @@ def specks(picture: np.ndarray, colour: str, background: str) -> int:
     """
     from scipy import ndimage
 
-    _, distance = to_segment(picture, colour, background)
+    a = np.array(PALETTE[background], np.float32)
+    b = np.array(PALETTE[colour], np.float32)
+    p = np.asarray(picture, np.float32)[..., :3]
+    ab = b - a
+    t = np.clip(((p - a) @ ab) / max(float(ab @ ab), 1e-6), 0.0, 1.0)
+    distance = np.linalg.norm(p - (a + t[..., None] * ab), axis=-1)
     labels, count = ndimage.label(distance > SPECK_DISTANCE, structure=np.ones((3, 3)))
     if count == 0:
         return 0
