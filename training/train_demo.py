@@ -1073,15 +1073,15 @@ STAGES = {
 ORDER = ["vae", "latents", "decoder", "unet", "refine", "export", "eval", "controlnet", "inpaint", "eval_all"]
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", default="all", choices=["all", *STAGES])
     p.add_argument("--quick", action="store_true", help="tiny schedule for smoke tests (minutes)")
     p.add_argument(
         "--out",
         default=None,
-        help="model folder (default models/demo; quick: training/checkpoints/quick/demo, so a smoke "
-        "test never overwrites the shipped weights)",
+        help="model folder (default models/demo; with --quick or --checkpoint-dir: <checkpoint dir>/demo, so a "
+        "smoke test or an experiment never overwrites the shipped weights)",
     )
     p.add_argument(
         "--checkpoint-dir", default=None, help="default: training/checkpoints (quick: training/checkpoints/quick)"
@@ -1096,10 +1096,17 @@ def main(argv=None):
         kind = float if isinstance(SCHEDULES["full"][key], float) else int
         p.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, default=None)
     args = p.parse_args(argv)
+    scratch = args.quick or args.checkpoint_dir is not None
     if args.checkpoint_dir is None:
         args.checkpoint_dir = str(HERE / "checkpoints" / ("quick" if args.quick else ""))
     if args.out is None:
-        args.out = str(HERE / "checkpoints" / "quick" / "demo") if args.quick else str(ROOT / "models" / "demo")
+        # Only the full run with the default checkpoints writes the app's model folder unless --out says so.
+        args.out = str(Path(args.checkpoint_dir) / "demo") if scratch else str(ROOT / "models" / "demo")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     ctx = Ctx(args)
