@@ -86,3 +86,18 @@ def test_a_speck_is_a_third_colour_not_a_wrong_colour():
     spotted = picture.copy()
     spotted[1:4, 1:4] = data.PALETTE[third]
     assert data.drawn_specks(spotted, wrong, scene.background) == 1
+
+
+def test_the_card_is_measured_at_the_apps_defaults_for_the_model():
+    """The figures on the card hold for what a user gets without touching a slider: the evaluation runs at the
+    demo model's defaults in presets/models.json, and the shipped evaluation.json was measured at them."""
+    import json
+
+    from backend.models import ModelRegistry
+
+    defaults = ModelRegistry.load(PROJECT_ROOT / "presets" / "models.json").get("Demo shapes (offline)").defaults
+    assert (evaluate.GUIDANCE, evaluate.STEPS) == (defaults.guidance_scale, defaults.steps)
+    figures = json.loads((PROJECT_ROOT / "models" / "demo" / "evaluation.json").read_text())
+    for key in ("txt2img", "specks", "words"):
+        assert figures[key]["guidance_scale"] == defaults.guidance_scale, key
+    assert figures["txt2img"]["steps"] == figures["specks"]["steps"] == defaults.steps

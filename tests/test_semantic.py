@@ -197,25 +197,37 @@ def test_vae_round_trip_has_no_specks(demo):
     assert not any(specks(pic, scene.colour, scene.background) for pic, _, scene in samples)  # the measure is sound
 
 
+SPECK_SAMPLERS = [
+    ("DPM++ 2M", "Karras"),
+    ("Euler a", "Automatic"),
+    ("Euler", "Automatic"),
+    ("UniPC", "Automatic"),
+    ("DDIM", "Automatic"),
+    ("DPM++ 2M SDE", "Karras"),
+]
+
+
 def test_generated_pictures_have_no_specks(demo):
-    """Blobs of a third colour in generated pictures, through the samplers the model card recommends for this model
-    (v1's VAE put a speck in 86% of generated pictures)."""
+    """Blobs of a third colour in generated pictures at the app's defaults for the demo model, through the app's
+    default sampler and the ones that overshoot at higher guidance (v1's VAE put a speck in 86% of pictures)."""
     from training.data import drawn_specks
 
-    found, total = 0, 0
-    for sampler, schedule in (("DPM++ 2M", "Karras"), ("Euler", "Automatic"), ("DDIM", "Automatic")):
+    defaults = demo.registry.get(DEMO).defaults
+    found, total = {}, 0
+    for sampler, schedule in SPECK_SAMPLERS:
+        found[f"{sampler} {schedule}"] = 0
         for seed, (colour, shape, background) in enumerate(PROMPTS):
             request = Txt2ImgRequest(
                 prompt=f"a {colour} {shape} on a {background} background",
                 seed=100 + seed,
-                steps=20,
-                guidance_scale=6.0,  # the demo model's default
-                batch_size=4,
+                steps=defaults.steps,
+                guidance_scale=defaults.guidance_scale,
+                batch_size=3,
             )
             request = request.replace(model=DEMO, width=64, height=64, sampler=sampler, schedule=schedule)
             for image in demo.run(request).images:
-                found += drawn_specks(np.asarray(image), colour, background) > 0
+                found[f"{sampler} {schedule}"] += drawn_specks(np.asarray(image), colour, background) > 0
                 total += 1
-    assert total == 72
-    # Measured on the shipped weights: 6 of 72 (these six colour pairs have more than the card's balanced set).
-    assert found <= 10, f"{found} of {total} generated pictures have a speck"
+    assert total == 108
+    # Measured on the shipped weights: 1 of 108 at the default guidance 2.5; at guidance 6, 10 (UniPC 4 of 18).
+    assert sum(found.values()) <= 4 and max(found.values()) <= 2, str(found)

@@ -3,7 +3,7 @@
 Runs on whatever ``models/demo`` currently holds (also mid-training: the training script exports
 there at every checkpoint)::
 
-    python training/evaluate.py                       # 64 prompts, 20 steps, DPM++ 2M, guidance 6
+    python training/evaluate.py                       # 64 prompts, DPM++ 2M, the app's steps and guidance
     python training/evaluate.py --prompts 96 --scheduler euler --card
 
 Each prompt is the plain form "a red circle on a blue background" over a deterministic, balanced
@@ -29,6 +29,17 @@ sys.path.insert(0, str(HERE))
 import data  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+
+def demo_defaults() -> dict:
+    """The app's defaults for the demo model (``presets/models.json``): every measure runs at them, so the card's
+    figures are what a user gets without touching a slider."""
+    models = json.loads((ROOT / "presets" / "models.json").read_text())["models"]
+    return next(m["defaults"] for m in models if m["source"] == "models/demo")
+
+
+GUIDANCE = float(demo_defaults()["guidance_scale"])
+STEPS = int(demo_defaults()["steps"])
 
 SCHEDULERS = {
     "dpm++": "DPMSolverMultistepScheduler",
@@ -70,8 +81,8 @@ def load_pipeline(path: str, scheduler: str = "dpm++", device: str = "cpu", sche
 def evaluate_txt2img(
     path: str,
     n_prompts: int = 64,
-    steps: int = 20,
-    guidance: float = 6.0,
+    steps: int = STEPS,
+    guidance: float = GUIDANCE,
     scheduler: str = "dpm++",
     seed: int = 0,
     device: str = "cpu",
@@ -154,8 +165,8 @@ def _run(pipe, prompts, seed, **kwargs):
     gens = [torch.Generator().manual_seed(seed * 10007 + i) for i in range(len(prompts))]
     out = pipe(
         prompts,
-        num_inference_steps=kwargs.pop("steps", 20),
-        guidance_scale=kwargs.pop("guidance", 6.0),
+        num_inference_steps=kwargs.pop("steps", STEPS),
+        guidance_scale=kwargs.pop("guidance", GUIDANCE),
         generator=gens,
         output_type="np",
         **kwargs,
@@ -304,7 +315,7 @@ def on_side(side: str, cx: float, cy: float) -> bool:
     }[side]
 
 
-def evaluate_words(path: str, n: int = 16, seed: int = 0, device: str = "cpu") -> dict:
+def evaluate_words(path: str, n: int = 16, seed: int = 0, device: str = "cpu", guidance: float = GUIDANCE) -> dict:
     """Position and size words against the same prompts and seeds without them.
 
     Positions: for each side and the centre, ``n`` prompts "a red circle on the left on a blue background"; a picture
@@ -315,12 +326,12 @@ def evaluate_words(path: str, n: int = 16, seed: int = 0, device: str = "cpu") -
     pipe = load_pipeline(path, "dpm++", device)
     triples = eval_prompts(n, seed + 1)  # other colour triples than the main figures
     plain = [data.plain_caption(c, s, b) for c, s, b in triples]
-    base = [data.classify_picture(im) for im in _run(pipe, plain, seed)]
+    base = [data.classify_picture(im) for im in _run(pipe, plain, seed, guidance=guidance)]
     positions = {}
     for side in SIDES:
         phrase = data.POSITION_PHRASE[side]
         prompts = [f"a {c} {s} {phrase} on a {b} background" for c, s, b in triples]
-        got = [data.classify_picture(im) for im in _run(pipe, prompts, seed)]
+        got = [data.classify_picture(im) for im in _run(pipe, prompts, seed, guidance=guidance)]
         positions[side] = {
             "with_word": sum(g["colour"] is not None and on_side(side, g["cx"], g["cy"]) for g in got) / n,
             "without_word": sum(g["colour"] is not None and on_side(side, g["cx"], g["cy"]) for g in base) / n,
@@ -328,31 +339,42 @@ def evaluate_words(path: str, n: int = 16, seed: int = 0, device: str = "cpu") -
     sizes = {}
     for word in data.SIZES:
         prompts = [f"a {word} {c} {s} on a {b} background" for c, s, b in triples]
-        got = [data.classify_picture(im) for im in _run(pipe, prompts, seed)]
+        got = [data.classify_picture(im) for im in _run(pipe, prompts, seed, guidance=guidance)]
         sizes[word] = float(np.mean([g["size"] for g in got if g["colour"] is not None]))
     sizes["no size word"] = float(np.mean([g["size"] for g in base if g["colour"] is not None]))
-    negatives = evaluate_negatives(pipe, triples, seed)
-    return {"prompts_per_word": n, "positions": positions, "sizes_px": sizes, "negatives": negatives, "measured": now()}
+    negatives = evaluate_negatives(pipe, triples, seed, guidance)
+    return {
+        "prompts_per_word": n,
+        "guidance_scale": guidance,
+        "positions": positions,
+        "sizes_px": sizes,
+        "negatives": negatives,
+        "measured": now(),
+    }
 
 
-def evaluate_negatives(pipe, triples, seed: int) -> dict:
+def evaluate_negatives(pipe, triples, seed: int, guidance: float = GUIDANCE) -> dict:
     """Does a negative prompt steer away from the colour it names? For prompts silent on colour ("a circle on a
     blue background"), the colour the model drew without a negative prompt is then named as the negative prompt,
     same seed, as a bare word ("red") and as a caption ("a red circle"): the share of pictures that kept it."""
     prompts = [f"a {s} on a {b} background" for _, s, b in triples]
-    drawn = [g["colour"] for g in (data.classify_picture(im) for im in _run(pipe, prompts, seed + 7))]
+    drawn = [
+        g["colour"] for g in (data.classify_picture(im) for im in _run(pipe, prompts, seed + 7, guidance=guidance))
+    ]
     cases = [(p, c, s) for p, c, (_, s, _) in zip(prompts, drawn, triples, strict=True) if c is not None]
     forms = {"bare word": [c for _, c, _ in cases], "caption": [f"a {c} {s}" for _, c, s in cases]}
     kept = {}
     for name, negatives in forms.items():
-        got = _run(pipe, [p for p, _, _ in cases], seed + 7, negative_prompt=negatives)
+        got = _run(pipe, [p for p, _, _ in cases], seed + 7, negative_prompt=negatives, guidance=guidance)
         colours = [data.classify_picture(im)["colour"] for im in got]
         kept[name] = float(np.mean([got_c == c for got_c, (_, c, _) in zip(colours, cases, strict=True)]))
     return {"prompts": len(cases), "kept_the_colour": kept}
 
 
-# The app's default (DPM++ 2M Karras) first; "DPM++ 2M" alone is the evaluation's usual scheduler.
+# The app's samplers measured for specks: DPM++ 2M (the evaluation's usual one) and the app's default (DPM++ 2M
+# Karras) first, then the ones whose last steps leave other latents (ancestral, SDE, multistep predictor-corrector).
 SPECK_SAMPLERS = (
+    ("DPM++ 2M", "Automatic"),
     ("DPM++ 2M", "Karras"),
     ("Euler a", "Automatic"),
     ("Euler", "Automatic"),
@@ -360,12 +382,18 @@ SPECK_SAMPLERS = (
     ("DDIM", "Automatic"),
     ("DPM++ 2M SDE", "Karras"),
 )
+# Specks are measured again at this guidance: the sd15 family's usual range, where this model's pictures overshoot.
+HIGH_GUIDANCE = 6.0
 
 
-def evaluate_specks(path: str, n: int = 64, seed: int = 0, device: str = "cpu") -> dict:
-    """Off-palette specks (``data.specks``) in VAE round trips of clean pictures and in generated pictures (DPM++ 2M,
-    and the same prompts and seeds through SPECK_SAMPLERS; 20 steps, guidance 6)."""
+def evaluate_specks(
+    path: str, n: int = 64, seed: int = 0, device: str = "cpu", guidance: float = GUIDANCE, high: float = HIGH_GUIDANCE
+) -> dict:
+    """Off-palette specks (``data.specks``) in VAE round trips of clean pictures, and in generated pictures: the
+    same prompts and seeds through every sampler of SPECK_SAMPLERS, at ``guidance`` and again at ``high``."""
     from diffusers import AutoencoderKL
+
+    from backend.samplers import build_scheduler
 
     vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True).float().to(device)
     samples = [data.sample(seed + 4242, i) for i in range(n)]
@@ -377,14 +405,17 @@ def evaluate_specks(path: str, n: int = 64, seed: int = 0, device: str = "cpu") 
     scenes = [scene for _, _, scene in samples]
     triples = eval_prompts(n, seed)
     captions = [data.plain_caption(c, s, b) for c, s, b in triples]
+    pipe = load_pipeline(path, "dpm++", device)
+    config = dict(pipe.scheduler.config)
 
     def rate(pictures, pairs, measure=data.specks) -> float:
         return float(np.mean([measure(pic, c, b) > 0 for pic, (c, b) in zip(pictures, pairs, strict=True)]))
 
-    def generated(sampler: str, schedule: str = "Automatic") -> dict:
+    def generated(sampler: str, schedule: str, scale: float) -> dict:
         """A speck in a generated picture is a blob of a third colour (``data.drawn_specks``); whether the picture
         has the caption's colours is the separate prompt-following figure beside it."""
-        got = _run(load_pipeline(path, sampler, device, schedule), captions, seed)
+        pipe.scheduler = build_scheduler(config, sampler, schedule)
+        got = _run(pipe, captions, seed, guidance=scale)
         drawn = [data.classify_picture(im) for im in got]
         right = [d["colour"] == c and d["background"] == b for d, (c, _, b) in zip(drawn, triples, strict=True)]
         return {
@@ -392,21 +423,22 @@ def evaluate_specks(path: str, n: int = 64, seed: int = 0, device: str = "cpu") 
             "caption_colours": float(np.mean(right)),
         }
 
+    def by_sampler(scale: float) -> dict:
+        return {
+            (sampler if schedule == "Automatic" else f"{sampler} {schedule}"): generated(sampler, schedule, scale)
+            for sampler, schedule in SPECK_SAMPLERS
+        }
+
     pairs = [(sc.colour, sc.background) for sc in scenes]
-    # The same prompts through the app's other samplers: their last steps leave other latents than DPM++'s.
-    by_sampler = {
-        (sampler if schedule == "Automatic" else f"{sampler} {schedule}"): generated(sampler, schedule)
-        for sampler, schedule in SPECK_SAMPLERS
-    }
-    first = generated("dpm++")
     return {
         "pictures": n,
         "clean_with_speck": rate(pictures, pairs),
         "round_trip_with_speck": rate(trips, pairs),
         "round_trip_psnr_db": 10 * float(np.log10(255**2 / max(mse, 1e-9))),
-        "generated_with_speck": first["with_speck"],
-        "generated_caption_colours": first["caption_colours"],
-        "generated_by_sampler": by_sampler,
+        "steps": STEPS,
+        "guidance_scale": guidance,
+        "generated_by_sampler": by_sampler(guidance),
+        "high_guidance": {"guidance_scale": high, "generated_by_sampler": by_sampler(high)},
         "measured": now(),
     }
 
@@ -476,8 +508,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(ROOT / "models" / "demo"))
     p.add_argument("--prompts", type=int, default=64)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=6.0)
+    p.add_argument("--steps", type=int, default=STEPS, help="default: the app's for the demo model")
+    p.add_argument("--guidance", type=float, default=GUIDANCE, help="default: the app's for the demo model")
     p.add_argument("--scheduler", default="dpm++", choices=list(SCHEDULERS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -492,7 +524,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.specks:
-        specks = evaluate_specks(args.model, args.prompts, args.seed, args.device)
+        specks = evaluate_specks(args.model, args.prompts, args.seed, args.device, args.guidance)
         print(json.dumps(specks, indent=2))
         if args.card:
             import model_card
@@ -501,7 +533,7 @@ def main(argv=None):
             model_card.write(Path(args.model))
         return specks
     if args.words:
-        words = evaluate_words(args.model, max(4, args.prompts // 4), args.seed, args.device)
+        words = evaluate_words(args.model, max(4, args.prompts // 4), args.seed, args.device, args.guidance)
         print_words(words)
         if args.card:
             import model_card

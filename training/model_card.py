@@ -73,8 +73,7 @@ Status: **{status}**. Weights: {_size_mb(folder):.1f} MB of safetensors.
 {_word_figures(ev.get("words"))}
 {_negative_figures((ev.get("words") or {}).get("negatives"))}
 
-Default size 64x64; 20 steps of DPM++ 2M / Euler / DDIM (built with `from_config` from the saved
-scheduler config) are enough.
+{_settings(ev)}
 
 ## How it was trained
 
@@ -132,6 +131,17 @@ def _refine_line(cfg: dict) -> str:
     )
 
 
+def _settings(ev: dict) -> str:
+    f = ev.get("txt2img")
+    if not f:
+        return "Default size 64x64 (settings not measured yet: `python training/evaluate.py --card`)."
+    return (
+        f"Default size 64x64, {f['steps']} steps, guidance {f['guidance_scale']:g}: the app's defaults for this model "
+        "and the settings of every figure on this card unless it names others. Keep guidance near that: at 6 some "
+        "samplers overshoot into off-palette blobs (figures at the end)."
+    )
+
+
 def _negative_figures(negatives: dict | None) -> str:
     if not negatives:
         return "- Negative prompts: not measured yet (`python training/evaluate.py --words --card`)."
@@ -142,7 +152,7 @@ def _negative_figures(negatives: dict | None) -> str:
         f"{lead}: for {negatives['prompts']} prompts silent on colour (`a circle on a blue background`), the colour "
         f"drawn without a negative prompt, named as the negative prompt with the same seed, stayed in "
         f"{kept['bare word']:.0%} of the pictures as a bare word (`red`) and {kept['caption']:.0%} as a caption "
-        "(`a red circle`). Trained with 10% empty captions (classifier-free guidance; guidance 5-7 works)."
+        "(`a red circle`). Trained with 10% empty captions (classifier-free guidance)."
     )
 
 
@@ -201,19 +211,25 @@ def _speck_figures(specks: dict | None) -> str:
         " have a blob of 3 or more connected pixels far from the two colours and their edge blends (0% of the clean "
         f"pictures; round-trip PSNR {specks['round_trip_psnr_db']:.1f} dB)."
     )
-    samplers = {
-        "DPM++ 2M": {
-            "with_speck": specks["generated_with_speck"],
-            "caption_colours": specks.get("generated_caption_colours", 1.0),
-        },
-        **specks.get("generated_by_sampler", {}),
-    }
+    samplers = specks["generated_by_sampler"]
+    guidance, steps = specks["guidance_scale"], specks["steps"]
+
+    def table(by: dict) -> str:
+        return ", ".join(f"{k} {v['with_speck']:.1%} / {v['caption_colours']:.0%}" for k, v in by.items())
+
     generated = (
-        f" Generated pictures ({specks['pictures']} prompts, the same seeds for every sampler, 20 steps, guidance 6), "
-        "with a blob of a third colour / with the caption's two colours: "
-        + ", ".join(f"{k} {v['with_speck']:.1%} / {v['caption_colours']:.0%}" for k, v in samplers.items())
-        + "."
+        f" Generated pictures ({specks['pictures']} prompts, the same seeds for every sampler, {steps} steps, guidance "
+        f"{guidance:g}, the app's default for this model), with a blob of a third colour / with the caption's two "
+        f"colours: {table(samplers)}."
     )
+    high = specks.get("high_guidance")
+    if high:
+        over = [k for k, v in high["generated_by_sampler"].items() if v["with_speck"] > 0.05]
+        generated += f" The same at guidance {high['guidance_scale']:g}: {table(high['generated_by_sampler'])}."
+        if over:
+            generated += (
+                f" So keep this model's guidance near {guidance:g}: higher, {', '.join(over)} overshoot into blobs."
+            )
     good = [k for k, v in samplers.items() if v["with_speck"] < 0.05]
     if good and len(good) < len(samplers):
         generated += f" Under 5% with {', '.join(good)}: use those with this model."
