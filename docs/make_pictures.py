@@ -30,12 +30,13 @@ PROMPT = "a yellow triangle on a blue background"
 
 
 def make_grid(engine: Engine) -> None:
+    defaults = engine.registry.get(engine.default_model).defaults
     request = GridRequest(
         prompt=PROMPT,
         seed=7,
         width=64,
         height=64,
-        guidance_scale=6.0,
+        guidance_scale=defaults.guidance_scale,  # what the page starts with for this model
         schedule="Automatic",
         samplers=["Euler a", "DPM++ 2M", "DDIM", "UniPC", "Heun"],
         steps_list=[4, 8, 16, 24],

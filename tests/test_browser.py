@@ -297,6 +297,10 @@ def test_stop_cancels_a_queued_run_and_only_that_users(browser, app_url):
         page.goto(app_url)
         page.locator("#txt2img-prompt textarea").fill(prompt)
         set_number(page, "txt2img-steps", "150")
+    # 256x256 keeps the first run going until its Stop: 150 steps at 64x64 take about 5 s, which a busy machine
+    # can spend before that Stop arrives, and a finished run shows no "Stopped" (one CI failure).
+    set_number(first, "txt2img-width", "256")
+    set_number(first, "txt2img-height", "256")
     first.locator("#txt2img-generate").click()
     first.wait_for_function(
         "() => document.querySelector('#txt2img-infotext textarea').value.startsWith('Step ')", timeout=60_000

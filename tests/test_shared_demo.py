@@ -36,6 +36,25 @@ def test_stop_acts_on_the_run_of_its_own_tab_only():
     assert len(reg.cancel(ALICE, "img2img")) == 1 and reg.cancel(ALICE, "img2img") == []
 
 
+def test_a_stop_pressed_before_its_run_joined_the_queue_still_stops_it():
+    """On a busy server the page's Stop can reach the server before its own Generate's job has joined the queue."""
+    reg = CancelRegistry()
+    assert reg.cancel(ALICE, "txt2img") == []  # nothing to stop yet
+    reg.joined(ALICE, "txt2img")
+    early = reg.start(ALICE, "txt2img", "10.0.0.1")
+    assert early.event.is_set()  # ends before its first step
+    assert not reg.start(ALICE, "sampler_grid", "10.0.0.1").event.is_set()  # another tab's run is not touched
+    reg.finish(early)
+    reg.joined(ALICE, "txt2img")
+    later = reg.start(ALICE, "txt2img", "10.0.0.1")
+    assert not later.event.is_set()  # that Stop was spent
+    later.completed = True
+    reg.finish(later)
+    assert reg.cancel(ALICE, "txt2img") == []  # a Stop just after a run finished is late, not early:
+    reg.joined(ALICE, "txt2img")
+    assert not reg.start(ALICE, "txt2img", "10.0.0.1").event.is_set()  # the next run is not stopped
+
+
 def test_a_session_hash_alone_cannot_stop_someone_elses_run():
     reg = CancelRegistry()
     run = reg.start(ALICE, "txt2img", "10.0.0.1")

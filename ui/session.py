@@ -64,22 +64,28 @@ class CancelRegistry:
     def __init__(self) -> None:
         self._runs: list[Run] = []
         self._last: dict[tuple[str, str], Run] = {}
-        self._waiting: dict[tuple[str, str], list[float]] = {}  # when each job that has not started joined
+        # When each job that has not started joined, and whether a Stop pressed before it joined stops it.
+        self._waiting: dict[tuple[str, str], list[tuple[float, bool]]] = {}
+        self._early: dict[tuple[str, str], float] = {}  # a Stop that found nothing yet: its own run's join is late
         self._lock = threading.Lock()
 
     def joined(self, owner: str, tab: str) -> None:
         """A job joined the queue (ui/queue_share.py); only for Stop's message: a run that waits is dropped by
         Gradio's own cancel, and Stop then says it stopped it."""
+        now = time.monotonic()
         with self._lock:
-            self._forget_old(time.monotonic())
-            self._waiting.setdefault((owner, tab), []).append(time.monotonic())
+            self._forget_old(now)
+            early = self._early.pop((owner, tab), None)
+            stopped = early is not None and now - early < self.RECENT
+            self._waiting.setdefault((owner, tab), []).append((now, stopped))
 
     def start(self, owner: str, tab: str, address: str = "") -> Run:
         with self._lock:
             waiting = self._waiting.get((owner, tab))
-            if waiting:
-                waiting.pop(0)
+            _, stopped = waiting.pop(0) if waiting else (0.0, False)
             run = Run(owner, address, tab)
+            if stopped:  # its Stop came before it joined the queue: it ends before its first step
+                run.event.set()
             self._runs.append(run)
             return run
 
@@ -90,7 +96,12 @@ class CancelRegistry:
             hit = [r for r in self._runs if r.owner == owner and r.tab == tab and not r.event.is_set()]
             last = self._last.get((owner, tab))
             # Joins older than an hour never started (their page went away): forgotten.
-            waiting = [t for t in self._waiting.pop((owner, tab), []) if now - t < 3600]
+            waiting = [t for t, _ in self._waiting.pop((owner, tab), []) if now - t < 3600]
+            if not hit and not waiting and (last is None or now - last.ended_at >= self.RECENT):
+                # Stop is live only once Generate was pressed, so with nothing here its run has not joined the
+                # queue yet (a busy server): the run that joins next stops at once. Not after a run that just
+                # ended: that Stop was too late, not too early.
+                self._early[(owner, tab)] = now
         for run in hit:
             run.event.set()
         if hit:
@@ -109,7 +120,8 @@ class CancelRegistry:
     def _forget_old(self, now: float) -> None:
         """Keeps a long-running server's bookkeeping to the pages of the last hour (callers hold the lock)."""
         self._last = {key: run for key, run in self._last.items() if now - run.ended_at < self.RECENT}
+        self._early = {key: t for key, t in self._early.items() if now - t < self.RECENT}
         for key in list(self._waiting):
-            self._waiting[key] = [t for t in self._waiting[key] if now - t < 3600]
+            self._waiting[key] = [(t, stopped) for t, stopped in self._waiting[key] if now - t < 3600]
             if not self._waiting[key]:
                 del self._waiting[key]
