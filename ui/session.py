@@ -70,8 +70,8 @@ class CancelRegistry:
         self._lock = threading.Lock()
 
     def joined(self, owner: str, tab: str) -> None:
-        """A job joined the queue (ui/queue_share.py); only for Stop's message: a run that waits is dropped by
-        Gradio's own cancel, and Stop then says it stopped it."""
+        """A job joined the queue (ui/queue_share.py). For Stop's message (a run that waits is dropped by Gradio's
+        own cancel, and Stop then says it stopped it), and for a Stop that came before this join (see ``cancel``)."""
         now = time.monotonic()
         with self._lock:
             self._forget_old(now)
