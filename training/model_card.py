@@ -200,7 +200,8 @@ def _word_figures(words: dict | None) -> str:
         )
     if weak:
         verdict += f"  **Not reliable** (under 90%): {', '.join(f'`{w}`' for w in weak)}.\n"
-    return sizes + verdict + f"  Measured by `python training/evaluate.py --words --card` on {words['measured']}."
+    command = f"python training/evaluate.py --words --prompts {4 * n} --card"  # n prompts for each word
+    return sizes + verdict + f"  Measured by `{command}` on {words['measured']}."
 
 
 def _speck_figures(specks: dict | None) -> str:
@@ -236,7 +237,8 @@ def _speck_figures(specks: dict | None) -> str:
     worst = max(specks["round_trip_with_speck"], *(v["with_speck"] for v in samplers.values()))
     lead = "**Known flaw: off-palette blobs in generated pictures.** " if worst > 0.02 else "Off-palette specks: "
     return (
-        f"{lead}{trips}{generated} Measured by `python training/evaluate.py --specks --card` on {specks['measured']}."
+        f"{lead}{trips}{generated} Measured by `python training/evaluate.py --specks --prompts {specks['pictures']} "
+        f"--card` on {specks['measured']}."
     )
 
 
@@ -270,7 +272,8 @@ def _other_figures(ev: dict) -> str:
             "img2img, inpainting and ControlNet figures: not measured yet (`python training/evaluate.py --all --card`)."
         )
     else:
-        text = "Other figures (`python training/evaluate.py --all --card`):\n\n" + "\n".join(lines)
+        cases = next(f["cases"] for f in (i2i, inp, cn) if f and "cases" in f)
+        text = f"Other figures (`python training/evaluate.py --all --cases {cases} --card`):\n\n" + "\n".join(lines)
     return text + _sampler_table(ev.get("samplers"))
 
 
