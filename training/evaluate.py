@@ -31,15 +31,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def demo_defaults() -> dict:
-    """The app's defaults for the demo model (``presets/models.json``): every measure runs at them, so the card's
-    figures are what a user gets without touching a slider."""
-    models = json.loads((ROOT / "presets" / "models.json").read_text())["models"]
-    return next(m["defaults"] for m in models if m["source"] == "models/demo")
+def demo_defaults():
+    """The app's defaults for the demo model, read as the app reads them (``presets/models.json`` through the model
+    registry): every measure runs at them, so the card's figures are what a user gets without touching a slider."""
+    from backend.models import ModelRegistry
+
+    registry = ModelRegistry.load(ROOT / "presets" / "models.json")
+    return next(spec.defaults for spec in registry.models.values() if spec.source == "models/demo")
 
 
-GUIDANCE = float(demo_defaults()["guidance_scale"])
-STEPS = int(demo_defaults()["steps"])
+_DEMO = demo_defaults()
+GUIDANCE, STEPS = _DEMO.guidance_scale, _DEMO.steps
 
 SCHEDULERS = {
     "dpm++": "DPMSolverMultistepScheduler",
