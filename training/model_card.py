@@ -135,11 +135,17 @@ def _settings(ev: dict) -> str:
     f = ev.get("txt2img")
     if not f:
         return "Default size 64x64 (settings not measured yet: `python training/evaluate.py --card`)."
-    return (
+    settings = (
         f"Default size 64x64, {f['steps']} steps, guidance {f['guidance_scale']:g}: the app's defaults for this model "
-        "and the settings of every figure on this card unless it names others. Keep guidance near that: at 6 some "
-        "samplers overshoot into off-palette blobs (figures at the end)."
+        "and the settings of every figure on this card unless it names others."
     )
+    high = (ev.get("specks") or {}).get("high_guidance")
+    if high:
+        settings += (
+            f" Keep guidance near that: at {high['guidance_scale']:g} some samplers overshoot into off-palette blobs "
+            "(figures at the end)."
+        )
+    return settings
 
 
 def _negative_figures(negatives: dict | None) -> str:

@@ -74,9 +74,8 @@ class CancelRegistry:
         own cancel, and Stop then says it stopped it), and for a Stop that came before this join (see ``cancel``)."""
         now = time.monotonic()
         with self._lock:
-            self._forget_old(now)
-            early = self._early.pop((owner, tab), None)
-            stopped = early is not None and now - early < self.RECENT
+            self._forget_old(now)  # drops early Stops older than RECENT
+            stopped = self._early.pop((owner, tab), None) is not None
             self._waiting.setdefault((owner, tab), []).append((now, stopped))
 
     def start(self, owner: str, tab: str, address: str = "") -> Run:
