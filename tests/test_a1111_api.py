@@ -23,6 +23,7 @@ from backend.outputs import read_infotext
 from backend.requests import ControlNetRequest, ControlUnit, Txt2ImgRequest
 from backend.settings import Settings
 
+from .api_snapshot import a1111_surface, check, gradio_surface
 from .apphost import serve
 from .conftest import TINY
 from .test_api import ARGS
@@ -70,6 +71,13 @@ def gradio_images(gallery) -> list[np.ndarray]:
         with Image.open(item["image"]) as img:
             result.append(pixels(img))
     return result
+
+
+def test_api_surface_matches_the_snapshot(server):
+    """Both APIs keep their shape: Gradio's named endpoints and the A1111 routes (tests/snapshots)."""
+    _, url, client, _ = server
+    check("gradio_api", gradio_surface(client.view_api(return_format="dict", print_info=False)))
+    check("a1111_openapi", a1111_surface(requests.get(f"{url}docs/openapi.json").json()))
 
 
 def test_txt2img_equals_the_gradio_endpoint(server):
