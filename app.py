@@ -3,7 +3,7 @@
     python app.py                      # SD 1.5 from the hub (falls back to the offline model offline)
     python app.py --offline            # never touch the network
     python app.py --listen --auth me:secret
-    python app.py --listen --auth-file users.txt   # several users, hashed passwords (python -m backend.logins)
+    python app.py --listen --auth-file users.txt   # several users, hashed passwords (python -m backend.serving.logins)
 
 Every flag has an environment variable (``SDSTUDIO_*``) so a Hugging Face Space can configure it.
 """
@@ -14,9 +14,10 @@ import argparse
 import logging
 import os
 
-from backend import hub, space, zerogpu
-from backend.engine import Engine
-from backend.logins import Logins, read_user_file
+from backend.generation.engine import Engine
+from backend.models import hub, zerogpu
+from backend.serving import space
+from backend.serving.logins import Logins, read_user_file
 from backend.settings import Settings
 
 
@@ -34,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--auth-file",
         default=env("SDSTUDIO_AUTH_FILE"),
-        help="require login: name:password lines; hash with python -m backend.logins (SDSTUDIO_AUTH_FILE)",
+        help="require login: name:password lines; hash with python -m backend.serving.logins (SDSTUDIO_AUTH_FILE)",
     )
     p.add_argument("--api", action="store_true", default=env("SDSTUDIO_API") == "1", help="A1111 API (SDSTUDIO_API)")
     p.add_argument("--output-dir", default=None, help="where images are saved (SDSTUDIO_OUTPUT_DIR)")
@@ -87,7 +88,7 @@ def build_logins(auth: str | None, auth_file: str | None) -> Logins | None:
 def build_engine(settings: Settings) -> Engine:
     """The in-process engine, or with ``workers=ray`` a front end whose runs go to Ray Serve replicas."""
     if settings.workers == "ray":
-        from backend.remote import connect  # Ray is imported only when chosen
+        from backend.serving.remote import connect  # Ray is imported only when chosen
 
         return connect(settings)
     if settings.workers != "local":

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.engine import Cancelled, Engine, StepEvent
-from backend.requests import GenerationRequest, GenerationResult
+from backend.generation.engine import Cancelled, Engine, StepEvent
+from backend.schema.requests import GenerationRequest, GenerationResult
 
 
 class QueueFull(RuntimeError):

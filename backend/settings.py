@@ -30,7 +30,7 @@ class Settings:
     max_guidance: float = 30.0
     grid_max_cells: int = 64  # cells one sampler grid may have (samplers × steps or CFG values)
     # Work one request may ask for: width × height × steps × pictures (a grid: summed over its cells).
-    # 0 = the device's default (backend.devices.pixel_step_limit).
+    # 0 = the device's default (backend.models.devices.pixel_step_limit).
     max_pixel_steps: int = 0
     # Models.
     default_model: str = "SD 1.5"
@@ -76,7 +76,7 @@ class Settings:
     queue_size: int = 16
     jobs_per_client: int = 4  # runs one page (session/login) or one address may have queued or running at once
     preview_every: int = 1  # decode a live preview every N steps (0 = never)
-    # Where generation runs: "local" (in this process) or "ray" (a Ray Serve deployment; see backend/remote.py).
+    # Where generation runs: "local" (in this process) or "ray" (a Ray Serve deployment; see backend/serving/remote.py).
     workers: str = "local"
     ray_address: str = ""  # an existing Ray cluster ("auto", "ray://head:10001"); empty = start a local one
     ray_replicas: int = 1  # engine replicas (the minimum when autoscaling)

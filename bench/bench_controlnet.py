@@ -32,11 +32,9 @@ import torch  # noqa: E402
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from backend.engine import Engine  # noqa: E402
-from backend.pipelines import resolve_source  # noqa: E402
-from backend.requests import ControlNetRequest, ControlUnit  # noqa: E402
-from backend.samplers import build_scheduler  # noqa: E402
-from backend.settings import Settings  # noqa: E402
+from backend import ControlNetRequest, ControlUnit, Engine, Settings  # noqa: E402
+from backend.generation.samplers import build_scheduler  # noqa: E402
+from backend.models.pipelines import resolve_source  # noqa: E402
 
 MODEL = "Tiny (offline test model)"
 

@@ -24,8 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from backend.engine import Engine  # noqa: E402
-from backend.grid import GridRequest, GridRunner, encode_prompt, plan_grid  # noqa: E402
+from backend.generation.engine import Engine  # noqa: E402
+from backend.grid.plan import GridRequest, plan_grid  # noqa: E402
+from backend.grid.prompt import encode_prompt  # noqa: E402
+from backend.grid.runner import GridRunner  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
 MODEL = "Tiny (offline test model)"

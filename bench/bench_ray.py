@@ -27,10 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray  # noqa: E402
 
-from backend import remote  # noqa: E402
-from backend.engine import Engine  # noqa: E402
-from backend.requests import Txt2ImgRequest  # noqa: E402
-from backend.settings import Settings  # noqa: E402
+from backend import Engine, Settings, Txt2ImgRequest  # noqa: E402
+from backend.serving import remote  # noqa: E402
 
 
 def timed_jobs(engine: Engine, requests: list[Txt2ImgRequest], parallel: int) -> float:

@@ -57,15 +57,22 @@ from PIL import Image, ImageDraw  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
-from backend import tiny  # noqa: E402
-from backend.devices import DTYPES, compile_unet, cpu_bf16_flags, describe_plan, dtype_name, plan_device  # noqa: E402
-from backend.engine import Engine, generators  # noqa: E402
-from backend.models import ModelRegistry  # noqa: E402
-from backend.pipelines import PipelineCache  # noqa: E402
-from backend.preview import latents_to_rgb  # noqa: E402
-from backend.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest, Txt2ImgRequest  # noqa: E402
-from backend.samplers import DEFAULT_SCHEDULE, build_scheduler  # noqa: E402
-from backend.settings import Settings  # noqa: E402
+from backend import ControlNetRequest, ControlUnit, Engine, Img2ImgRequest, InpaintRequest, Settings, Txt2ImgRequest  # noqa: E402
+from backend.generation.engine import generators  # noqa: E402
+from backend.generation.preview import latents_to_rgb  # noqa: E402
+from backend.generation.samplers import build_scheduler  # noqa: E402
+from backend.models import tiny  # noqa: E402
+from backend.models.devices import (  # noqa: E402
+    DTYPES,
+    compile_unet,
+    cpu_bf16_flags,
+    describe_plan,
+    dtype_name,
+    plan_device,
+)
+from backend.models.pipelines import PipelineCache  # noqa: E402
+from backend.models.registry import ModelRegistry  # noqa: E402
+from backend.schema.samplers import DEFAULT_SCHEDULE  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # row names

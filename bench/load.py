@@ -25,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gradio_client import Client  # noqa: E402
 
-from backend.engine import Engine  # noqa: E402
-from backend.settings import Settings  # noqa: E402
+from backend import Engine, Settings  # noqa: E402
 
 TINY = "Tiny (offline test model)"
 JOB = dict(prompt="a red circle", steps=2, width=64, height=64, batch_size=1, model=TINY)

@@ -6,8 +6,8 @@ import contextlib
 import socket
 from collections.abc import Iterator
 
-from backend.engine import Engine
-from backend.logins import Logins
+from backend.generation.engine import Engine
+from backend.serving.logins import Logins
 from ui.app import build_demo, launch_options
 
 

@@ -16,10 +16,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from backend import devices, tiny  # noqa: E402
-from backend.engine import Engine  # noqa: E402
-from backend.models import ModelRegistry  # noqa: E402
-from backend.requests import Txt2ImgRequest  # noqa: E402
+from backend.generation.engine import Engine  # noqa: E402
+from backend.models import devices, tiny  # noqa: E402
+from backend.models.registry import ModelRegistry  # noqa: E402
+from backend.schema.requests import Txt2ImgRequest  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
 TINY = "Tiny (offline test model)"

@@ -210,7 +210,7 @@ def build_sd2(seed: int, inpaint: bool = False):
     projections, two layers per block (so ``input_blocks.2`` is the cross-attention the detection reads)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
-    from backend import tiny
+    from backend.models import tiny
 
     torch.manual_seed(seed)
     tokenizer = tiny.build_tokenizer()
@@ -234,7 +234,7 @@ def build_sdxl(seed: int):
     conditioning (``text_time``), SDXL's block layout."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
-    from backend import tiny
+    from backend.models import tiny
 
     torch.manual_seed(seed)
     tokenizer = tiny.build_tokenizer()

@@ -16,11 +16,11 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from api.jobs import Jobs, QueueFull
-from backend.engine import Cancelled, Engine, StepEvent
-from backend.infotext import parse_infotext
-from backend.logins import Brake, Logins
-from backend.outputs import read_infotext
-from backend.requests import ControlNetRequest, ControlUnit, Txt2ImgRequest
+from backend.generation.engine import Cancelled, Engine, StepEvent
+from backend.library.infotext import parse_infotext
+from backend.library.outputs import read_infotext
+from backend.schema.requests import ControlNetRequest, ControlUnit, Txt2ImgRequest
+from backend.serving.logins import Brake, Logins
 from backend.settings import Settings
 
 from .api_snapshot import a1111_surface, check, gradio_surface

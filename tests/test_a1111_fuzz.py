@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from backend.engine import Engine
+from backend.generation.engine import Engine
 from backend.settings import Settings
 
 from .apphost import serve

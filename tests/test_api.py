@@ -8,10 +8,10 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from backend.engine import Engine
-from backend.infotext import parse_infotext
-from backend.outputs import read_infotext
-from backend.requests import Txt2ImgRequest
+from backend.generation.engine import Engine
+from backend.library.infotext import parse_infotext
+from backend.library.outputs import read_infotext
+from backend.schema.requests import Txt2ImgRequest
 from backend.settings import Settings
 
 from .apphost import serve
@@ -204,7 +204,7 @@ def test_styles_through_the_api(app):
 def test_controlnet_endpoint_returns_the_map_and_the_images(app, tmp_path):
     from gradio_client import handle_file
 
-    from backend.requests import ControlNetRequest, ControlUnit
+    from backend.schema.requests import ControlNetRequest, ControlUnit
 
     engine, client = app
     reference = Image.new("RGB", (96, 64), "black")

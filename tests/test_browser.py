@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from backend.engine import Engine
+from backend.generation.engine import Engine
 from backend.settings import Settings
 
 from .apphost import serve
@@ -270,7 +270,7 @@ def test_preset_fills_controls_and_reaches_the_request(browser, app_url):
 def test_png_info_reads_and_sends_to_txt2img(browser, app_url, tmp_path):
     from PIL import Image
 
-    from backend.outputs import write_png_atomic
+    from backend.library.outputs import write_png_atomic
 
     text = (
         "a cyan ring\nNegative prompt: dull\nSteps: 7, Sampler: DPM++ 2M Karras, CFG scale: 4.5, Seed: 123, Size: 64x64"
@@ -429,8 +429,8 @@ def _every_ordered_pair(items: list[str]) -> list[str]:
 
 
 def test_every_preset_after_every_other_leaves_a_valid_sampler_pair(browser, app_url):
-    from backend.presets import PresetStore
-    from backend.samplers import supported_schedules
+    from backend.library.presets import PresetStore
+    from backend.schema.samplers import supported_schedules
 
     presets = PresetStore.load(Settings().presets_dir, Settings().user_dir).presets
     shipped = [name for name, p in presets.items() if "sampler" in p.values]
@@ -519,7 +519,7 @@ def test_hires_accordion_and_extras_tab(browser, app_url, tmp_path, test_image):
     # PNG info sends the hires fields back to txt2img; a picture made without them turns the hires fix off.
     from PIL import Image
 
-    from backend.outputs import write_png_atomic
+    from backend.library.outputs import write_png_atomic
 
     base = "a cyan ring\nSteps: 7, Sampler: Euler, CFG scale: 4.5, Seed: {}, Size: 64x64"
     hires = base.format(5) + ", Denoising strength: 0.4, Hires upscale: 1.5, Hires steps: 3, Hires upscaler: Latent"

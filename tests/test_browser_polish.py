@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.engine import Engine
+from backend.generation.engine import Engine
 from backend.settings import Settings
 
 from .apphost import serve

@@ -7,13 +7,14 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from backend.cfg_cutoff import guided_steps
-from backend.engine import Engine
-from backend.grid import GridRequest, GridRunner
-from backend.infotext import parse_infotext
-from backend.models import ModelRegistry
-from backend.pnginfo import parameters_dict, read_parameters
-from backend.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest, ValidationError
+from backend.generation.cfg_cutoff import guided_steps
+from backend.generation.engine import Engine
+from backend.grid.runner import GridRequest, GridRunner
+from backend.library.infotext import parse_infotext
+from backend.library.pnginfo import parameters_dict, read_parameters
+from backend.models.registry import ModelRegistry
+from backend.schema.errors import ValidationError
+from backend.schema.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest
 from backend.settings import Settings
 
 from .conftest import TINY, pixels, write_registry

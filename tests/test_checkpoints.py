@@ -21,11 +21,11 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from safetensors.torch import save_file
 
-from backend import tiny
-from backend.checkpoints import CheckpointError, config_dir, detect, scan
-from backend.engine import Engine
-from backend.infotext import parse_infotext
-from backend.requests import Txt2ImgRequest
+from backend.generation.engine import Engine
+from backend.library.infotext import parse_infotext
+from backend.models import tiny
+from backend.models.checkpoints import CheckpointError, config_dir, detect, scan
+from backend.schema.requests import Txt2ImgRequest
 from backend.settings import Settings
 
 from .apphost import serve
@@ -313,7 +313,7 @@ def test_real_sd15_size_checkpoint_loads_and_generates_offline(tmp_path):
     # Built in a child process, so this process's peak RSS is the app's loading and generation only.
     build = (
         "import sys; from pathlib import Path; from tests.ldm_layout import save_random_sd15; "
-        "from backend.checkpoints import config_dir; from backend.settings import Settings; "
+        "from backend.models.checkpoints import config_dir; from backend.settings import Settings; "
         "save_random_sd15(config_dir(Settings(cache_dir=Path(sys.argv[1])), 'sd15'), Path(sys.argv[2]))"
     )
     root = Path(__file__).resolve().parent.parent

@@ -13,14 +13,15 @@ import torch
 from diffusers import ControlNetModel, MultiControlNetModel
 from PIL import Image, ImageDraw
 
-from backend import pipelines
-from backend.annotators import Annotators, AnnotatorUnavailable, PreprocessError
-from backend.devices import DevicePlan
-from backend.engine import Engine
-from backend.infotext import parse_infotext
-from backend.models import ModelRegistry
-from backend.pipelines import ModelUnavailable, load_controlnet
-from backend.requests import ControlNetRequest, ControlUnit, Txt2ImgRequest, ValidationError
+from backend.generation.engine import Engine
+from backend.images.annotators import Annotators, AnnotatorUnavailable, PreprocessError
+from backend.library.infotext import parse_infotext
+from backend.models import pipelines
+from backend.models.devices import DevicePlan
+from backend.models.pipelines import ModelUnavailable, load_controlnet
+from backend.models.registry import ModelRegistry
+from backend.schema.errors import ValidationError
+from backend.schema.requests import ControlNetRequest, ControlUnit, Txt2ImgRequest
 from backend.settings import Settings
 
 from .annotator_weights import write_annotators

@@ -93,7 +93,7 @@ def test_the_card_is_measured_at_the_apps_defaults_for_the_model():
     demo model's defaults in presets/models.json, and the shipped evaluation.json was measured at them."""
     import json
 
-    from backend.models import ModelRegistry
+    from backend.models.registry import ModelRegistry
 
     defaults = ModelRegistry.load(PROJECT_ROOT / "presets" / "models.json").get("Demo shapes (offline)").defaults
     assert (evaluate.GUIDANCE, evaluate.STEPS) == (defaults.guidance_scale, defaults.steps)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.engine import Cancelled, Engine
-from backend.infotext import parse_infotext
-from backend.outputs import read_infotext
-from backend.requests import Txt2ImgRequest
-from backend.tasks import pipeline_key
+from backend.generation.engine import Cancelled, Engine
+from backend.generation.tasks import pipeline_key
+from backend.library.infotext import parse_infotext
+from backend.library.outputs import read_infotext
+from backend.schema.requests import Txt2ImgRequest
 
 from .conftest import TINY, pixels
 

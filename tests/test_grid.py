@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.engine import Cancelled, Engine
-from backend.grid import GridRequest, GridRunner, draw_grid, plan_grid
-from backend.infotext import parse_infotext
-from backend.outputs import read_infotext
+from backend.generation.engine import Cancelled, Engine
+from backend.grid.draw import draw_grid
+from backend.grid.plan import GridRequest, plan_grid
+from backend.grid.runner import GridRunner
+from backend.library.infotext import parse_infotext
+from backend.library.outputs import read_infotext
 
 from .conftest import TINY, pixels
 
@@ -154,7 +156,7 @@ def test_prompt_is_encoded_once_per_grid(shared_engine, batch):
     ],
 )
 def test_bad_axes_fail_before_any_work(settings, changes, field, message):
-    from backend.requests import ValidationError
+    from backend.schema.errors import ValidationError
 
     engine = Engine(dataclasses.replace(settings, grid_max_cells=4))
     with pytest.raises(ValidationError, match=message) as caught:
@@ -165,7 +167,8 @@ def test_bad_axes_fail_before_any_work(settings, changes, field, message):
 
 
 def test_styles_apply_to_every_cell_and_a_sampler_step_limit_is_an_axis_error(shared_engine):
-    from backend.requests import Txt2ImgRequest, ValidationError
+    from backend.schema.errors import ValidationError
+    from backend.schema.requests import Txt2ImgRequest
 
     style = next(iter(shared_engine.presets.styles))
     plan = plan_grid(grid_request(styles=(style,)), shared_engine)
@@ -289,10 +292,150 @@ def test_sampler_grid_endpoint(tmp_path, cache_dir):
 
 
 def test_a_grid_over_the_work_cap_is_refused_before_any_cell_runs(settings):
-    from backend.requests import ValidationError
+    from backend.schema.errors import ValidationError
 
     engine = Engine(dataclasses.replace(settings, max_pixel_steps=64 * 64 * 20))
     request = GridRequest(prompt="x", width=64, height=64, samplers=["Euler", "DDIM"], steps_list=[4, 5])
     plan_grid(request, engine)  # 18 steps of 64² in all: within 20
     with pytest.raises(ValidationError, match="4 cells of 64×64, 22 steps in all = 90,112 pixel-steps"):
         plan_grid(dataclasses.replace(request, steps_list=[5, 6]), engine)
+    # The hires passes count too (each cell alone is within the cap).
+    hires = dataclasses.replace(request, enable_hr=True, hr_scale=1.5)
+    with pytest.raises(ValidationError, match="and hires passes of 96×96, 18 steps in all = 239,616 pixel-steps"):
+        plan_grid(hires, engine)
+
+
+# --- every option: a grid cell is the txt2img run its infotext describes --------------------------------------
+
+OPTION_PROMPT = "a red circle on a blue background"
+HIRES = {"enable_hr": True, "hr_steps": 2, "strength": 0.5}
+# GridRequest changes, and whether the batched loop runs such cells (else each is its own txt2img pipeline call).
+OPTIONS = {
+    "plain": ({}, True),
+    "deep-cache-3": ({"deep_cache": 3}, False),
+    "skip-cfg-0.5": ({"skip_cfg_after": 0.5}, True),
+    "clip-skip-2": ({"clip_skip": 2}, True),
+    "lora": ({"prompt": f"{OPTION_PROMPT} <lora:grid-lora:1>"}, True),
+    "vae": ({"vae": "grid-vae"}, True),
+    "hires": ({**HIRES, "hr_scale": 1.5}, False),  # 64² → 96²
+    "hires-latent-128": ({**HIRES, "hr_scale": 2.0, "hr_upscaler": "Latent"}, False),  # 64² → 128²: slow
+}
+SLOW_OPTIONS = {"hires-latent-128"}
+# Per channel, /255. Batching changes the UNet's and the VAE's float rounding, not the noise: measured 1 at most
+# here (clip skip, LoRA, VAE) and over every sampler but DPM++ SDE (whose txt2img runs are not reproducible).
+BATCH_TOLERANCE = 1
+
+
+def make_lora(tiny_dir, path) -> None:
+    """A random rank-4 LoRA (Kohya's format) for the tiny model's UNet and text encoder attention layers."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(3)
+    unet = UNet2DConditionModel.from_pretrained(tiny_dir, subfolder="unet")
+    unet_layers, encoder_layers = ["to_q", "to_k", "to_v", "to_out.0"], ["q_proj", "k_proj", "v_proj", "out_proj"]
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=unet_layers, init_lora_weights=False))
+    encoder = CLIPTextModel.from_pretrained(tiny_dir, subfolder="text_encoder")
+    encoder.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=encoder_layers, init_lora_weights=False))
+    state = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
+    state.update({f"text_encoder.text_model.{k}": v for k, v in get_peft_model_state_dict(encoder).items()})
+    kohya = convert_state_dict_to_kohya(state)
+    save_file({key.replace("lora_te1_", "lora_te_"): value.contiguous() for key, value in kohya.items()}, path)
+
+
+def make_vae(path) -> None:
+    """A VAE file as A1111 ships them (original layout), trained differently: the tiny VAE of another seed."""
+    from safetensors.torch import save_file
+
+    from backend.models import tiny
+
+    from .ldm_layout import vae_to_ldm
+
+    vae = tiny.build_components(seed=11)["vae"]
+    state = vae_to_ldm(vae.state_dict(), dict(vae.config))
+    save_file({k.removeprefix("first_stage_model."): v.contiguous() for k, v in state.items()}, path)
+
+
+@pytest.fixture(scope="module")
+def option_engine(tmp_path_factory, cache_dir) -> Engine:
+    from backend.settings import Settings
+
+    root = tmp_path_factory.mktemp("grid-options")
+    (root / "loras").mkdir()
+    (root / "vae").mkdir()
+    make_lora(cache_dir / "tiny", root / "loras" / "grid-lora.safetensors")
+    make_vae(root / "vae" / "grid-vae.safetensors")
+    settings = Settings(
+        offline=True,
+        output_dir=root / "outputs",
+        cache_dir=cache_dir,
+        save_outputs=False,
+        lora_dirs=str(root / "loras"),
+        vae_dir=str(root / "vae"),
+    )
+    return Engine(settings)
+
+
+def option_request(**changes) -> GridRequest:
+    # Ancestral noise (Euler a) and a multistep sampler (DPM++ 2M), 3 steps: one batch where the loop may batch.
+    values = {"prompt": OPTION_PROMPT, "samplers": ["Euler a", "DPM++ 2M"], "steps_list": [3]}
+    return grid_request(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def plain_grid(option_engine):
+    return GridRunner(option_engine).run(option_request())
+
+
+@pytest.mark.parametrize(
+    "option", [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW_OPTIONS else []) for name in OPTIONS]
+)
+def test_every_option_cell_is_the_txt2img_run_its_infotext_describes(option_engine, plain_grid, option):
+    from backend.schema.requests import Txt2ImgRequest
+
+    changes, batchable = OPTIONS[option]
+    events = []
+    result = GridRunner(option_engine).run(option_request(**changes), on_step=events.append)
+    assert result.batched == batchable
+    # The grid's progress counts every iteration it ran, the hires passes' too.
+    assert [(e.step, e.total) for e in events] == [(i, len(events)) for i in range(1, len(events) + 1)]
+    for k, (image, text) in enumerate(zip(result.images, result.infotexts, strict=True)):
+        request = parse_infotext(text).to_request(Txt2ImgRequest)  # what the cell says it is …
+        single = option_engine.run(request)
+        assert text == single.infotext
+        assert image.size == single.images[0].size
+        diff = max_diff(image, single.images[0])  # … is what it is: that txt2img run's picture
+        assert diff <= (BATCH_TOLERANCE if batchable else 0), (option, request.sampler, diff)
+        if option != "plain" and image.size == plain_grid.images[k].size:
+            # The option did something (how much is its own tests' business: skip CFG moves the tiny model little).
+            assert max_diff(image, plain_grid.images[k]) > 0, (option, request.sampler)
+    if changes.get("enable_hr"):
+        assert result.images[0].size == parse_infotext(result.infotexts[0]).to_request(Txt2ImgRequest).hires_size()
+
+
+def test_a_grid_request_carries_every_txt2img_option():
+    """Every Txt2ImgRequest field but the X axis and the batch size is a grid field, with the same default, and
+    reaches every cell: a new txt2img option fails here until the grid takes it."""
+    from backend.grid.plan import CELL_FIELDS
+    from backend.schema.requests import Txt2ImgRequest
+
+    txt2img = {f.name: f for f in dataclasses.fields(Txt2ImgRequest)}
+    grid = {f.name: f for f in dataclasses.fields(GridRequest)}
+    assert set(txt2img) - set(grid) == {"sampler", "batch_size"}
+    assert set(grid) - set(txt2img) == {"samplers", "steps_list", "cfg_list"}
+    assert set(CELL_FIELDS) == set(grid) & set(txt2img)
+    defaults = Txt2ImgRequest()
+    assert all(getattr(GridRequest(), name) == getattr(defaults, name) for name in CELL_FIELDS)
+
+
+def test_the_options_the_batched_loop_does_not_implement_are_named(shared_engine):
+    from backend.grid.batch import unbatched_options
+
+    plan = plan_grid(grid_request(deep_cache=2, hr_scale=1.5, clip_skip=2, skip_cfg_after=0.5), shared_engine)
+    assert unbatched_options(plan.cells[0]) == ["deep_cache"]  # hires settings count only with the hires fix on
+    assert unbatched_options(plan.cells[0].replace(deep_cache=1, enable_hr=True)) == ["enable_hr"]
+    assert unbatched_options(plan.cells[0].replace(deep_cache=1)) == []

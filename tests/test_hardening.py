@@ -12,10 +12,10 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from backend.engine import Engine
-from backend.infotext import parse_infotext
-from backend.outputs import read_infotext
-from backend.requests import Txt2ImgRequest
+from backend.generation.engine import Engine
+from backend.library.infotext import parse_infotext
+from backend.library.outputs import read_infotext
+from backend.schema.requests import Txt2ImgRequest
 from backend.settings import Settings
 
 from .apphost import serve
@@ -142,7 +142,7 @@ def test_png_info_survives_crafted_files(app, tmp_path):
 def test_infotext_parsing_is_linear():
     import time
 
-    from backend.infotext import parse_infotext
+    from backend.library.infotext import parse_infotext
 
     line = "Steps 20 " * 25_000  # 225k characters, no colon: quadratic parsing took minutes on this
     start = time.perf_counter()
@@ -151,7 +151,9 @@ def test_infotext_parsing_is_linear():
 
 
 def test_a_prompt_cannot_forge_its_own_negative_prompt(app):
-    from backend.requests import Txt2ImgRequest, ValidationError, validate
+    from backend.schema.errors import ValidationError
+    from backend.schema.requests import Txt2ImgRequest
+    from backend.schema.validate import validate
 
     _, client, _ = app
     with pytest.raises(AppError, match="prompt has a line starting with 'Negative prompt:'"):
@@ -193,7 +195,7 @@ def test_stale_temporary_files_are_removed_at_start(tmp_path, cache_dir):
     import os
     import time
 
-    from backend.outputs import OutputWriter
+    from backend.library.outputs import OutputWriter
 
     day = tmp_path / "out" / "2026-01-01"
     day.mkdir(parents=True)

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.engine import Engine
-from backend.infotext import parse_infotext
-from backend.requests import Txt2ImgRequest, ValidationError, validate
+from backend.generation.engine import Engine
+from backend.library.infotext import parse_infotext
+from backend.schema.errors import ValidationError
+from backend.schema.requests import Txt2ImgRequest
+from backend.schema.validate import validate
 from backend.settings import Settings
 from tests.conftest import TINY
 
@@ -155,16 +157,16 @@ def test_bad_hires_resize_names_the_field(changes, field, words):
 
 def test_hires_resize_to_another_aspect_crops_the_middle(shared_engine, tiny_request, monkeypatch):
     """64² → 128×96: upscaled to 128² and the middle 96 rows kept (A1111's crop), never squashed."""
-    import backend.engine
+    import backend.generation.engine
 
     seen = []
-    original = backend.engine.call_pipeline
+    original = backend.generation.engine.call_pipeline
 
     def recording(pipe, config, request, kwargs, callback):
         seen.append(kwargs.get("image"))
         return original(pipe, config, request, kwargs, callback)
 
-    monkeypatch.setattr(backend.engine, "call_pipeline", recording)
+    monkeypatch.setattr(backend.generation.engine, "call_pipeline", recording)
     hires = tiny_request.replace(enable_hr=True, hr_steps=10, strength=0.1)  # one gentle step at the hires size
     for upscaler in ("Lanczos", "Latent"):
         seen.clear()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import socket
 import time
 
-from backend import hub
-from backend.engine import Engine
+from backend.generation.engine import Engine
+from backend.models import hub
 from backend.settings import Settings
 from ui.common import model_choices
 

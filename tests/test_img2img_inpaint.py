@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter, ImageOps
 
-from backend.engine import Engine
-from backend.images import RESIZE_MODES, binary_mask, resize, size_from_image
-from backend.models import ModelRegistry
-from backend.requests import Img2ImgRequest, InpaintRequest, ValidationError
+from backend.generation.engine import Engine
+from backend.images.ops import resize
+from backend.models.registry import ModelRegistry
+from backend.schema.choices import RESIZE_MODES
+from backend.schema.errors import ValidationError
+from backend.schema.geometry import binary_mask, size_from_image
+from backend.schema.requests import Img2ImgRequest, InpaintRequest
 from backend.settings import Settings
 
 from .conftest import TINY, pixels, write_registry

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backend.infotext import format_infotext, parse_infotext
-from backend.requests import Txt2ImgRequest
+from backend.library.infotext import format_infotext, parse_infotext
+from backend.schema.requests import Txt2ImgRequest
 
 
 def test_round_trip_recovers_the_request():

@@ -8,8 +8,8 @@ import pytest
 import requests
 
 import app
-from backend.engine import Engine
-from backend.logins import Brake, Logins, hash_password, read_user_file
+from backend.generation.engine import Engine
+from backend.serving.logins import Brake, Logins, hash_password, read_user_file
 from backend.settings import Settings
 
 from .apphost import serve

@@ -15,11 +15,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from backend.engine import Engine
-from backend.grid import GridRequest, GridRunner
-from backend.infotext import parse_infotext
-from backend.networks import insert_tag, parse_lora_tags, strip_tags
-from backend.requests import Img2ImgRequest, Txt2ImgRequest, ValidationError
+from backend.generation.engine import Engine
+from backend.generation.networks import insert_tag, parse_lora_tags, strip_tags
+from backend.grid.runner import GridRequest, GridRunner
+from backend.library.infotext import parse_infotext
+from backend.schema.errors import ValidationError
+from backend.schema.requests import Img2ImgRequest, Txt2ImgRequest
 from backend.settings import Settings
 
 from .conftest import TINY, pixels

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from backend.engine import Engine
-from backend.requests import Txt2ImgRequest
+from backend.generation.engine import Engine
+from backend.schema.requests import Txt2ImgRequest
 from backend.settings import PROJECT_ROOT, Settings
 from training import data
 

@@ -6,8 +6,8 @@ import logging
 
 import torch
 
-from backend import tiny
-from backend.nan_guard import guard_vae_nans
+from backend.models import tiny
+from backend.models.nan_guard import guard_vae_nans
 
 
 def _overflowing_vae():
@@ -24,12 +24,12 @@ def test_nan_decode_is_redone_in_float32_and_logged_once(caplog):
     with torch.no_grad():
         assert torch.isnan(vae.decode(latents).sample).any()  # the failure the guard exists for
         guard_vae_nans(vae, "test model")
-        with caplog.at_level(logging.WARNING, logger="backend.nan_guard"):
+        with caplog.at_level(logging.WARNING, logger="backend.models.nan_guard"):
             first = vae.decode(latents).sample
             second = vae.decode(latents, return_dict=False)[0]
     assert not torch.isnan(first).any() and torch.equal(first, second)
     assert vae.dtype == torch.float16  # back to its own precision for the next run
-    logged = [r.message for r in caplog.records if r.name == "backend.nan_guard"]
+    logged = [r.message for r in caplog.records if r.name == "backend.models.nan_guard"]
     assert logged == ["test model: the torch.float16 VAE decode gave NaNs; decoding in float32 instead"]
     reference = _overflowing_vae().float()
     with torch.no_grad():

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.outpaint import Margins, extend, run_size
-from backend.requests import InpaintRequest, ValidationError, validate
+from backend.images.outpaint import extend
+from backend.schema.errors import ValidationError
+from backend.schema.geometry import Margins, run_size
+from backend.schema.requests import InpaintRequest
+from backend.schema.validate import validate
 from backend.settings import Settings
 from tests.conftest import TINY
 

@@ -8,8 +8,8 @@ import stat
 import pytest
 from PIL import Image
 
-from backend import outputs
-from backend.outputs import OutputWriter, read_infotext, write_png_atomic
+from backend.library import outputs
+from backend.library.outputs import OutputWriter, read_infotext, write_png_atomic
 
 
 def test_png_carries_parameters(tmp_path):

@@ -7,9 +7,9 @@ import weakref
 
 import pytest
 
-from backend.engine import Engine
-from backend.models import ModelRegistry
-from backend.pipelines import ModelUnavailable, PipelineCache, load_pipeline
+from backend.generation.engine import Engine
+from backend.models.pipelines import ModelUnavailable, PipelineCache, load_pipeline
+from backend.models.registry import ModelRegistry
 from backend.settings import Settings
 
 from .conftest import write_registry

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.infotext import format_infotext
-from backend.pnginfo import EXIF_IFD, EXIF_USER_COMMENT, PngInfoError, parameters_dict, read_parameters
-from backend.requests import Txt2ImgRequest
+from backend.library.infotext import format_infotext
+from backend.library.pnginfo import EXIF_IFD, EXIF_USER_COMMENT, PngInfoError, parameters_dict, read_parameters
+from backend.schema.requests import Txt2ImgRequest
 
 from .conftest import pixels
 
@@ -28,7 +28,7 @@ def test_regenerate_from_our_png_is_identical(shared_engine, tiny_request):
 
 
 def test_a1111_png(tmp_path):
-    from backend.outputs import write_png_atomic
+    from backend.library.outputs import write_png_atomic
 
     path = write_png_atomic(Image.new("RGB", (8, 8)), tmp_path / "a.png", A1111)
     _, info = read_parameters(path)
@@ -75,7 +75,7 @@ def test_files_without_parameters(tmp_path):
 
 def test_unused_infotext_helper_matches_format(tiny_request):
     # The parsed dict round-trips the request fields we write.
-    from backend.infotext import parse_infotext
+    from backend.library.infotext import parse_infotext
 
     fields = parameters_dict(parse_infotext(format_infotext(tiny_request, 5)))
     assert fields["seed"] == 5 and fields["guidance_scale"] == tiny_request.guidance_scale

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from backend.engine import Engine
-from backend.presets import (
+from backend.generation.engine import Engine
+from backend.library.presets import (
     MAX_OWN_PRESETS,
     PresetStore,
     Style,
@@ -16,7 +16,7 @@ from backend.presets import (
     own_presets,
     read_styles_csv,
 )
-from backend.requests import ValidationError
+from backend.schema.errors import ValidationError
 from backend.settings import Settings
 
 A1111_CSV = """name,prompt,negative_prompt

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.infotext import parse_infotext
-from backend.prompting import count_label, to_compel, weighted_chunks
-from backend.requests import Txt2ImgRequest, ValidationError
+from backend.generation.prompting import count_label, to_compel, weighted_chunks
+from backend.library.infotext import parse_infotext
+from backend.schema.errors import ValidationError
+from backend.schema.requests import Txt2ImgRequest
 
 from .conftest import TINY, pixels
 
@@ -96,7 +97,7 @@ def test_engine_token_label(shared_engine):
 
 
 def test_sampler_grid_takes_the_syntax(shared_engine):
-    from backend.grid import GridRequest, GridRunner
+    from backend.grid.runner import GridRequest, GridRunner
 
     prompt = "a (red:1.6) circle BREAK " + " ".join(["blue square"] * 40)
     request = GridRequest(

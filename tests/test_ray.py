@@ -16,12 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.engine import Cancelled
-from backend.infotext import parse_infotext
-from backend.outputs import read_infotext
-from backend.requests import Txt2ImgRequest, ValidationError
+from backend.generation.engine import Cancelled
+from backend.library.infotext import parse_infotext
+from backend.library.outputs import read_infotext
+from backend.schema.errors import ValidationError
+from backend.schema.requests import Txt2ImgRequest
+from backend.serving.wire import pack, unpack
 from backend.settings import PROJECT_ROOT, Settings
-from backend.wire import pack, unpack
 
 from .apphost import serve
 from .conftest import TINY, endpoint_args, pixels
@@ -43,8 +44,8 @@ def test_pictures_cross_as_png_with_their_infotext():
 
 def test_default_app_never_imports_ray():
     code = (
-        "import sys, app, ui.app; from backend.engine import Engine; "
-        "assert 'ray' not in sys.modules and 'backend.remote' not in sys.modules"
+        "import sys, app, ui.app; from backend.generation.engine import Engine; "
+        "assert 'ray' not in sys.modules and 'backend.serving.remote' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True, timeout=120)
 
@@ -62,7 +63,7 @@ def test_workers_setting_is_checked(settings):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, cache_dir):
     pytest.importorskip("ray")  # requirements-dev installs it: CI runs these tests
-    from backend import remote
+    from backend.serving import remote
 
     settings = Settings(
         offline=True,
@@ -172,7 +173,7 @@ def test_a_replica_killed_mid_job_fails_that_job_only(cluster):
     import ray
     from ray import serve
 
-    from backend.remote import APP_NAME, WorkerLost
+    from backend.serving.remote import APP_NAME, WorkerLost
 
     def replicas():
         return [

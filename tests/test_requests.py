@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from backend.requests import Txt2ImgRequest, ValidationError, field_limits, validate
+from backend.schema.errors import ValidationError
+from backend.schema.requests import Txt2ImgRequest, field_limits
+from backend.schema.validate import validate
 from backend.settings import Settings
 
 SETTINGS = Settings(max_width=1024, max_height=1024, max_steps=50, max_batch=4)
@@ -62,7 +64,7 @@ def test_limits_from_environment():
 
 
 def test_costly_requests_are_refused_up_front_with_the_limit():
-    from backend.devices import CPU_PIXEL_STEPS, pixel_step_limit
+    from backend.models.devices import CPU_PIXEL_STEPS, pixel_step_limit
 
     cpu = Settings(device="cpu")
     assert pixel_step_limit(cpu) == CPU_PIXEL_STEPS

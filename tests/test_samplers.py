@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.samplers import SAMPLERS, SCHEDULES, build_scheduler, split_legacy_name, supported_schedules
+from backend.generation.samplers import build_scheduler, scheduler_class
+from backend.schema.samplers import SAMPLERS, SCHEDULES, split_legacy_name, supported_schedules
 
 from .conftest import pixels
 
@@ -18,6 +19,15 @@ PAIRS = [(s, sch) for s in SAMPLERS for sch in supported_schedules(s)]
 @pytest.fixture(scope="module")
 def base_config(shared_engine):
     return shared_engine.cache.model(shared_engine.default_model).scheduler_config
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_declared_schedules_are_the_ones_the_scheduler_accepts(sampler):
+    """The sampler table is data (no diffusers import for validation); its schedule lists must match what each
+    scheduler class accepts, so no sampler promises a flag its scheduler would silently ignore."""
+    params = inspect.signature(scheduler_class(sampler).__init__).parameters
+    accepted = [name for name, flags in SCHEDULES.items() if all(key in params for key in flags)]
+    assert supported_schedules(sampler) == accepted
 
 
 @pytest.mark.parametrize("sampler,schedule", PAIRS, ids=[f"{a}|{b}" for a, b in PAIRS])

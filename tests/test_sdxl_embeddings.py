@@ -14,9 +14,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from backend.engine import Engine
-from backend.infotext import parse_infotext
-from backend.requests import Txt2ImgRequest, ValidationError
+from backend.generation.engine import Engine
+from backend.library.infotext import parse_infotext
+from backend.schema.errors import ValidationError
+from backend.schema.requests import Txt2ImgRequest
 from backend.settings import Settings
 
 from .conftest import TINY, pixels

@@ -15,11 +15,11 @@ import torch
 from diffusers import ControlNetModel
 from PIL import Image
 
-from backend import engine as engine_module
-from backend.engine import Engine
-from backend.grid import GridRequest, GridRunner
-from backend.prompting import prompt_embeddings
-from backend.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
+from backend.generation import engine as engine_module
+from backend.generation.engine import Engine
+from backend.generation.prompting import prompt_embeddings
+from backend.grid.runner import GridRequest, GridRunner
+from backend.schema.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 from backend.settings import Settings
 
 from .conftest import TINY, pixels

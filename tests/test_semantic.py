@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.engine import Engine
-from backend.models import ModelRegistry
-from backend.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
+from backend.generation.engine import Engine
+from backend.models.registry import ModelRegistry
+from backend.schema.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 from backend.settings import Settings
 from tests.conftest import write_registry
 from training.data import PALETTE, Scene, classify_picture, nearest_colour, render

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend import devices
-from backend.devices import cpu_bf16_flags, describe_plan, plan_device
-from backend.models import ModelRegistry, RegistryError
+from backend.models import devices
+from backend.models.devices import cpu_bf16_flags, describe_plan, plan_device
+from backend.models.registry import ModelRegistry, RegistryError
 from backend.settings import Settings
 
 

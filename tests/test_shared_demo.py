@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import ValidationError
 
-from backend.engine import Engine
+from backend.generation.engine import Engine
 from backend.settings import Settings
 from ui.session import CancelRegistry, TooManyJobs, check_share, owner_key
 

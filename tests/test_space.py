@@ -17,11 +17,13 @@ import torch
 import yaml
 
 import app
-from backend import space, zerogpu
-from backend.devices import DevicePlan, pixel_step_limit, plan_device
-from backend.engine import Engine
-from backend.grid import GridRequest
-from backend.models import ModelRegistry
+from backend.generation.engine import Engine
+from backend.grid.plan import GridRequest
+from backend.grid.runner import grid_runner
+from backend.models import zerogpu
+from backend.models.devices import DevicePlan, pixel_step_limit, plan_device
+from backend.models.registry import ModelRegistry
+from backend.serving import space
 from backend.settings import Settings
 from tests.conftest import TINY, pixels
 
@@ -290,7 +292,7 @@ def test_grid_chunks_go_through_spaces_gpu(monkeypatch, stub_spaces, zerogpu_eng
     monkeypatch.setattr(zerogpu, "PIXEL_STEPS_PER_SECOND", 1000)
     engine = zerogpu_engine
     request = GridRequest(prompt="x", width=64, height=64, model=TINY, samplers=["Euler", "DDIM"], steps_list=[2, 3])
-    result = engine.grid_runner().run(request)
+    result = grid_runner(engine).run(request)
     assert len(result.images) == 4
     # The tiny pipeline is batched by step count: one GPU call per group, each asking for its own work.
     assert stub_spaces.durations == [zerogpu.duration_for(2, 64, 64, 2), zerogpu.duration_for(3, 64, 64, 2)]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.engine import Engine
-from backend.requests import Txt2ImgRequest
+from backend.generation.engine import Engine
+from backend.schema.requests import Txt2ImgRequest
 
 from .conftest import TINY, pixels
 

@@ -8,15 +8,10 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from backend.infotext import parse_infotext
-from backend.requests import (
-    ControlNetRequest,
-    ControlUnit,
-    Img2ImgRequest,
-    InpaintRequest,
-    ValidationError,
-    validate,
-)
+from backend.library.infotext import parse_infotext
+from backend.schema.errors import ValidationError
+from backend.schema.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest
+from backend.schema.validate import validate
 from backend.settings import Settings
 
 from .conftest import TINY, pixels

@@ -6,7 +6,7 @@ import json
 
 from diffusers import StableDiffusionPipeline
 
-from backend import tiny
+from backend.models import tiny
 
 
 def test_tokenizer_knows_the_demo_words():

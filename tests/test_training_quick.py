@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.engine import Engine
-from backend.models import ModelRegistry
-from backend.requests import Txt2ImgRequest
+from backend.generation.engine import Engine
+from backend.models.registry import ModelRegistry
+from backend.schema.requests import Txt2ImgRequest
 from backend.settings import Settings
 
 from .conftest import write_registry

@@ -9,8 +9,8 @@ from PIL import Image
 from safetensors.torch import save_file
 from spandrel.architectures.ESRGAN import ESRGAN
 
-from backend import upscalers
-from backend.requests import ValidationError
+from backend.images import upscalers
+from backend.schema.errors import ValidationError
 from backend.settings import Settings
 
 

@@ -4,7 +4,7 @@ One picture = one flat-coloured shape on a flat background of another colour, e.
 "a red circle on a blue background" or, with optional words, "a small red circle on the left on a
 blue background". Colours come from a fixed palette of eight well-separated colours (the corners of
 the RGB cube, slightly softened), shapes have a generous minimum size, and every word of every
-caption is a single token of ``backend.tiny.build_tokenizer()``.
+caption is a single token of ``backend.models.tiny.build_tokenizer()``.
 
 Sample ``i`` of seed ``s`` is always the same picture (``numpy.random.default_rng((s, i))``), so the
 training set, the cached latents and the evaluation prompts are reproducible.

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 def demo_defaults():
     """The app's defaults for the demo model, read as the app reads them (``presets/models.json`` through the model
     registry): every measure runs at them, so the card's figures are what a user gets without touching a slider."""
-    from backend.models import ModelRegistry
+    from backend.models.registry import ModelRegistry
 
     registry = ModelRegistry.load(ROOT / "presets" / "models.json")
     return next(spec.defaults for spec in registry.models.values() if spec.source == "models/demo")
@@ -69,7 +69,8 @@ def load_pipeline(path: str, scheduler: str = "dpm++", device: str = "cpu", sche
     import diffusers
     from diffusers import StableDiffusionPipeline
 
-    from backend.samplers import SAMPLERS, build_scheduler
+    from backend.generation.samplers import build_scheduler
+    from backend.schema.samplers import SAMPLERS
 
     pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, use_safetensors=True)
     if scheduler in SAMPLERS:
@@ -395,7 +396,7 @@ def evaluate_specks(
     same prompts and seeds through every sampler of SPECK_SAMPLERS, at ``guidance`` and again at ``high``."""
     from diffusers import AutoencoderKL
 
-    from backend.samplers import build_scheduler
+    from backend.generation.samplers import build_scheduler
 
     vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True).float().to(device)
     samples = [data.sample(seed + 4242, i) for i in range(n)]
@@ -490,7 +491,7 @@ SAMPLER_STEPS = {"LCM": 4, "LMS": 40, "PLMS": 40}
 
 def evaluate_samplers(args) -> dict[str, dict]:
     """Shape- and background-colour accuracy of every sampler in the app's registry, printed as a table."""
-    from backend.samplers import SAMPLERS
+    from backend.schema.samplers import SAMPLERS
 
     table = {}
     print(f"{'sampler':14} steps  shape colour  background  shape kind")

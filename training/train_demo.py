@@ -6,7 +6,7 @@ ordinary ``StableDiffusionPipeline.from_pretrained`` path:
 
 * ``AutoencoderKL`` with 4 down blocks (8x: 64x64 pictures -> 8x8x4 latents), ``scaling_factor``
   measured from the latents' std;
-* ``CLIPTextModel`` (trained jointly with the UNet) + the project's ``backend.tiny`` CLIPTokenizer;
+* ``CLIPTextModel`` (trained jointly with the UNet) + the project's ``backend.models.tiny`` CLIPTokenizer;
 * ``UNet2DConditionModel`` with cross-attention, epsilon prediction, scaled-linear DDPM betas;
 * variants: a 9-channel inpainting UNet (extra input channels zero-initialised, random masks) and a
   canny ``ControlNetModel.from_unet``.
@@ -124,7 +124,7 @@ STORE_DTYPE = torch.float16  # shipped UNet/VAE/variant weights (keeps the whole
 
 
 def build_tokenizer():
-    from backend.tiny import build_tokenizer as _build
+    from backend.models.tiny import build_tokenizer as _build
 
     return _build()
 
@@ -149,7 +149,7 @@ def new_vae():
 
 
 def new_text_encoder(tokenizer):
-    from backend.tiny import build_text_encoder
+    from backend.models.tiny import build_text_encoder
 
     return build_text_encoder(tokenizer, width=64)
 
@@ -185,7 +185,7 @@ def train_scheduler():
 
 
 def pipeline_scheduler():
-    """SD 1.x's scheduler config (the same one ``backend.tiny`` ships)."""
+    """SD 1.x's scheduler config (the same one ``backend.models.tiny`` ships)."""
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 
 import gradio as gr
 from starlette.middleware import Middleware
 
-from backend.engine import Engine
-from backend.logins import Logins
-from backend.space import duplicate_url, space_id
+from backend.generation.engine import Engine
+from backend.serving.logins import Logins
+from backend.serving.space import duplicate_url, space_id
 
 from . import tab_controlnet, tab_extras, tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
-from .common import Studio, queued_jobs
+from .common import ELEM_IDS
 from .login_guard import LoginGuard
 from .presets_ui import own_preset_storage
-from .queue_share import QueueShare
+from .queue_share import QueueShare, queued_jobs
 from .send import wire_gallery_sends, wire_send
 from .session import CancelRegistry
+from .studio import Studio
 
 TITLE = "SD Studio"
 TABS = {
@@ -55,7 +57,7 @@ SHORTCUTS_JS = """
   blank(document);
   // An error names its field first ("width: …"): outline that field on the visible tab and scroll it into view,
   // since it may be far below the fold (the message stays in the toast).
-  const ids = { guidance_scale: "cfg", batch_size: "batch", negative_prompt: "negative" };
+  const ids = __ELEM_IDS__;  // a field's element id where it is not its name with dashes (ui/common.py)
   const point = (node) => {
     if (!node.querySelectorAll) return;
     const toasts = node.matches && node.matches(".toast-body") ? [node] : node.querySelectorAll(".toast-body");
@@ -73,7 +75,7 @@ SHORTCUTS_JS = """
   new MutationObserver((changes) => changes.forEach((c) => c.addedNodes.forEach((n) => { blank(n); point(n); })))
     .observe(document.body, { childList: true, subtree: true });
 }
-"""
+""".replace("__ELEM_IDS__", json.dumps(ELEM_IDS))
 # Small pictures (the demo model's 64²) are scaled up with hard pixel edges, and no picture is cropped.
 CSS = """
 [id$='-gallery'] img, [id$='-map'] img, #inpaint-mask-used img, #grid-sheet img {

@@ -6,7 +6,7 @@ from typing import Any
 
 from PIL import Image, ImageChops
 
-from backend.images import binary_mask
+from backend.schema.geometry import binary_mask
 
 EDITOR_CANVAS = (800, 800)  # gr.ImageEditor's default canvas_size
 

@@ -2,67 +2,53 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import gradio as gr
 
-from backend.requests import field_limits
-from backend.upscalers import hires_upscaler_names
+from backend.models.upscaler_files import hires_upscaler_names
+from backend.schema.fields import field_default
+from backend.schema.requests import Txt2ImgRequest, field_limits
 
-from .common import Studio, limit_slider
+from .controls import field_slider, words
 from .inputs import FieldDropdown, FieldSlider
+from .studio import Studio
 
 
-@dataclass
-class HiresControls:
-    enable_hr: gr.Checkbox
-    hr_upscaler: gr.Dropdown
-    hr_scale: gr.Slider
-    hr_steps: gr.Slider
-    strength: gr.Slider
-
-    def inputs(self) -> list[gr.components.Component]:
-        """In the order of the txt2img handler's hires parameters."""
-        return [self.enable_hr, self.hr_upscaler, self.hr_scale, self.hr_steps, self.strength]
-
-    def fields(self) -> dict[str, gr.components.Component]:
-        return {
-            "enable_hr": self.enable_hr,
-            "hr_upscaler": self.hr_upscaler,
-            "hr_scale": self.hr_scale,
-            "hr_steps": self.hr_steps,
-            "strength": self.strength,
-        }
-
-
-def build_hires(studio: Studio) -> HiresControls:
+def build_hires(studio: Studio) -> dict[str, gr.components.Component]:
+    """The hires controls by field name, in the order of the txt2img handler's (and API's) hires parameters."""
     limits = field_limits(studio.engine.settings)
+
+    def default(name: str):
+        return field_default(Txt2ImgRequest, name)
+
     with gr.Accordion("Hires. fix", open=False, elem_id="txt2img-hires"):
         enable = gr.Checkbox(
-            False,
-            label="Hires. fix",
+            default("enable_hr"),
             elem_id="txt2img-enable-hr",
-            info="Generate at the size above, upscale, then refine at the larger size",
+            **words(
+                "enable_hr", Txt2ImgRequest, info="Generate at the size above, upscale, then refine at the larger size"
+            ),
         )
         with gr.Row():
             upscaler = FieldDropdown(
                 hires_upscaler_names(studio.engine.settings),
-                value="Lanczos",
-                label="Hires upscaler",
+                value=default("hr_upscaler"),
                 allow_custom_value=True,  # the engine names the upscalers it has
                 elem_id="txt2img-hr-upscaler",
+                **words("hr_upscaler", Txt2ImgRequest),
             )
-            scale = FieldSlider(1.0, 4.0, value=2.0, step=0.05, label="Hires upscale", elem_id="txt2img-hr-scale")
+            # The slider offers up to 4×; the validator takes up to 8× (an API client's choice), within the size limit.
+            scale = FieldSlider(
+                1.0,
+                4.0,
+                value=default("hr_scale"),
+                step=0.05,
+                elem_id="txt2img-hr-scale",
+                **words("hr_scale", Txt2ImgRequest),
+            )
         with gr.Row():
             # 0 is A1111's "as many as the first pass", below the steps limit's minimum
-            steps = FieldSlider(
-                0,
-                limits["steps"].maximum,
-                value=0,
-                step=1,
-                label="Hires steps",
-                elem_id="txt2img-hr-steps",
-                info="0 = the same as Sampling steps",
+            steps = field_slider(
+                "hr_steps", limits, "txt2img-hr-steps", cls=Txt2ImgRequest, info="0 = the same as Sampling steps"
             )
-            strength = limit_slider("Denoising strength", limits["strength"], 0.7, "txt2img-hr-strength")
-    return HiresControls(enable, upscaler, scale, steps, strength)
+            strength = field_slider("strength", limits, "txt2img-hr-strength", cls=Txt2ImgRequest)
+    return {"enable_hr": enable, "hr_upscaler": upscaler, "hr_scale": scale, "hr_steps": steps, "strength": strength}

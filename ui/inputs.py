@@ -3,7 +3,7 @@
 Gradio checks an input in its own preprocessing, before any handler runs: a non-picture, a truncated file or a
 declared 30000×30000 PNG fails there with a generic error (or a long decode), `steps="abc"` with a generic error,
 and a value out of range or not among the choices with a message that does not say which field. These subclasses
-check a picture's header first (``backend.images.check_picture_file``) and put the field's label before every
+check a picture's header first (``backend.images.ops.check_picture_file``) and put the field's label before every
 refusal. ``is_template`` makes Gradio use the parent's front-end component; they add no ``__init__`` (Gradio builds
 a component's front-end config from its ``__init__`` signature).
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from backend.images import check_picture_file
+from backend.images.ops import check_picture_file
 
 from .events import refuse
 

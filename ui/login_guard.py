@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from backend.logins import Logins
+from backend.serving.logins import Logins
 
 _AUTH_REQUIRED = re.compile(rb'"auth_required":\s*true')
 _API_INFO = re.compile(rb"(window\.gradio_api_info\s*=\s*)(.*?)(;\s*</script>)", re.S)

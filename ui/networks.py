@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.engine import Engine
-from backend.networks import insert_tag
+from backend.generation.engine import Engine
+from backend.generation.networks import insert_tag
 
 from .events import QUIET
 

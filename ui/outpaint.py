@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import gradio as gr
 
-from backend.outpaint import FILLS
-from backend.requests import field_limits
+from backend.images.outpaint import FILLS
+from backend.schema.fields import field_default
+from backend.schema.requests import InpaintRequest, field_limits
 
-from .common import Studio, limit_slider
+from .controls import field_slider
+from .studio import Studio
 
-
-@dataclass
-class OutpaintControls:
-    left: gr.Slider
-    right: gr.Slider
-    up: gr.Slider
-    down: gr.Slider
-    fill: gr.Radio
-
-    def inputs(self) -> list[gr.components.Component]:
-        """In the order of the inpaint handler's ``outpaint_*`` parameters."""
-        return [self.left, self.right, self.up, self.down, self.fill]
+SIDES = ("left", "right", "up", "down")
 
 
-def build_outpaint(studio: Studio, prefix: str = "inpaint") -> OutpaintControls:
-    limit = field_limits(studio.engine.settings)["outpaint"]
+def build_outpaint(studio: Studio, prefix: str = "inpaint") -> dict[str, gr.components.Component]:
+    """The controls by field name, in the order of the inpaint handler's ``outpaint_*`` parameters."""
+    limits = field_limits(studio.engine.settings)
     with gr.Accordion("Outpainting", open=False, elem_id=f"{prefix}-outpaint"):
         gr.Markdown(
             "Grow the picture by these many pixels on each side; the new area is generated (no need to paint it) "
@@ -34,15 +24,18 @@ def build_outpaint(studio: Studio, prefix: str = "inpaint") -> OutpaintControls:
             "Use a high Denoising strength (0.9–1)."
         )
         with gr.Row():
-            sides = [
-                limit_slider(label, limit, 0, f"{prefix}-outpaint-{label.lower()}")
-                for label in ("Left", "Right", "Up", "Down")
-            ]
-        fill = gr.Radio(
+            # The schema has no words for the sides: a row of Left/Right/Up/Down says it best.
+            found = {
+                f"outpaint_{side}": field_slider(
+                    f"outpaint_{side}", limits, f"{prefix}-outpaint-{side}", cls=InpaintRequest, label=side.capitalize()
+                )
+                for side in SIDES
+            }
+        found["outpaint_fill"] = gr.Radio(
             list(FILLS),
-            value=FILLS[0],
+            value=field_default(InpaintRequest, "outpaint_fill"),
             label="Fill the new area with",
             info="Blurred edge: the border's colours stretched and blurred; Noise: random pixels (from the seed)",
             elem_id=f"{prefix}-outpaint-fill",
         )
-    return OutpaintControls(*sides, fill)
+    return found

@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from backend.presets import PRESET_FIELDS, PresetStore, own_presets
+from backend.library.presets import PRESET_FIELDS, PresetStore, own_presets
 
 from .events import QUIET, TOASTING
 from .schedule import schedule_dropdown

@@ -2,7 +2,7 @@
 
 A Gradio ``validator`` would run the handler's preprocessing at join time, and a failure there (a range error
 naming its field) would reach API clients as a bare "400 Bad Request"; so the bound is checked here instead, in
-front of Gradio, and only the queue's own jobs are counted (``ui.common.queued_jobs``). A refusal is answered as
+front of Gradio, and only the queue's own jobs are counted (``queued_jobs``). A refusal is answered as
 Gradio answers a failed validation (HTTP 422 with the message), which gradio_client raises as a
 ``ValidationError`` and the page shows.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from .session import TooManyJobs, check_share, owner_key
 
-GPU = "gpu"  # the concurrency id of every generation event (ui.common.wire_generation)
+GPU = "gpu"  # the concurrency id of every generation event (ui.wiring.wire_generation)
 
 
 class QueueShare:
@@ -91,3 +91,24 @@ def _username(app: Any, scope: dict) -> str | None:
     cookie_id = getattr(app, "cookie_id", "")
     token = cookies.get(f"access-token-{cookie_id}") or cookies.get(f"access-token-unsecure-{cookie_id}")
     return getattr(app, "tokens", {}).get(token) if token else None
+
+
+def queued_jobs(blocks: Any) -> list[tuple[str, str, str]]:
+    """(owner, address, endpoint) of every generation job waiting in Gradio's queue or running.
+
+    Gradio has no public view of its queue, so this reads its event lists; tests/test_shared_demo.py fails if
+    they change. Counting the queue itself (not our own bookkeeping) means a job a client cancelled, or a page
+    that went away, stops counting at once.
+    """
+    queue = getattr(blocks, "_queue", None)
+    if queue is None:
+        return []
+    events = [event for waiting in queue.event_queue_per_concurrency_id.values() for event in waiting.queue]
+    events += [event for job in getattr(queue, "active_jobs", None) or [] if job for event in job]
+    jobs = []
+    for event in events:
+        if event.concurrency_id != GPU:
+            continue
+        host = getattr(getattr(event.request, "client", None), "host", "") or ""
+        jobs.append((owner_key(event.username, event.session_hash, host), host, event.fn.api_name or ""))
+    return jobs

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.samplers import SAMPLERS, SCHEDULES, supported_schedules
+from backend.schema.samplers import SAMPLERS, SCHEDULES, supported_schedules
 
 
 def schedule_dropdown(sampler: str | None, schedule: str | None) -> gr.Dropdown:

@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gradio as gr
 from PIL import Image
 
-from backend.infotext import parse_infotext
-from backend.outputs import read_infotext
-from backend.samplers import SAMPLERS, supported_schedules
+from backend.library.infotext import parse_infotext
+from backend.library.outputs import read_infotext
+from backend.schema.catalog import absent_defaults, carried_fields
+from backend.schema.fields import specs
+from backend.schema.requests import NOT_READ
+from backend.schema.samplers import SAMPLERS, supported_schedules
 
-from .common import TabHandle
 from .events import TOASTING
 from .schedule import schedule_dropdown
+from .studio import TabHandle
 
 # Request fields every target receives. Size goes only to tabs whose size does not follow their input image.
-CARRIED = (
-    "prompt",
-    "negative_prompt",
-    "seed",
-    "steps",
-    "guidance_scale",
-    "sampler",
-    "schedule",
-    "model",
-    "vae",
-    "skip_cfg_after",
-    "deep_cache",
-)
+CARRIED = carried_fields()
 SIZE = ("width", "height")
 
 Loader = Callable[..., tuple[Image.Image | None, str]]
@@ -55,6 +46,17 @@ def from_gallery(gallery: Any, index: int | None, infotext: str) -> tuple[Image.
     item = gallery[min(index or 0, len(gallery) - 1)]
     image = open_image(item[0] if isinstance(item, (list, tuple)) else item)
     return image, read_infotext(image) or infotext or ""
+
+
+def sent_fields(cls: type, own: Mapping[str, gr.components.Component]) -> dict[str, gr.components.Component]:
+    """The tab's own controls an infotext gives values for, which "Send to …" sets: fields of ``cls`` whose
+    infotext key is read back, or whose missing key means their default (no Hires keys: no hires fix)."""
+    readable = {
+        item.name
+        for item, meta in specs(cls)
+        if meta.absent_means_default or (meta.infotext and meta.read is not NOT_READ)
+    }
+    return {name: control for name, control in own.items() if name in readable}
 
 
 def carried_fields(target: TabHandle) -> list[str]:
@@ -83,8 +85,8 @@ def wire_send(
     button: gr.Button, inputs: list[gr.components.Component], load: Loader, target: TabHandle, tabs: gr.Tabs
 ) -> None:
     names = carried_fields(target)
-    registry_names = [value for _, value in target.controls.model.choices]  # Gradio keeps (label, value)
-    controls = {name: getattr(target.controls, name, None) or target.fields.get(name) for name in names}
+    registry_names = [value for _, value in target.controls["model"].choices]  # Gradio keeps (label, value)
+    controls = {name: target.controls.components.get(name) or target.fields.get(name) for name in names}
     image_out = [target.image_input] if target.image_input is not None else []
 
     def send(*values):
@@ -94,11 +96,8 @@ def wire_send(
             gr.Warning(str(err))
             return [gr.skip() for _ in range(len(image_out) + len(controls) + 1)]
         fields = parse_infotext(infotext).request_fields() if infotext else {}
-        if infotext:
-            fields.setdefault("vae", "")  # no VAE key: the picture was made with the model's own
-            fields.setdefault("skip_cfg_after", 1.0)  # no key: CFG ran on every step
-            fields.setdefault("deep_cache", 1)  # no key: the whole UNet ran on every step
-            fields.setdefault("enable_hr", False)  # no Hires keys: made without the hires fix
+        if infotext:  # a key left out means its default (no VAE key: the model's own VAE ran)
+            fields = absent_defaults() | fields
         dropped = unusable(fields, registry_names)
         if dropped:
             gr.Warning("Not carried over (unknown here): " + ", ".join(f"{k} {v!r}" for k, v in dropped.items()))

@@ -7,8 +7,8 @@ import queue
 import threading
 from collections.abc import Iterator
 
-from backend.engine import Cancelled, Engine, StepEvent
-from backend.requests import GenerationRequest, GenerationResult
+from backend.generation.engine import Cancelled, Engine, StepEvent
+from backend.schema.requests import GenerationRequest, GenerationResult
 
 _DONE = object()
 

@@ -12,63 +12,48 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from backend.annotators import CONTROL_TYPES, PREPROCESSORS
-from backend.images import RESIZE_MODES
-from backend.requests import ControlNetRequest, ControlUnit, ValidationError, field_limits
+from backend.schema.choices import CONTROL_TYPES, PREPROCESSORS
+from backend.schema.errors import ValidationError
+from backend.schema.fields import field_default
+from backend.schema.requests import ControlNetRequest, ControlUnit, field_limits
 
-from .common import (
-    Studio,
-    TabHandle,
-    build_common_controls,
-    build_output_block,
-    build_prompt_section,
-    build_request,
-    limit_slider,
-    stream_generation,
-    wire_generation,
-)
+from .common import CommonControls, build_common_controls
+from .controls import limit_slider, words
 from .events import refuse
+from .generation import stream_generation
+from .handlers import build_request, field_function, tab_handler
 from .inputs import FieldDropdown, FieldRadio, PictureInput, picture_input
-from .tab_img2img import build_strength
+from .output import build_output_block
+from .prompt import build_prompt_section
+from .send import sent_fields
+from .studio import Studio, TabHandle
+from .tab_img2img import build_resize_mode, build_strength
+from .wiring import wire_generation
 
 # ControlUnit's fields in the order each unit's controls are inputs (and the API takes them).
 UNIT_FIELDS = tuple(f.name for f in fields(ControlUnit))
 OFF = "off"  # the second unit's control type when it is not used
+SECOND = "_2"  # the second unit's parameters are the first's names with this suffix
 PREPROCESSOR_LABELS = {
     "auto": "run the control type's preprocessor",
     "none": "none — my image already is a control map",
 }
+Component = gr.components.Component
 
 
 @dataclass
 class UnitControls:
-    image: gr.Image
-    control_type: gr.Dropdown
-    preprocessor: gr.Radio
-    conditioning_scale: gr.Slider
-    guidance_start: gr.Slider
-    guidance_end: gr.Slider
-    low_threshold: gr.Slider
-    high_threshold: gr.Slider
-    detect_resolution: gr.Slider
-    pose_body: gr.Checkbox
-    pose_hands: gr.Checkbox
-    pose_face: gr.Checkbox
+    fields: dict[str, Component]  # ControlUnit's field → its control, in UNIT_FIELDS order
     preview: gr.Button
     control_map: gr.Image
 
-    def inputs(self) -> list[gr.components.Component]:
-        return [getattr(self, name) for name in UNIT_FIELDS]
+    def named(self, suffix: str = "") -> dict[str, Component]:
+        """The controls by handler parameter name (the second unit's end in ``_2``)."""
+        return {name + suffix: control for name, control in self.fields.items()}
 
 
 def build_unit(studio: Studio, prefix: str, optional: bool) -> UnitControls:
     """One ControlNet unit's controls; ``optional`` units start "off" and may leave their picture empty."""
-    limits = field_limits(studio.engine.settings)
-    defaults = ControlUnit()
-
-    def slider(name: str, label: str, value: float, **kwargs: Any) -> gr.Slider:
-        return limit_slider(label, limits[name], value, f"{prefix}-{name}", **kwargs)
-
     label = "Reference picture" + (" (empty = the first unit's)" if optional else "")
     with gr.Row():
         image = picture_input(
@@ -89,31 +74,43 @@ def build_unit(studio: Studio, prefix: str, optional: bool) -> UnitControls:
         preview = gr.Button("Preview map", size="sm", scale=0, min_width=120, elem_id=f"{prefix}-preview")
     preprocessor = FieldRadio(
         [(PREPROCESSOR_LABELS[p], p) for p in PREPROCESSORS],
-        value="auto",
+        value=field_default(ControlUnit, "preprocessor"),
         label="Preprocessor",
         elem_id=f"{prefix}-preprocessor",
     )
-    canny = choices[0] == "canny"
-    with gr.Row():
-        low = slider("low_threshold", "Canny low threshold", defaults.low_threshold, visible=canny)
-        high = slider("high_threshold", "Canny high threshold", defaults.high_threshold, visible=canny)
-    with gr.Row(visible=False) as pose_row:
-        pose_body = gr.Checkbox(value=defaults.pose_body, label="Body", elem_id=f"{prefix}-pose-body")
-        pose_hands = gr.Checkbox(value=defaults.pose_hands, label="Hands", elem_id=f"{prefix}-pose-hands")
-        pose_face = gr.Checkbox(value=defaults.pose_face, label="Face", elem_id=f"{prefix}-pose-face")
-    detect = slider("detect_resolution", "Detect resolution (0 = the output size)", defaults.detect_resolution)
-    scale = slider("conditioning_scale", "Control weight (conditioning scale)", defaults.conditioning_scale)
-    with gr.Row():
-        start = slider(
-            "guidance_start",
-            "Guidance start",
-            defaults.guidance_start,
-            info="Fraction of the steps after which the ControlNet starts to steer.",
+    found = {"image": image, "control_type": control_type, "preprocessor": preprocessor}
+    found |= _build_unit_options(studio, prefix, control_type, canny=choices[0] == "canny")
+    return UnitControls({name: found[name] for name in UNIT_FIELDS}, preview, control_map)
+
+
+def _build_unit_options(studio: Studio, prefix: str, control_type: gr.Dropdown, canny: bool) -> dict[str, Component]:
+    """The detector's options (each shown only for its control type), weight and guidance range. ControlUnit has
+    no labels in the schema: they are the UI's (A1111's words)."""
+    limits = field_limits(studio.engine.settings)
+
+    def slider(name: str, label: str, **kwargs: Any) -> gr.Slider:
+        return limit_slider(label, limits[name], field_default(ControlUnit, name), f"{prefix}-{name}", **kwargs)
+
+    def checkbox(name: str, label: str) -> gr.Checkbox:
+        return gr.Checkbox(
+            value=field_default(ControlUnit, name), label=label, elem_id=f"{prefix}-{name.replace('_', '-')}"
         )
-        end = slider(
+
+    with gr.Row():
+        low = slider("low_threshold", "Canny low threshold", visible=canny)
+        high = slider("high_threshold", "Canny high threshold", visible=canny)
+    with gr.Row(visible=False) as pose_row:
+        pose = {name: checkbox(name, name[5:].capitalize()) for name in ("pose_body", "pose_hands", "pose_face")}
+    found = {"low_threshold": low, "high_threshold": high, **pose}
+    found["detect_resolution"] = slider("detect_resolution", "Detect resolution (0 = the output size)")
+    found["conditioning_scale"] = slider("conditioning_scale", "Control weight (conditioning scale)")
+    with gr.Row():
+        found["guidance_start"] = slider(
+            "guidance_start", "Guidance start", info="Fraction of the steps after which the ControlNet starts to steer."
+        )
+        found["guidance_end"] = slider(
             "guidance_end",
             "Guidance end",
-            defaults.guidance_end,
             info="Fraction of the steps after which it stops; earlier leaves the details to the prompt.",
         )
 
@@ -126,22 +123,7 @@ def build_unit(studio: Studio, prefix: str, optional: bool) -> UnitControls:
         )
 
     control_type.change(show_options, control_type, [low, high, pose_row], queue=False, api_visibility="private")
-    return UnitControls(
-        image=image,
-        control_type=control_type,
-        preprocessor=preprocessor,
-        conditioning_scale=scale,
-        guidance_start=start,
-        guidance_end=end,
-        low_threshold=low,
-        high_threshold=high,
-        detect_resolution=detect,
-        pose_body=pose_body,
-        pose_hands=pose_hands,
-        pose_face=pose_face,
-        preview=preview,
-        control_map=control_map,
-    )
+    return found
 
 
 def unit_from(values: dict[str, Any], suffix: str = "") -> ControlUnit:
@@ -155,10 +137,10 @@ def build_tab(studio: Studio) -> TabHandle:
             section = build_prompt_section(studio, "controlnet")
             first = build_unit(studio, "controlnet", optional=False)
             guess_mode = gr.Checkbox(
-                value=False,
-                label="Guess mode",
+                value=field_default(ControlNetRequest, "guess_mode"),
                 info="The ControlNet ignores the prompt and reads the content from the map alone.",
                 elem_id="controlnet-guess-mode",
+                **words("guess_mode", ControlNetRequest),
             )
             with gr.Accordion("Second unit (multi-ControlNet, e.g. pose + depth)", open=False):
                 second = build_unit(studio, "controlnet-2", optional=True)
@@ -172,68 +154,19 @@ def build_tab(studio: Studio) -> TabHandle:
                     format="png",
                     elem_id="controlnet-init-image",
                 )
-                strength = build_strength(studio, "controlnet")
-            resize_mode = FieldRadio(
-                list(RESIZE_MODES), value="Crop and resize", label="Resize mode", elem_id="controlnet-resize-mode"
-            )
+                strength = build_strength(studio, "controlnet", ControlNetRequest)
+            resize_mode = build_resize_mode("controlnet", ControlNetRequest)
             # The model's own size by default (a large photo as reference must not make a huge picture);
             # 0 still means the picture's size.
             controls = build_common_controls(studio, "controlnet", zero_size_allowed=True, prompt_section=section)
         with gr.Column(scale=1):
             out = build_output_block("controlnet")
 
-    def controlnet(
-        prompt: str,
-        negative_prompt: str,
-        seed: int,
-        steps: int,
-        guidance_scale: float,
-        width: int,
-        height: int,
-        batch_size: int,
-        sampler: str,
-        schedule: str,
-        model: str,
-        styles: list[str] | None,
-        vae: str,
-        skip_cfg_after: float,
-        deep_cache: int,
-        image,
-        control_type: str,
-        preprocessor: str,
-        conditioning_scale: float,
-        guidance_start: float,
-        guidance_end: float,
-        low_threshold: int,
-        high_threshold: int,
-        detect_resolution: int,
-        pose_body: bool,
-        pose_hands: bool,
-        pose_face: bool,
-        guess_mode: bool,
-        init_image=None,  # defaults of None make these optional for API clients
-        strength: float = 0.75,
-        resize_mode: str = "Crop and resize",
-        image_2=None,
-        control_type_2: str = OFF,
-        preprocessor_2: str = "auto",
-        conditioning_scale_2: float = 1.0,
-        guidance_start_2: float = 0.0,
-        guidance_end_2: float = 1.0,
-        low_threshold_2: int = 100,
-        high_threshold_2: int = 200,
-        detect_resolution_2: int = 0,
-        pose_body_2: bool = True,
-        pose_hands_2: bool = False,
-        pose_face_2: bool = False,
-        request: gr.Request = None,
-        progress: gr.Progress = gr.Progress(),
-    ):
+    def controlnet(values, request, progress):
         """Generate steered by a control map made from ``image`` (canny, depth or pose), from noise or from
         ``init_image``; a second unit (``*_2``, ``control_type_2="off"`` = unused) steers together with it.
         Returns the images, parameters, seed and each unit's control map."""
-        values = locals()
-        units = [unit_from(values)] + ([unit_from(values, "_2")] if control_type_2 != OFF else [])
+        units = [unit_from(values)] + ([unit_from(values, SECOND)] if values["control_type_2"] != OFF else [])
         req = build_request(ControlNetRequest, values, units=tuple(units))
 
         def maps(result) -> tuple[Image.Image | None, Image.Image | None]:
@@ -242,61 +175,63 @@ def build_tab(studio: Studio) -> TabHandle:
 
         yield from stream_generation(studio, req, request, progress, maps, tab="controlnet")
 
-    size_inputs = [controls.width, controls.height, resize_mode]
+    # The first unit and guess mode are required; the init picture, its strength, the resize mode and the second
+    # unit are optional for API clients (defaults of None make the pictures optional).
+    extra = {"init_image": init_image, "strength": strength, "resize_mode": resize_mode}
+    own = first.named() | {"guess_mode": guess_mode} | extra | second.named(SECOND)
+    second_defaults = {name + SECOND: field_default(ControlUnit, name) for name in UNIT_FIELDS}
+    handler = tab_handler(
+        controlnet,
+        (ControlNetRequest, ControlUnit),
+        controls.fields,
+        required=(*UNIT_FIELDS, "guess_mode"),
+        optional=(*extra, *second.named(SECOND)),
+        defaults=second_defaults | {"control_type" + SECOND: OFF},
+    )
+    wire_control_maps(studio, first, second, controls, resize_mode)
+    wire_generation(
+        studio,
+        controls,
+        out,
+        handler,
+        own,
+        api_name="controlnet",
+        extra_outputs=[first.control_map, second.control_map],
+    )
+    return TabHandle("controlnet", controls, out, first.fields["image"], sent_fields(ControlNetRequest, own))
 
-    def controlnet_map(
-        image,
-        control_type: str,
-        preprocessor: str,
-        conditioning_scale: float,
-        guidance_start: float,
-        guidance_end: float,
-        low_threshold: int,
-        high_threshold: int,
-        detect_resolution: int,
-        pose_body: bool,
-        pose_hands: bool,
-        pose_face: bool,
-        width: int,
-        height: int,
-        resize_mode: str,
-    ) -> Image.Image:
+
+def wire_control_maps(
+    studio: Studio, first: UnitControls, second: UnitControls, controls: CommonControls, resize_mode: gr.Radio
+) -> None:
+    """Each unit's "Preview map": its control map at the output size, before generating (the first unit's is the
+    public ``controlnet_map`` endpoint)."""
+    size = {"width": controls["width"], "height": controls["height"], "resize_mode": resize_mode}
+
+    def controlnet_map(values: dict[str, Any]) -> Image.Image:
         """Only the preprocessing: the control map of ``image`` at the output size (width/height 0 = the picture's)."""
-        unit = unit_from(locals())
+        sized = {name: values[name] for name in size}
         try:
-            (control_map,) = studio.engine.control_maps(
-                ControlNetRequest(units=(unit,), width=width, height=height, resize_mode=resize_mode)
-            )
+            (control_map,) = studio.engine.control_maps(ControlNetRequest(units=(unit_from(values),), **sized))
         except ValidationError as err:
             raise refuse(f"{err.field}: {err}") from None
         except (RuntimeError, ValueError) as err:  # a detector's weights missing, a picture it cannot read
             raise refuse(str(err)) from None
         return control_map
 
-    first.preview.click(
-        controlnet_map, first.inputs() + size_inputs, first.control_map, api_name="controlnet_map", concurrency_id="gpu"
-    )
+    preview = field_function(controlnet_map, (ControlUnit, ControlNetRequest), (*UNIT_FIELDS, *size))
+    inputs = [*first.fields.values(), *size.values()]
+    first.preview.click(preview, inputs, first.control_map, api_name="controlnet_map", concurrency_id="gpu")
 
     def second_map(fallback, image, control_type: str, *values: Any) -> Image.Image:
         if control_type == OFF:
             raise refuse("Pick a control type for the second unit first")
-        return controlnet_map(image if image is not None else fallback, control_type, *values)  # type: ignore[arg-type]
+        return preview(image if image is not None else fallback, control_type, *values)
 
     second.preview.click(
         second_map,
-        [first.image, *second.inputs(), *size_inputs],
+        [first.fields["image"], *second.fields.values(), *size.values()],
         second.control_map,
         api_visibility="private",
         concurrency_id="gpu",
     )
-    wire_generation(
-        studio,
-        controls,
-        out,
-        controlnet,
-        [*first.inputs(), guess_mode, init_image, strength, resize_mode, *second.inputs()],
-        api_name="controlnet",
-        extra_outputs=[first.control_map, second.control_map],
-        preset_fields={"strength": strength},
-    )
-    return TabHandle("controlnet", controls, out, first.image, {"strength": strength})

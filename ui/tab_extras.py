@@ -5,12 +5,12 @@ from __future__ import annotations
 import gradio as gr
 from PIL import Image
 
-from backend.requests import ValidationError
-from backend.upscalers import LANCZOS, upscaler_names
+from backend.models.upscaler_files import LANCZOS, upscaler_names
+from backend.schema.errors import ValidationError
 
-from .common import Studio
 from .events import refuse
 from .inputs import FieldDropdown, FieldSlider, PictureInput, picture_input
+from .studio import Studio
 
 
 def build_tab(studio: Studio) -> None:

@@ -6,19 +6,16 @@ from typing import Any
 
 import gradio as gr
 
-from backend.grid import GridRequest, GridResult, sampler_choices, split_list
+from backend.grid.plan import GridRequest, sampler_choices, split_list
+from backend.grid.runner import GridResult, grid_runner
 
-from .common import (
-    COMMON_FIELDS,
-    Studio,
-    TabHandle,
-    build_common_controls,
-    build_output_block,
-    build_request,
-    stream_generation,
-    wire_generation,
-)
+from .common import COMMON_FIELDS, build_common_controls
+from .generation import stream_generation
+from .handlers import build_request, tab_handler
 from .inputs import FieldDropdown
+from .output import build_output_block
+from .studio import Studio, TabHandle
+from .wiring import wire_generation
 
 # The common fields the grid takes: samplers are its X axis, and it always makes one image per cell.
 GRID_FIELDS = tuple(name for name in COMMON_FIELDS if name not in ("sampler", "batch_size"))
@@ -26,7 +23,7 @@ DEFAULT_SAMPLERS = ["Euler a", "Euler", "DPM++ 2M", "DDIM"]
 
 
 def build_tab(studio: Studio) -> TabHandle:
-    runner = studio.engine.grid_runner()
+    runner = grid_runner(studio.engine)
     with gr.Row():
         with gr.Column(scale=1):
             controls = build_common_controls(studio, "grid", fields=GRID_FIELDS)
@@ -75,26 +72,7 @@ def build_tab(studio: Studio) -> TabHandle:
             # For API clients (the same words as the captions); the page shows them on the cells and the sheet.
             labels = gr.JSON(label="Cell labels", visible=False, elem_id="grid-labels")
 
-    def sampler_grid(
-        prompt: str,
-        negative_prompt: str,
-        seed: int,
-        steps: int,
-        guidance_scale: float,
-        width: int,
-        height: int,
-        schedule: str,
-        model: str,
-        styles: list[str] | None,
-        vae: str,
-        skip_cfg_after: float,
-        deep_cache: int,
-        samplers: list[str] | None,
-        steps_list: str,
-        cfg_list: str,
-        request: gr.Request,
-        progress: gr.Progress = gr.Progress(),
-    ):
+    def sampler_grid(values, request, progress):
         """Compare samplers: one image per sampler × step count (or × CFG scale), same prompt and seed.
 
         ``samplers``: names, or A1111's combined form with a schedule ("DPM++ 2M Karras"); ``steps_list`` or
@@ -103,23 +81,24 @@ def build_tab(studio: Studio) -> TabHandle:
         """
         req = build_request(
             GridRequest,
-            locals(),
-            samplers=list(samplers or []),
-            steps_list=split_list(steps_list),
-            cfg_list=split_list(cfg_list),
+            values,
+            samplers=list(values["samplers"] or []),
+            steps_list=split_list(values["steps_list"]),
+            cfg_list=split_list(values["cfg_list"]),
         )
         yield from stream_generation(
             studio, req, request, progress, extras=_extras, runner=runner, final=_final, tab="sampler_grid"
         )
 
-    wire_generation(
-        studio, controls, out, sampler_grid, [samplers, steps_list, cfg_list], "sampler_grid", [grid, labels]
-    )
+    own = {"samplers": samplers, "steps_list": steps_list, "cfg_list": cfg_list}
+    handler = tab_handler(sampler_grid, GridRequest, controls.fields, required=tuple(own))
+    wire_generation(studio, controls, out, handler, own, "sampler_grid", [grid, labels])
     return TabHandle("sampler grid", controls, out)
 
 
 def _final(result: GridResult) -> tuple[list[Any], str, int]:
-    # Each cell carries its infotext in ``info``, which Gradio's PNG keeps (never the saved files: see common._final).
+    # Each cell carries its infotext in ``info``, which Gradio's PNG keeps (never the saved files: see
+    # generation._final).
     return list(zip(result.images, result.labels, strict=True)), result.infotext, result.seed
 
 

@@ -4,31 +4,38 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.images import RESIZE_MODES
-from backend.requests import Img2ImgRequest, field_limits
+from backend.schema.choices import RESIZE_MODES
+from backend.schema.fields import field_default
+from backend.schema.requests import Img2ImgRequest, field_limits
 
-from .common import (
-    Studio,
-    TabHandle,
-    build_common_controls,
-    build_output_block,
-    build_prompt_section,
-    build_request,
-    limit_slider,
-    stream_generation,
-    wire_generation,
-)
+from .common import build_common_controls
+from .controls import field_slider, words
+from .generation import stream_generation
+from .handlers import build_request, tab_handler
 from .inputs import FieldRadio, PictureInput, picture_input
+from .output import build_output_block
+from .prompt import build_prompt_section
+from .send import sent_fields
+from .studio import Studio, TabHandle
+from .wiring import wire_generation
 
 
-def build_strength(studio: Studio, prefix: str) -> gr.Slider:
-    limit = field_limits(studio.engine.settings)["strength"]
-    return limit_slider(
-        "Denoising strength",
-        limit,
-        0.75,
+def build_strength(studio: Studio, prefix: str, cls: type = Img2ImgRequest) -> gr.Slider:
+    return field_slider(
+        "strength",
+        field_limits(studio.engine.settings),
         f"{prefix}-strength",
+        cls=cls,
         info="How much to change the input: 0 keeps it, 1 ignores it.",
+    )
+
+
+def build_resize_mode(prefix: str, cls: type = Img2ImgRequest) -> gr.Radio:
+    return FieldRadio(
+        list(RESIZE_MODES),
+        value=field_default(cls, "resize_mode"),
+        elem_id=f"{prefix}-resize-mode",
+        **words("resize_mode", cls),
     )
 
 
@@ -45,47 +52,20 @@ def build_tab(studio: Studio) -> TabHandle:
                 format="png",
                 elem_id="img2img-image",
             )
-            strength = build_strength(studio, "img2img")
-            resize_mode = FieldRadio(
-                list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", elem_id="img2img-resize-mode"
-            )
+            own = {
+                "image": image,
+                "strength": build_strength(studio, "img2img"),
+                "resize_mode": build_resize_mode("img2img"),
+            }
             controls = build_common_controls(studio, "img2img", size_from_image=True, prompt_section=section)
         with gr.Column(scale=1):
             out = build_output_block("img2img")
 
-    def img2img(
-        prompt: str,
-        negative_prompt: str,
-        seed: int,
-        steps: int,
-        guidance_scale: float,
-        width: int,
-        height: int,
-        batch_size: int,
-        sampler: str,
-        schedule: str,
-        model: str,
-        styles: list[str] | None,
-        vae: str,
-        skip_cfg_after: float,
-        deep_cache: int,
-        image,
-        strength: float,
-        resize_mode: str,
-        request: gr.Request,
-        progress: gr.Progress = gr.Progress(),
-    ):
+    def img2img(values, request, progress):
         """Generate from an image and a prompt; width/height 0 follow the image."""
-        req = build_request(Img2ImgRequest, locals())
+        req = build_request(Img2ImgRequest, values)
         yield from stream_generation(studio, req, request, progress, tab="img2img")
 
-    wire_generation(
-        studio,
-        controls,
-        out,
-        img2img,
-        [image, strength, resize_mode],
-        api_name="img2img",
-        preset_fields={"strength": strength},
-    )
-    return TabHandle("img2img", controls, out, image, {"strength": strength})
+    handler = tab_handler(img2img, Img2ImgRequest, controls.fields, required=tuple(own))
+    wire_generation(studio, controls, out, handler, own, api_name="img2img")
+    return TabHandle("img2img", controls, out, image, sent_fields(Img2ImgRequest, own))

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.images import RESIZE_MODES, mask_overlay
-from backend.requests import INPAINT_AREAS, InpaintRequest, field_limits
+from backend.images.ops import mask_overlay
+from backend.schema.choices import INPAINT_AREAS
+from backend.schema.fields import field_default
+from backend.schema.requests import InpaintRequest, field_limits
 
-from .common import (
-    Studio,
-    TabHandle,
-    build_common_controls,
-    build_output_block,
-    build_prompt_section,
-    build_request,
-    limit_slider,
-    stream_generation,
-    wire_generation,
-)
+from .common import build_common_controls
+from .controls import field_slider, words
 from .editor import split_editor_value
+from .generation import stream_generation
+from .handlers import build_request, tab_handler
 from .inputs import FieldRadio, PictureEditor, PictureInput, picture_input
 from .outpaint import build_outpaint
-from .tab_img2img import build_strength
+from .output import build_output_block
+from .prompt import build_prompt_section
+from .send import sent_fields
+from .studio import Studio, TabHandle
+from .tab_img2img import build_resize_mode, build_strength
+from .wiring import wire_generation
 
 
 def mask_brush(short_side: int) -> gr.Brush:
@@ -34,51 +34,73 @@ def mask_brush(short_side: int) -> gr.Brush:
     return gr.Brush(colors=[("#FFFFFF", 0.5)], color_mode="fixed", default_size=max(8, round(short_side / 24)))
 
 
-def build_tab(studio: Studio) -> TabHandle:
+def build_pictures(studio: Studio) -> dict[str, gr.components.Component]:
+    """The editor to paint the mask on, and the upload of a ready mask (it wins over painted strokes)."""
+    max_pixels = studio.engine.settings.max_image_pixels
+    defaults = studio.engine.registry.get(studio.engine.default_model).defaults
+    editor = picture_input(
+        PictureEditor,
+        label="Image — paint the area to repaint",
+        max_pixels=max_pixels,
+        type="pil",
+        format="png",
+        image_mode="RGBA",
+        brush=mask_brush(min(defaults.width, defaults.height)),
+        layers=False,
+        transforms=(),
+        elem_id="inpaint-editor",
+    )
+    with gr.Accordion("Upload a mask instead (white = repaint)", open=False):
+        mask = picture_input(
+            PictureInput,
+            label="Mask",
+            max_pixels=max_pixels,
+            type="pil",
+            image_mode="L",
+            format="png",
+            elem_id="inpaint-mask",
+        )
+    return {"image": editor, "mask": mask}
+
+
+def build_options(studio: Studio) -> dict[str, gr.components.Component]:
+    """Strength, mask blur, padding, inpaint area and resize mode, by field name in the handler's order."""
     limits = field_limits(studio.engine.settings)
-    spec = studio.engine.registry.get(studio.engine.default_model)
+    strength = build_strength(studio, "inpaint", InpaintRequest)
+    with gr.Row():
+        mask_blur = field_slider(
+            "mask_blur",
+            limits,
+            "inpaint-mask-blur",
+            cls=InpaintRequest,
+            info="Pixels of feathering at the mask's edge, so the new part blends in.",
+        )
+        # A1111's label (the schema's is the infotext's "Masked area padding"). Steps of 4 on the slider; the API
+        # takes any whole number in range.
+        padding = field_slider(
+            "padding", limits, "inpaint-padding", cls=InpaintRequest, label="Only masked padding", step=4
+        )
+    area = FieldRadio(
+        list(INPAINT_AREAS),
+        value=field_default(InpaintRequest, "inpaint_area"),
+        elem_id="inpaint-area",
+        **words("inpaint_area", InpaintRequest),
+    )
+    return {
+        "strength": strength,
+        "mask_blur": mask_blur,
+        "inpaint_area": area,
+        "padding": padding,
+        "resize_mode": build_resize_mode("inpaint", InpaintRequest),
+    }
+
+
+def build_tab(studio: Studio) -> TabHandle:
     with gr.Row():
         with gr.Column(scale=1):
             section = build_prompt_section(studio, "inpaint")
-            editor = picture_input(
-                PictureEditor,
-                label="Image — paint the area to repaint",
-                max_pixels=studio.engine.settings.max_image_pixels,
-                type="pil",
-                format="png",
-                image_mode="RGBA",
-                brush=mask_brush(min(spec.defaults.width, spec.defaults.height)),
-                layers=False,
-                transforms=(),
-                elem_id="inpaint-editor",
-            )
-            with gr.Accordion("Upload a mask instead (white = repaint)", open=False):
-                mask = picture_input(
-                    PictureInput,
-                    label="Mask",
-                    max_pixels=studio.engine.settings.max_image_pixels,
-                    type="pil",
-                    image_mode="L",
-                    format="png",
-                    elem_id="inpaint-mask",
-                )
-            strength = build_strength(studio, "inpaint")
-            with gr.Row():
-                mask_blur = limit_slider(
-                    "Mask blur",
-                    limits["mask_blur"],
-                    4,
-                    "inpaint-mask-blur",
-                    info="Pixels of feathering at the mask's edge, so the new part blends in.",
-                )
-                # Steps of 4 on the slider; the API takes any whole number in range.
-                padding = limit_slider("Only masked padding", limits["padding"], 32, "inpaint-padding", step=4)
-            inpaint_area = FieldRadio(
-                list(INPAINT_AREAS), value=INPAINT_AREAS[0], label="Inpaint area", elem_id="inpaint-area"
-            )
-            resize_mode = FieldRadio(
-                list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", elem_id="inpaint-resize-mode"
-            )
+            pictures = build_pictures(studio)
+            options = build_options(studio)
             outpaint = build_outpaint(studio)
             controls = build_common_controls(studio, "inpaint", size_from_image=True, prompt_section=section)
         with gr.Column(scale=1):
@@ -91,41 +113,11 @@ def build_tab(studio: Studio) -> TabHandle:
                 elem_id="inpaint-mask-used",
             )
 
-    def inpaint(
-        prompt: str,
-        negative_prompt: str,
-        seed: int,
-        steps: int,
-        guidance_scale: float,
-        width: int,
-        height: int,
-        batch_size: int,
-        sampler: str,
-        schedule: str,
-        model: str,
-        styles: list[str] | None,
-        vae: str,
-        skip_cfg_after: float,
-        deep_cache: int,
-        image,
-        mask,
-        strength: float,
-        mask_blur: int,
-        inpaint_area: str,
-        padding: int,
-        resize_mode: str,
-        outpaint_left: int = 0,
-        outpaint_right: int = 0,
-        outpaint_up: int = 0,
-        outpaint_down: int = 0,
-        outpaint_fill: str = "Blurred edge",
-        request: gr.Request = None,
-        progress: gr.Progress = gr.Progress(),
-    ):
+    def inpaint(values, request, progress):
         """Repaint the masked area (white) of an image; everything outside the mask is kept. ``outpaint_*``: grow
         the picture by that many pixels per side and generate the new area (the mask may then be empty)."""
-        picture, painted = split_editor_value(image, mask)
-        req = build_request(InpaintRequest, locals(), image=picture, mask=painted)
+        picture, painted = split_editor_value(values["image"], values["mask"])
+        req = build_request(InpaintRequest, values, image=picture, mask=painted)
         yield from stream_generation(studio, req, request, progress, mask_shown, tab="inpaint")
 
     def mask_shown(result):
@@ -134,14 +126,8 @@ def build_tab(studio: Studio) -> TabHandle:
             return (None,)
         return (mask_overlay(result.images[0], result.extras["mask"]),)
 
-    wire_generation(
-        studio,
-        controls,
-        out,
-        inpaint,
-        [editor, mask, strength, mask_blur, inpaint_area, padding, resize_mode, *outpaint.inputs()],
-        api_name="inpaint",
-        extra_outputs=[mask_used],
-        preset_fields={"strength": strength, "mask_blur": mask_blur},
-    )
-    return TabHandle("inpaint", controls, out, editor, {"strength": strength, "mask_blur": mask_blur})
+    # The pictures and options are required parameters; the outpainting ones optional (0 = no outpainting).
+    own = pictures | options | outpaint
+    handler = tab_handler(inpaint, InpaintRequest, controls.fields, (*pictures, *options), tuple(outpaint))
+    wire_generation(studio, controls, out, handler, own, api_name="inpaint", extra_outputs=[mask_used])
+    return TabHandle("inpaint", controls, out, pictures["image"], sent_fields(InpaintRequest, own))

@@ -7,12 +7,13 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from backend.images import check_picture_file
-from backend.pnginfo import PngInfoError, parameters_dict, read_parameters
+from backend.images.ops import check_picture_file
+from backend.library.pnginfo import PngInfoError, parameters_dict, read_parameters
 
-from .common import SEND_TARGETS, Studio
 from .events import refuse
+from .output import SEND_TARGETS
 from .send import NothingToSend
+from .studio import Studio
 
 SEND_TO = {"txt2img": "Send to txt2img", **SEND_TARGETS}  # the galleries' names for the same buttons
 

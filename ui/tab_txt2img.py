@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.requests import Txt2ImgRequest
+from backend.schema.requests import Txt2ImgRequest
 
-from .common import (
-    Studio,
-    TabHandle,
-    build_common_controls,
-    build_output_block,
-    build_request,
-    stream_generation,
-    wire_generation,
-)
+from .common import build_common_controls
+from .generation import stream_generation
+from .handlers import build_request, tab_handler
 from .hires import build_hires
+from .output import build_output_block
+from .send import sent_fields
+from .studio import Studio, TabHandle
+from .wiring import wire_generation
 
 
 def build_tab(studio: Studio) -> TabHandle:
@@ -26,33 +24,12 @@ def build_tab(studio: Studio) -> TabHandle:
         with gr.Column(scale=1):
             out = build_output_block("txt2img")
 
-    def txt2img(
-        prompt: str,
-        negative_prompt: str,
-        seed: int,
-        steps: int,
-        guidance_scale: float,
-        width: int,
-        height: int,
-        batch_size: int,
-        sampler: str,
-        schedule: str,
-        model: str,
-        styles: list[str] | None,
-        vae: str,
-        skip_cfg_after: float,
-        deep_cache: int,
-        enable_hr: bool = False,
-        hr_upscaler: str = "Lanczos",
-        hr_scale: float = 2.0,
-        hr_steps: int = 0,
-        strength: float = 0.7,
-        request: gr.Request = None,
-        progress: gr.Progress = gr.Progress(),
-    ):
+    def txt2img(values, request, progress):
         """Generate images from a prompt. Returns the images (PNG) and the A1111-style infotext."""
-        req = build_request(Txt2ImgRequest, locals())
+        req = build_request(Txt2ImgRequest, values)
         yield from stream_generation(studio, req, request, progress, tab="txt2img")
 
-    wire_generation(studio, controls, out, txt2img, hires.inputs(), api_name="txt2img", preset_fields=hires.fields())
-    return TabHandle("txt2img", controls, out, fields=hires.fields())
+    # The common fields, then the hires fields (optional for API clients: the hires fix is off by default).
+    handler = tab_handler(txt2img, Txt2ImgRequest, controls.fields, optional=tuple(hires))
+    wire_generation(studio, controls, out, handler, hires, api_name="txt2img")
+    return TabHandle("txt2img", controls, out, fields=sent_fields(Txt2ImgRequest, hires))

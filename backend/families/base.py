@@ -1,0 +1,119 @@
+"""What a model family declares: how its models load, what its pipelines are, and what it can do.
+
+A ``Family`` is data plus one question, ``unsupported(request)``. The loaders and the engine ask it instead of
+comparing family names, so a new family (FLUX, SD 3.5, …) is one new module and no ``if family == …`` elsewhere.
+Everything here is plain Python: diffusers classes are named by string and resolved by whoever loads weights
+(``backend.models.pipelines``), so reading what a family can do never imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from backend.schema.choices import CONTROL_TYPES
+
+# Optional request fields a family may or may not honour. ``active`` says when a request really asks for the
+# option (its value is not the neutral one): only then can a family that lacks it refuse the request.
+#: field name → (what messages call it, the neutral value, whether a request uses it)
+OPTIONS: dict[str, tuple[str, Any, Callable[[Any], bool]]] = {
+    "clip_skip": ("clip skip", 1, lambda r: getattr(r, "clip_skip", 1) > 1),
+    "deep_cache": ("DeepCache", 1, lambda r: getattr(r, "deep_cache", 1) > 1),
+    # As backend.generation.cfg_cutoff.active: a cut-off below 1 changes nothing on an unguided run.
+    "skip_cfg_after": (
+        "skip CFG after",
+        1.0,
+        lambda r: getattr(r, "skip_cfg_after", 1.0) < 1 and getattr(r, "guidance_scale", 0) > 1,
+    ),
+}
+
+TASKS = frozenset({"txt2img", "img2img", "inpaint", "controlnet"})  # the request kinds (``request.task``)
+
+# How an inpaint request can run: a dedicated 9-channel UNet (the model's inpainting partner, or the model itself),
+# or a plain UNet whose latents outside the mask are blended back at every step (diffusers' 4-channel path).
+INPAINTING_UNET = "inpainting UNet"
+LATENT_BLENDING = "latent blending"
+
+# Like the big web UIs we do not run the SD 1.x/2.x safety checker (documented in docs/models.md).
+NO_SAFETY_CHECKER = MappingProxyType({"safety_checker": None, "requires_safety_checker": False})
+
+
+@dataclass(frozen=True, eq=False)
+class Family:
+    """One model family. The per-family modules (``sd15``, ``sd2``, ``sdxl``) each create one.
+
+    Data that users edit (default sizes, steps, CFG, preview colours, ControlNet sources) stays in
+    ``presets/models.json`` under ``families.<name>``; what is fixed by the architecture is declared here.
+    """
+
+    name: str  # the key in presets/models.json and the config folder backend/configs/<name>
+    label: str  # what people call it: "SD 1.x"
+    # diffusers' model types (``infer_diffusers_model_type``) this family claims → whether that type's UNet is a
+    # 9-channel inpainting one. A model type belongs to exactly one family.
+    model_types: Mapping[str, bool]
+    # The diffusers pipeline class (by name, resolved on load) ``from_single_file`` builds a checkpoint file with.
+    single_file_pipeline: str
+    # The scheduler's prediction type for a single file. ``prediction_varies``: the family's files come as eps and as
+    # v models and do not say which, so an A1111 ``name.yaml`` sidecar decides and the model's label shows it.
+    default_prediction: str = "epsilon"
+    prediction_varies: bool = False
+    # Extra ``from_pretrained``/``from_single_file`` keyword arguments (e.g. no safety checker).
+    pretrained_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # Prompt encoding: True where two CLIP text encoders are concatenated and a pooled embedding goes along (SDXL).
+    dual_text_encoders: bool = False
+    # The optional request fields (``OPTIONS``) it honours, and those it accepts but ignores (SDXL's clip skip, as
+    # in A1111, so an SDXL picture made there with "Clip skip: 2" draws the same here). Any other one, when a
+    # request uses it, is refused by ``unsupported``.
+    supports: frozenset[str] = frozenset(OPTIONS)
+    ignores: frozenset[str] = frozenset()
+    tasks: frozenset[str] = TASKS
+    # Whether the grid may denoise several cells in one batch (backend.grid's ``can_batch`` has the last word: it
+    # also looks at the loaded pipeline).
+    grid_batching: bool = False
+    controlnet_types: frozenset[str] = frozenset(CONTROL_TYPES)  # control types its ControlNet pipelines take
+    inpaint_strategies: tuple[str, ...] = (INPAINTING_UNET, LATENT_BLENDING)
+
+    def __post_init__(self) -> None:
+        unknown = (self.supports | self.ignores) - set(OPTIONS)
+        if unknown:
+            raise ValueError(f"family {self.name}: unknown options {sorted(unknown)}; known: {sorted(OPTIONS)}")
+        if self.supports & self.ignores:
+            raise ValueError(f"family {self.name}: {sorted(self.supports & self.ignores)} both supported and ignored")
+        if ("inpaint" in self.tasks) != bool(self.inpaint_strategies):
+            raise ValueError(f"family {self.name}: it runs inpainting if and only if it has an inpaint strategy")
+
+    def unsupported(self, request: Any) -> tuple[str, str] | None:
+        """(field name, message) for the first thing ``request`` asks that this family cannot do, else None.
+
+        Only what a request really uses counts (a field at its neutral value never does), so a request that runs on
+        every family is refused by none. The engine raises ``ValidationError(*refusal)`` before loading anything.
+        """
+        task = getattr(request, "task", "")
+        if task in TASKS and task not in self.tasks:
+            return "model", f"{self.label} models do not run {task}; pick a model of another family"
+        for name, (what, neutral, used) in OPTIONS.items():
+            if name not in self.supports and name not in self.ignores and used(request):
+                return name, f"{self.label} models do not support {what}; leave it at {neutral:g}"
+        for index, unit in enumerate(getattr(request, "units", ()) or ()):
+            control_type = getattr(unit, "control_type", "")
+            if control_type not in self.controlnet_types:
+                have = ", ".join(sorted(self.controlnet_types)) or "none"
+                # The engine's naming for a unit's field: control_type, control_type_2, …
+                name = "control_type" if index == 0 else f"control_type_{index + 1}"
+                return name, f"{self.label} models have no {control_type} ControlNet (they take: {have})"
+        return None
+
+    def clip_skip(self, value: int) -> int:
+        """The clip skip a request's ``value`` runs with on this family: 1 where the family ignores it."""
+        return value if "clip_skip" in self.supports else 1
+
+    def checkpoint_label(self, prediction_type: str, inpainting: bool) -> str:
+        """How the model list describes a checkpoint file of this family: "SD 2.x v inpainting"."""
+        parts = [self.label]
+        if self.prediction_varies:
+            parts.append("v" if prediction_type == "v_prediction" else "eps")
+        if inpainting:
+            parts.append("inpainting")
+        return " ".join(parts)

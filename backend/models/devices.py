@@ -1,0 +1,182 @@
+"""Device and dtype choice, and the memory options applied to a loaded pipeline."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from backend.models import zerogpu
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    device: str  # where the weights live between runs
+    dtype: torch.dtype
+    gpu_per_call: bool = False  # ZeroGPU: each run moves the pipeline to a GPU lent for that call
+
+
+# CPU flags (Linux /proc/cpuinfo names) that mean bf16 matmuls run natively: AVX-512 BF16 or AMX. Without them
+# PyTorch emulates bf16 through fp32 and it is no faster (often slower) than fp32.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_bf16_flags(cpuinfo: Path | None = None) -> list[str]:
+    """The native-bf16 flags this CPU reports (empty where there are none or the OS does not say)."""
+    cpuinfo = cpuinfo or CPUINFO
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return [flag for flag in NATIVE_BF16_FLAGS if flag in flags]
+    return []
+
+
+def plan_device(settings: Settings) -> DevicePlan:
+    """CUDA fp16, then MPS fp16, then CPU (bf16 or fp32), unless settings name a device or dtype.
+
+    On a CPU with native bf16 the default is bfloat16 (see ``cpu_dtype``), elsewhere float32.
+
+    On ZeroGPU the weights stay on the CPU in fp16 (CUDA must not be initialised in the main process); each run
+    moves them to the GPU inside its ``spaces.GPU`` call (``backend.models.zerogpu``).
+    """
+    if settings.device == "auto" and zerogpu.active():
+        return DevicePlan("cpu", _dtype(settings, torch.float16), gpu_per_call=True)
+    device = settings.device
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    return DevicePlan(device, _dtype(settings, cpu_dtype() if device == "cpu" else torch.float16))
+
+
+def cpu_dtype() -> torch.dtype:
+    """bfloat16 where the CPU computes it natively, float32 elsewhere (emulated bf16 is no faster; fp16 on a CPU
+    is slow or unsupported for several ops). bench/bench_speed.py measured bf16 at 2.0x fp32's speed for SD 1.5 at
+    256² on such a CPU (VAE decode included), its pixels within 4/255 of fp32's."""
+    return torch.bfloat16 if cpu_bf16_flags() else torch.float32
+
+
+def _dtype(settings: Settings, auto: torch.dtype) -> torch.dtype:
+    if settings.dtype == "auto":
+        return auto
+    if settings.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or auto, got {settings.dtype!r}")
+    return DTYPES[settings.dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` → ``"bfloat16"``: the names --dtype takes."""
+    return str(dtype).removeprefix("torch.")
+
+
+def describe_plan(settings: Settings, plan: DevicePlan) -> str:
+    """One line for the page and the log: device, precision and why that precision."""
+    name = dtype_name(plan.dtype)
+    if settings.dtype != "auto":
+        why = "set by --dtype / SDSTUDIO_DTYPE"
+    elif plan.device == "cpu":
+        flags = cpu_bf16_flags()
+        why = (
+            f"the default on a CPU with native bf16 ({', '.join(flags)}); --dtype float32 for full precision"
+            if flags
+            else "the default; this CPU has no native bf16"
+        )
+    else:
+        why = "default for this device"
+    return f"Running on {plan.device} in {name} ({why})."
+
+
+# Default caps on one request's work (width × height × steps × pictures). On a CPU one 512² SD 1.5 step takes
+# about ten seconds, so two 512² pictures at 50 steps (a quarter of an hour); on a GPU, 8 pictures of 1024² at
+# 100 steps. Stop acts between steps, and the cap keeps a step from being the 2048² one that takes minutes.
+CPU_PIXEL_STEPS = 512 * 512 * 50 * 2
+GPU_PIXEL_STEPS = 1024 * 1024 * 100 * 8
+
+
+def pixel_step_limit(settings: Settings) -> int:
+    if settings.max_pixel_steps > 0:
+        return settings.max_pixel_steps
+    plan = plan_device(settings)
+    if plan.gpu_per_call:
+        return zerogpu.MAX_PIXEL_STEPS  # more would be cut off at ZeroGPU's longest call
+    return CPU_PIXEL_STEPS if plan.device == "cpu" else GPU_PIXEL_STEPS
+
+
+def apply_memory_options(pipe, settings: Settings, plan: DevicePlan, size: int = 512) -> list[str]:
+    """Move ``pipe`` to its device with the chosen memory and speed options; return what was enabled. ``size``: the
+    model's default picture side, where torch.compile compiles the UNet at load."""
+    enabled: list[str] = []
+    if settings.attention_slicing:
+        pipe.enable_attention_slicing()
+        enabled.append("attention slicing")
+    if settings.vae_slicing:
+        pipe.vae.enable_slicing()
+        enabled.append("VAE slicing")
+    if settings.vae_tiling:
+        pipe.vae.enable_tiling()
+        enabled.append("VAE tiling")
+    elif settings.vae_tile_pixels > 0:
+        enabled.append(f"VAE tiling over {settings.vae_tile_pixels / 1e6:.1f} MP")
+    if settings.xformers:
+        try:
+            pipe.enable_xformers_memory_efficient_attention()
+            enabled.append("xformers")
+        except Exception as err:  # missing package, no CUDA, or an incompatible build
+            log.warning("xformers not usable (%s); using PyTorch SDPA attention", err)
+    if settings.cpu_offload and plan.device == "cuda":
+        pipe.enable_model_cpu_offload()
+        enabled.append("model CPU offload")
+    else:
+        pipe.to(plan.device)
+    if settings.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        enabled.append("channels_last UNet")
+    if settings.compile_unet and not getattr(pipe.unet, "_compiled_call_impl", None):
+        enabled.append(f"torch.compile UNet (compiled in {compile_unet(pipe.unet, plan, size):.1f} s)")
+    return enabled
+
+
+def compile_unet(unet, plan: DevicePlan, size: int = 512) -> float:
+    """``torch.compile`` the UNet in place and compile it now with one forward pass (batch 2, as CFG runs it) at
+    ``size``², so the first Generate does not pay for it; returns the seconds it took (logged: it can be minutes).
+    Other sizes compile again on first use."""
+    started = time.perf_counter()
+    unet.compile()
+    config = unet.config
+    side = size // 8
+    dtype = next(unet.parameters()).dtype
+    tensor = lambda *shape: torch.zeros(*shape, device=plan.device, dtype=dtype)  # noqa: E731
+    kwargs = {}
+    if config.addition_embed_type == "text_time":  # SDXL's pooled text and size conditioning
+        text_dim = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+        kwargs["added_cond_kwargs"] = {"text_embeds": tensor(2, text_dim), "time_ids": tensor(2, 6)}
+    with torch.no_grad():
+        unet(tensor(2, config.in_channels, side, side), 999, tensor(2, 77, config.cross_attention_dim), **kwargs)
+    seconds = time.perf_counter() - started
+    log.info("torch.compile: UNet compiled in %.1f s (one pass at %dx%d)", seconds, size, size)
+    return seconds
+
+
+def tile_vae_for(pipe, width: int, height: int, settings: Settings) -> bool:
+    """VAE tiling only when the picture needs it (``vae_tile_pixels``) or the owner asked for it always: tiles cost
+    time and can show faint seams, a whole large decode can run out of memory."""
+    if settings.vae_tiling:
+        return True
+    tiled = settings.vae_tile_pixels > 0 and width * height > settings.vae_tile_pixels
+    (pipe.vae.enable_tiling if tiled else pipe.vae.disable_tiling)()
+    return tiled
