@@ -1,4 +1,4 @@
-"""Regenerate the README's pictures offline with the shipped demo model.
+"""Regenerate the pictures of the README and docs/features.md offline with the shipped demo model.
 
     python docs/make_pictures.py
 
@@ -20,8 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from backend.engine import Engine  # noqa: E402
-from backend.grid import GridRequest, GridRunner  # noqa: E402
+from backend.generation.engine import Engine  # noqa: E402
+from backend.grid.plan import GridRequest  # noqa: E402
+from backend.grid.runner import GridRunner  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from tests.apphost import serve  # noqa: E402
 from tests.test_browser import CHROMIUM_ARGS  # noqa: E402
