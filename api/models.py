@@ -1,7 +1,7 @@
 """Request and response bodies with A1111's field names and defaults (its ``modules/api/models.py``).
 
 Unknown fields are ignored, as A1111 does. Fields SD Studio has no counterpart for are accepted and ignored
-(``restore_faces``, ``tiling``, ``eta``…); the ones that would change the picture and cannot be honoured are
+(``restore_faces``, ``tiling``…); the ones that would change the picture and cannot be honoured are
 refused by ``api.convert`` with a message naming them.
 """
 

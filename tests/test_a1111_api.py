@@ -92,6 +92,19 @@ def test_txt2img_equals_the_gradio_endpoint(server):
     assert result.parameters["cfg_scale"] == 5.0 and result.parameters["sampler_name"] == "Euler a"
 
 
+def test_eta_reaches_ddim_through_both_apis(server):
+    """A1111's ``eta`` (which webuiapi sends as 1.0 by default) is DDIM's eta, as the page's "Eta (DDIM)" is."""
+    engine, url, client, api = server
+    ddim = {"sampler_name": "DDIM", "scheduler": "automatic", "batch_size": 1}
+    result = api.txt2img(**{**A1111_ARGS, **ddim, "eta": 0.6})
+    gradio = {**GRADIO_ARGS, "sampler": "DDIM", "schedule": "Automatic", "batch_size": 1, "eta": 0.6}
+    gallery, infotext, _ = client.predict(**gradio, api_name="/txt2img")
+    assert [pixels(i).tolist() for i in result.images] == [g.tolist() for g in gradio_images(gallery)]
+    assert "Eta DDIM: 0.6" in infotext and result.info["infotexts"][0] == infotext
+    without = api.txt2img(**{**A1111_ARGS, **ddim, "eta": 0.0})
+    assert pixels(without.images[0]).tolist() != pixels(result.images[0]).tolist()
+
+
 def test_combined_sampler_names_and_seed_behaviour(server):
     engine, url, client, api = server
     combined = api.txt2img(**{**A1111_ARGS, "batch_size": 1, "sampler_name": "DPM++ 2M Karras", "scheduler": None})

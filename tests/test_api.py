@@ -35,6 +35,7 @@ ARGS = dict(
     vae="",
     skip_cfg_after=1.0,
     deep_cache=1,
+    eta=0.0,
 )
 
 

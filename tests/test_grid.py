@@ -317,6 +317,7 @@ OPTIONS = {
     "clip-skip-2": ({"clip_skip": 2}, True),
     "lora": ({"prompt": f"{OPTION_PROMPT} <lora:grid-lora:1>"}, True),
     "vae": ({"vae": "grid-vae"}, True),
+    "eta-ddim": ({"eta": 0.5, "samplers": ["DDIM"]}, False),  # the batched loop's DDIM step runs eta 0
     "hires": ({**HIRES, "hr_scale": 1.5}, False),  # 64² → 96²
     "hires-latent-128": ({**HIRES, "hr_scale": 2.0, "hr_upscaler": "Latent"}, False),  # 64² → 128²: slow
 }

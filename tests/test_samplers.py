@@ -28,6 +28,7 @@ def test_declared_schedules_are_the_ones_the_scheduler_accepts(sampler):
     params = inspect.signature(scheduler_class(sampler).__init__).parameters
     accepted = [name for name, flags in SCHEDULES.items() if all(key in params for key in flags)]
     assert supported_schedules(sampler) == accepted
+    assert SAMPLERS[sampler].eta == ("eta" in inspect.signature(scheduler_class(sampler).step).parameters)
 
 
 @pytest.mark.parametrize("sampler,schedule", PAIRS, ids=[f"{a}|{b}" for a, b in PAIRS])

@@ -40,6 +40,7 @@ def _common(request: GenerationRequest) -> dict[str, Any]:
         "width": request.width,
         "height": request.height,
         "num_images_per_prompt": request.batch_size,
+        "eta": request.eta,  # the pipelines hand it only to a scheduler whose step takes it (DDIM)
     }
 
 

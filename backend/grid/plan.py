@@ -17,7 +17,6 @@ from backend.generation.engine import Engine
 from backend.generation.tasks import prepare
 from backend.library.infotext import format_infotext
 from backend.schema.errors import ValidationError
-from backend.schema.fields import field_default
 from backend.schema.requests import Txt2ImgRequest
 from backend.schema.samplers import SAMPLERS, SCHEDULES, split_legacy_name, supported_schedules
 from backend.schema.seeds import resolve_seed
@@ -30,12 +29,23 @@ Y_AXES = {  # Y axis field of GridRequest → (request field it sets, axis title
 }
 
 
-def _txt2img(name: str) -> Any:
-    """``Txt2ImgRequest``'s default for a field: a grid option means what it means in txt2img."""
-    return field_default(Txt2ImgRequest, name)
+def with_txt2img_fields(*without: str) -> Any:
+    """Make the decorated class a dataclass with every ``Txt2ImgRequest`` field (its default and schema metadata)
+    but ``without``, followed by the class's own: a new txt2img option is a grid option without an edit here."""
+
+    def make(cls: type) -> type:
+        own = dict(cls.__annotations__)
+        copied = [f for f in dataclasses.fields(Txt2ImgRequest) if f.name not in without and f.name not in own]
+        cls.__annotations__ = {**{f.name: f.type for f in copied}, **own}
+        for f in copied:
+            default = {"default_factory": f.default_factory} if f.default is dataclasses.MISSING else {}
+            setattr(cls, f.name, field(**(default or {"default": f.default}), metadata=f.metadata))
+        return dataclass(cls)
+
+    return make
 
 
-@dataclass
+@with_txt2img_fields("sampler", "batch_size")
 class GridRequest:
     """A whole grid. The X axis is ``samplers``; the Y axis is ``steps_list`` or ``cfg_list`` (exactly one).
 
@@ -43,31 +53,10 @@ class GridRequest:
     setting that is not an axis (``steps`` or ``guidance_scale``). A ``samplers`` entry is a sampler name, which
     takes ``schedule`` where that sampler supports it and Automatic otherwise (as the txt2img sampler menu does), or
     A1111's combined form naming its own schedule, e.g. ``DPM++ 2M Karras``. Axis values may be numbers or their
-    text ("20"); they are validated like the txt2img fields. Each cell makes one picture (no ``batch_size``).
+    text ("20"); they are validated like the txt2img fields. Each cell makes one picture (no ``batch_size``); one
+    seed serves every cell (-1 = one random seed for the grid).
     """
 
-    prompt: str = _txt2img("prompt")
-    negative_prompt: str = _txt2img("negative_prompt")
-    seed: int = _txt2img("seed")  # one seed for every cell; -1 = one random seed for the grid
-    steps: int = _txt2img("steps")
-    guidance_scale: float = _txt2img("guidance_scale")
-    width: int = _txt2img("width")
-    height: int = _txt2img("height")
-    schedule: str = _txt2img("schedule")
-    model: str = _txt2img("model")
-    styles: tuple[str, ...] = _txt2img("styles")
-    save: bool = _txt2img("save")
-    vae: str = _txt2img("vae")  # "" = the model's own
-    clip_skip: int = _txt2img("clip_skip")
-    skip_cfg_after: float = _txt2img("skip_cfg_after")  # the fraction of each cell's steps that runs CFG
-    deep_cache: int = _txt2img("deep_cache")  # full UNet every Nth step of each cell
-    enable_hr: bool = _txt2img("enable_hr")  # the hires fix, on every cell (hr_steps 0 = each cell's steps)
-    hr_scale: float = _txt2img("hr_scale")
-    hr_upscaler: str = _txt2img("hr_upscaler")
-    hr_steps: int = _txt2img("hr_steps")
-    strength: float = _txt2img("strength")
-    hr_resize_x: int = _txt2img("hr_resize_x")
-    hr_resize_y: int = _txt2img("hr_resize_y")
     samplers: list[str] = field(default_factory=list)
     steps_list: list[Any] = field(default_factory=list)
     cfg_list: list[Any] = field(default_factory=list)

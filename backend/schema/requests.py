@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from backend.schema.choices import MAX_SEED, MIN_DETECT_RESOLUTION, SIZE_MULTIPLE
 from backend.schema.fields import Limit, collect_limits, spec
 from backend.schema.geometry import Margins
-from backend.schema.samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE
+from backend.schema.samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS
 from backend.settings import Settings
 
 
@@ -111,6 +111,20 @@ class GenerationRequest:
         infotext="DeepCache interval",
         written=lambda r: r.deep_cache if r.deep_cache > 1 else None,
         common=True,
+        send=True,
+        absent_means_default=True,
+    )
+    # A1111's "Eta for DDIM": the noise a DDIM step adds back (0 = deterministic). Samplers whose step takes no eta
+    # run without it, as in A1111, and their infotext does not claim it.
+    eta: float = spec(
+        0.0,
+        label="Eta (DDIM)",
+        info="DDIM only: noise added back at each step; 0 is plain deterministic DDIM, higher is less predictable.",
+        limit=lambda s: Limit(0.0, 1.0, 0.01),
+        infotext="Eta DDIM",
+        written=lambda r: r.eta if r.eta > 0 and r.sampler in SAMPLERS and SAMPLERS[r.sampler].eta else None,
+        common=True,
+        preset=True,
         send=True,
         absent_means_default=True,
     )

@@ -1,9 +1,10 @@
 """A1111 sampler names and schedule types, as data: which diffusers scheduler each name means, with which flags.
 
 Adding a sampler is one line in ``SAMPLERS``; adding a schedule type is one line in ``SCHEDULES``. Each sampler
-lists the schedule types its scheduler class accepts; ``tests/test_samplers.py`` reads the class signatures and fails
-if a sampler promised a flag its scheduler would silently ignore. Building the scheduler is
-``backend.generation.samplers``; this module imports nothing, so validation and the UI need no diffusers.
+lists the schedule types its scheduler class accepts and whether its step takes eta; ``tests/test_samplers.py`` reads
+the class signatures and fails if a sampler promised a flag or an eta its scheduler would silently ignore. Building
+the scheduler is ``backend.generation.samplers``; this module imports nothing, so validation and the UI need no
+diffusers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class SamplerSpec:
     config: dict[str, Any] = field(default_factory=dict)
     needs: str = ""  # optional package this scheduler imports at run time
     schedules: tuple[str, ...] = ALL  # the schedule types its class accepts
+    eta: bool = False  # whether its step takes eta (the noise added back per step): DDIM's, as in A1111
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
@@ -35,7 +37,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
         "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}
     ),
     "DPM++ SDE": SamplerSpec("DPMSolverSDEScheduler", needs="torchsde"),
-    "DDIM": SamplerSpec("DDIMScheduler", schedules=PLAIN),
+    "DDIM": SamplerSpec("DDIMScheduler", schedules=PLAIN, eta=True),
     "PLMS": SamplerSpec("PNDMScheduler", {"skip_prk_steps": True}, schedules=PLAIN),
     "UniPC": SamplerSpec("UniPCMultistepScheduler"),
     "DEIS": SamplerSpec("DEISMultistepScheduler"),
