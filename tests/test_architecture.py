@@ -33,7 +33,9 @@ def imported_modules(path: Path, tree: ast.Module, known: set[str]) -> set[str]:
     """Project modules ``path`` imports at module level (``from a.b import c`` counts a.b.c when c is a module)."""
     found: set[str] = set()
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-    for node in tree.body:
+    # Module level, including under ``if TYPE_CHECKING:`` (an import for annotations ties modules as well).
+    top = [n for node in tree.body for n in ([node, *node.body, *node.orelse] if isinstance(node, ast.If) else [node])]
+    for node in top:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):

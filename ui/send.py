@@ -16,8 +16,8 @@ from backend.schema.requests import NOT_READ
 from backend.schema.samplers import SAMPLERS, supported_schedules
 
 from .events import TOASTING
+from .handle import TabHandle
 from .schedule import schedule_dropdown
-from .studio import TabHandle
 
 # Request fields every target receives. Size goes only to tabs whose size does not follow their input image.
 CARRIED = carried_fields()

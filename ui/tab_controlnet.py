@@ -21,12 +21,13 @@ from .common import CommonControls, build_common_controls
 from .controls import limit_slider, words
 from .events import refuse
 from .generation import stream_generation
+from .handle import TabHandle
 from .handlers import build_request, field_function, tab_handler
 from .inputs import FieldDropdown, FieldRadio, PictureInput, picture_input
 from .output import build_output_block
 from .prompt import build_prompt_section
 from .send import sent_fields
-from .studio import Studio, TabHandle
+from .studio import Studio
 from .tab_img2img import build_resize_mode, build_strength
 from .wiring import wire_generation
 

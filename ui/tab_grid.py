@@ -11,10 +11,11 @@ from backend.grid.runner import GridResult, grid_runner
 
 from .common import COMMON_FIELDS, build_common_controls
 from .generation import stream_generation
+from .handle import TabHandle
 from .handlers import build_request, tab_handler
 from .inputs import FieldDropdown
 from .output import build_output_block
-from .studio import Studio, TabHandle
+from .studio import Studio
 from .wiring import wire_generation
 
 # The common fields the grid takes: samplers are its X axis, and it always makes one image per cell.

@@ -11,12 +11,13 @@ from backend.schema.requests import Img2ImgRequest, field_limits
 from .common import build_common_controls
 from .controls import field_slider, words
 from .generation import stream_generation
+from .handle import TabHandle
 from .handlers import build_request, tab_handler
 from .inputs import FieldRadio, PictureInput, picture_input
 from .output import build_output_block
 from .prompt import build_prompt_section
 from .send import sent_fields
-from .studio import Studio, TabHandle
+from .studio import Studio
 from .wiring import wire_generation
 
 

@@ -13,13 +13,14 @@ from .common import build_common_controls
 from .controls import field_slider, words
 from .editor import split_editor_value
 from .generation import stream_generation
+from .handle import TabHandle
 from .handlers import build_request, tab_handler
 from .inputs import FieldRadio, PictureEditor, PictureInput, picture_input
 from .outpaint import build_outpaint
 from .output import build_output_block
 from .prompt import build_prompt_section
 from .send import sent_fields
-from .studio import Studio, TabHandle
+from .studio import Studio
 from .tab_img2img import build_resize_mode, build_strength
 from .wiring import wire_generation
 

@@ -8,11 +8,12 @@ from backend.schema.requests import Txt2ImgRequest
 
 from .common import build_common_controls
 from .generation import stream_generation
+from .handle import TabHandle
 from .handlers import build_request, tab_handler
 from .hires import build_hires
 from .output import build_output_block
 from .send import sent_fields
-from .studio import Studio, TabHandle
+from .studio import Studio
 from .wiring import wire_generation
 
 
