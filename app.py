@@ -137,19 +137,15 @@ def main(argv: list[str] | None = None) -> None:
         logging.warning("--share ignored: this runs on a Hugging Face Space, which is already public at its own URL")
         share = False
     host, port = space.serve_address(args.host, args.port, args.listen)
-    demo.launch(
-        server_name=host,
-        server_port=port,
-        share=share,
-        prevent_thread_lock=args.api,
-        **launch_options(engine, logins),
-    )
+    lifespan = None
     if args.api:
-        from api.routes import mount_api
+        from api.routes import api_lifespan
         from ui.app import queued_events
 
-        mount_api(demo.app, engine, logins, lambda: queued_events(demo))
-        demo.block_thread()
+        # Mounted as the server starts, before it answers anything: a client that checks at once finds the API.
+        flags = {"listen": args.listen, "server_name": host, "port": port, "share": share}
+        lifespan = api_lifespan(engine, logins, lambda: queued_events(demo), flags)
+    demo.launch(server_name=host, server_port=port, share=share, **launch_options(engine, logins, lifespan))
 
 
 if __name__ == "__main__":

@@ -197,3 +197,74 @@ class ErrorResponse(BaseModel):
     detail: Any
     body: Any
     errors: str
+
+
+class VaeItem(BaseModel):
+    """``sd-vae`` and ``sd-modules`` entries."""
+
+    model_name: str
+    filename: str
+
+
+class HypernetworkItem(BaseModel):
+    name: str
+    path: str | None = None
+
+
+class FaceRestorerItem(BaseModel):
+    name: str
+    cmd_dir: str | None = None
+
+
+class RealesrganItem(BaseModel):
+    name: str
+    path: str | None = None
+    scale: int | None = None
+
+
+class ScriptsList(BaseModel):
+    txt2img: list[str] = Field(default_factory=list)
+    img2img: list[str] = Field(default_factory=list)
+
+
+class ScriptArg(BaseModel):
+    label: str | None = None
+    value: Any | None = None
+    minimum: Any | None = None
+    maximum: Any | None = None
+    step: Any | None = None
+    choices: list[str] | None = None
+
+
+class ScriptInfo(BaseModel):
+    name: str | None = None
+    is_alwayson: bool | None = None
+    is_img2img: bool | None = None
+    args: list[ScriptArg] = Field(default_factory=list)
+
+
+class BatchImage(_Body):
+    data: str = Field(description="base64 picture")
+    name: str = ""
+
+
+class ExtrasBatchBody(ExtrasBody):
+    """A1111's ``extra-batch-images``: the ``extra-single-image`` fields, with ``imageList`` for ``image``."""
+
+    image: str = ""  # not used: the pictures are in imageList
+    imageList: list[BatchImage] = Field(default_factory=list)  # A1111's name
+
+
+class ExtrasBatchResponse(BaseModel):
+    html_info: str
+    images: list[str]
+
+
+class InterrogateBody(_Body):
+    image: str = ""
+    model: str = "clip"
+
+
+class MemoryResponse(BaseModel):
+    ram: dict[str, Any]
+    cuda: dict[str, Any]

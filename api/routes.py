@@ -1,14 +1,16 @@
 """FastAPI routes for ``/sdapi/v1`` and the ControlNet extension's ``/controlnet``, on the Gradio server's app.
 
-``mount_api(app, engine, …)`` adds them; everything runs through the one ``Engine`` the UI uses. Each group of
-routes registers itself from its own module (``api.routes_*``), in the order the docs list them; the shared state
-and error shape are ``api.state``.
+``mount_api(app, engine, …)`` adds them; everything runs through the one ``Engine`` the UI uses. ``api_lifespan``
+does it as the server starts, before it answers its first request (Gradio's ``launch(app_kwargs={"lifespan": …})``),
+so ``/sdapi/v1`` answers from the moment the page does. Each group of routes registers itself from its own module
+(``api.routes_*``), in the order the docs list them; the shared state and error shape are ``api.state``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -22,8 +24,9 @@ from backend.serving.logins import Logins
 from .jobs import Jobs
 from .routes_controlnet import add_controlnet
 from .routes_generation import add_generation, add_progress
-from .routes_lists import add_lists, add_networks, add_options
+from .routes_lists import add_absent, add_lists, add_networks, add_options
 from .routes_pictures import add_extras, add_png_info
+from .routes_server import add_checkpoint, add_refresh, add_server
 from .state import A1111Route, ApiState
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,10 @@ ROUTE_GROUPS = (
     add_networks,
     add_png_info,
     add_progress,
+    add_refresh,
+    add_checkpoint,
+    add_server,
+    add_absent,
     add_controlnet,
 )
 
@@ -73,9 +80,12 @@ def mount_api(
     engine: Engine,
     auth: Logins | None = None,
     waiting_elsewhere: Callable[[], int] = lambda: 0,
+    flags: dict[str, Any] | None = None,
 ) -> ApiState:
-    """Add the API's routes and its docs page (``/docs``) to ``app``; the same login guards both."""
-    state = ApiState(engine, Jobs(engine, engine.settings.queue_size, waiting_elsewhere), auth, engine.default_model)
+    """Add the API's routes and its docs page (``/docs``) to ``app``; the same login guards both. ``flags``: how the
+    server was started, under A1111's flag names (``cmd-flags``: ``listen``, ``port``…)."""
+    jobs = Jobs(engine, engine.settings.queue_size, waiting_elsewhere)
+    state = ApiState(engine, jobs, auth, engine.default_model, flags=dict(flags or {}))
     router = build_router(state)
     # Ahead of the Gradio app's own routes, so none of them can shadow ours.
     before = list(app.router.routes)
@@ -85,3 +95,21 @@ def mount_api(
     app.router.routes[:] = added + before
     log.info("A1111-compatible API at /sdapi/v1 (docs at %s)", DOCS_PATH)
     return state
+
+
+def api_lifespan(
+    engine: Engine,
+    auth: Logins | None = None,
+    waiting_elsewhere: Callable[[], int] = lambda: 0,
+    flags: dict[str, Any] | None = None,
+    mounted: Callable[[ApiState], None] = lambda state: None,
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """A lifespan for the server's app that mounts the API as the server starts: uvicorn runs it before it accepts
+    a connection, so no request ever finds the page without the API. ``mounted`` gets the API's state."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        mounted(mount_api(app, engine, auth, waiting_elsewhere, flags))
+        yield
+
+    return lifespan

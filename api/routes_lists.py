@@ -1,5 +1,7 @@
 """Options and lists: A1111's ``options`` (the checkpoint and clip skip later requests use), and what the server
-offers: models, samplers, schedulers, styles, upscalers, latent upscale modes, LoRAs and embeddings."""
+offers: models, VAEs, samplers, schedulers, styles, upscalers, latent upscale modes, LoRAs and embeddings; and
+A1111's lists of what SD Studio does not have (hypernetworks, face restorers, Real-ESRGAN models), which are
+empty, and its scripts (only the ControlNet extension's units, taken through ``alwayson_scripts``)."""
 
 from __future__ import annotations
 
@@ -13,12 +15,18 @@ from backend.schema.samplers import SAMPLERS, SCHEDULES, supported_schedules
 from . import convert
 from .models import (
     EmbeddingsResponse,
+    FaceRestorerItem,
+    HypernetworkItem,
     LatentModeItem,
     ModelItem,
+    RealesrganItem,
     SamplerItem,
     SchedulerItem,
+    ScriptInfo,
+    ScriptsList,
     StyleItem,
     UpscalerItem,
+    VaeItem,
 )
 from .state import ERRORS, SD, ApiState, refusal
 
@@ -61,6 +69,16 @@ def add_lists(router: APIRouter, state: ApiState) -> None:
     def sd_models():
         registry = state.engine.registry
         return [ModelItem(title=name, model_name=name, filename=registry.get(name).source) for name in registry.names]
+
+    @router.get(f"{SD}/sd-vae", response_model=list[VaeItem], tags=["sdapi"])
+    def sd_vae():
+        """The VAE files in the VAE folders: the page's VAE menu and the Gradio endpoints' ``vae``."""
+        return [VaeItem(model_name=name, filename=path.name) for name, path in state.engine.registry.vaes.items()]
+
+    @router.get(f"{SD}/sd-modules", response_model=list[VaeItem], tags=["sdapi"])
+    def sd_modules():
+        """Modules loaded apart from a checkpoint: here only VAE files (text encoders come with the checkpoint)."""
+        return sd_vae()
 
     @router.get(f"{SD}/samplers", response_model=list[SamplerItem], tags=["sdapi"])
     def samplers():
@@ -105,3 +123,33 @@ def add_networks(router: APIRouter, state: ApiState) -> None:
     @router.get(f"{SD}/embeddings", response_model=EmbeddingsResponse, tags=["sdapi"])
     def embeddings():
         return EmbeddingsResponse(loaded=state.engine.networks.embedding_list())
+
+
+# The ControlNet extension's script, as A1111 lists it (its title, lower-cased); its units go in alwayson_scripts.
+CONTROLNET_SCRIPT = "controlnet"
+
+
+def add_absent(router: APIRouter, state: ApiState) -> None:
+    """What A1111 lists and SD Studio has none of: empty lists, never errors; and its scripts."""
+
+    @router.get(f"{SD}/hypernetworks", response_model=list[HypernetworkItem], tags=["sdapi"])
+    def hypernetworks():
+        return []
+
+    @router.get(f"{SD}/face-restorers", response_model=list[FaceRestorerItem], tags=["sdapi"])
+    def face_restorers():
+        return []
+
+    @router.get(f"{SD}/realesrgan-models", response_model=list[RealesrganItem], tags=["sdapi"])
+    def realesrgan_models():
+        """Empty: A1111's built-in Real-ESRGAN models; upscaler model files are in ``upscalers``."""
+        return []
+
+    @router.get(f"{SD}/scripts", response_model=ScriptsList, tags=["sdapi"])
+    def scripts():
+        """No selectable scripts; the always-on ControlNet script on both."""
+        return ScriptsList(txt2img=[CONTROLNET_SCRIPT], img2img=[CONTROLNET_SCRIPT])
+
+    @router.get(f"{SD}/script-info", response_model=list[ScriptInfo], tags=["sdapi"])
+    def script_info():
+        return [ScriptInfo(name=CONTROLNET_SCRIPT, is_alwayson=True, is_img2img=img2img) for img2img in (False, True)]

@@ -31,6 +31,7 @@ class ApiState:
     auth: Logins | None
     model: str  # the API's current checkpoint (A1111's sd_model_checkpoint option)
     clip_skip: int = 1  # A1111's CLIP_stop_at_last_layers option: the default of later requests
+    flags: dict[str, Any] = field(default_factory=dict)  # how the server was started, as A1111's cmd-flags name it
     login: Callable = field(init=False, repr=False)  # the login dependency every route shares (api.access)
 
     def __post_init__(self) -> None:

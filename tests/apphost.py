@@ -19,23 +19,28 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(engine: Engine, api: bool = False, auth: tuple[str, str] | Logins | None = None) -> Iterator[str]:
-    """``api``: also the A1111 API, as ``app.py --api`` mounts it (its state is ``serve.api_state``); ``auth``: one
-    user, or ``Logins``, as ``--auth``/``--auth-file`` give them."""
+    """``api``: also the A1111 API, as ``app.py --api`` mounts it, before the server answers (its state is
+    ``serve.api_state``); ``auth``: one user, or ``Logins``, as ``--auth``/``--auth-file`` give them."""
     logins = Logins.from_pairs([auth]) if isinstance(auth, tuple) else auth
     demo = build_demo(engine)
     port = free_port()
+    lifespan = None
+    if api:
+        from api.routes import api_lifespan
+        from ui.app import queued_events
+
+        def mounted(state) -> None:
+            serve.api_state = state
+
+        flags = {"server_name": "127.0.0.1", "port": port}
+        lifespan = api_lifespan(engine, logins, lambda: queued_events(demo), flags, mounted)
     demo.launch(
         server_name="127.0.0.1",
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
-        **launch_options(engine, logins),
+        **launch_options(engine, logins, lifespan),
     )
-    if api:
-        from api.routes import mount_api
-        from ui.app import queued_events
-
-        serve.api_state = mount_api(demo.app, engine, logins, lambda: queued_events(demo))
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import threading
 import time
 
 import numpy as np
 import pytest
 import requests
+import torch
 import webuiapi
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -47,11 +49,16 @@ A1111_ARGS = dict(
 )
 
 
+FIRST_ANSWER: list[requests.Response] = []
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("a1111-out")
     engine = Engine(Settings(offline=True, output_dir=out, cache_dir=cache_dir))
     with serve(engine, api=True) as url:
+        # The very first request, at once after launch (test_the_api_answers_from_the_first_request).
+        FIRST_ANSWER.append(requests.get(f"{url}sdapi/v1/samplers", timeout=30))
         yield engine, url, Client(url, verbose=False), webuiapi.WebUIApi(baseurl=f"{url}sdapi/v1")
 
 
@@ -482,18 +489,252 @@ def test_listen_api_without_auth_warns_and_mounts(monkeypatch, caplog):
     calls = {}
 
     class FakeDemo:
-        app = object()
-
         def launch(self, **kwargs):
             calls["launch"] = kwargs
 
-        def block_thread(self):
-            calls["blocked"] = True
-
     monkeypatch.setattr(app, "build_engine", lambda settings: type("E", (), {"startup_notice": "", "precision": ""})())
     monkeypatch.setattr(ui.app, "build_demo", lambda engine: FakeDemo())
-    monkeypatch.setattr(ui.app, "launch_options", lambda engine, logins=None: {})
-    monkeypatch.setattr(api.routes, "mount_api", lambda *a: calls.setdefault("mounted", a))
-    app.main(["--listen", "--api", "--offline"])
+    monkeypatch.setattr(ui.app, "launch_options", lambda engine, logins=None, lifespan=None: {"lifespan": lifespan})
+    monkeypatch.setattr(api.routes, "api_lifespan", lambda *a: calls.setdefault("mounted", a) and "mount it")
+    app.main(["--listen", "--api", "--offline", "--port", "7861"])
     assert "--listen --api without --auth" in caplog.text
-    assert calls["launch"]["prevent_thread_lock"] is True and calls["blocked"] and calls["mounted"][2] is None
+    # Mounted by the server's lifespan, as it starts: no window where the page answers and the API does not.
+    assert calls["launch"]["lifespan"] == "mount it" and calls["mounted"][1] is None
+    assert calls["mounted"][3] == {"listen": True, "server_name": "0.0.0.0", "port": 7861, "share": False}
+
+
+# What the clients of A1111's API ask for besides generating (SillyTavern, n8n, Open WebUI, webuiapi): each route
+# through webuiapi's own method where it has one, else its session (its custom_post cannot read A1111's null).
+
+
+def _post(api: webuiapi.WebUIApi, route: str):
+    response = api.session.post(f"{api.baseurl}/{route}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_the_api_answers_from_the_first_request(server):
+    """The API is mounted as the server starts (api.routes.api_lifespan), before its first answer: a client that
+    checks at once never finds the page without the API."""
+    assert FIRST_ANSWER and FIRST_ANSWER[0].status_code == 200
+    assert "Euler a" in [s["name"] for s in FIRST_ANSWER[0].json()]
+
+
+def test_vaes_listed_and_every_refresh_rescans(server, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    import backend.models.registry as registry_module
+
+    engine, url, client, api = server
+    assert api.get_sd_vae() == [{"model_name": n, "filename": p.name} for n, p in engine.registry.vaes.items()]
+    folder = tmp_path / "vae"
+    folder.mkdir()
+    monkeypatch.setattr(registry_module, "vae_dirs", lambda settings: [folder])
+    try:
+        save_file({"decoder.conv_in.weight": torch.zeros(1)}, folder / "new-vae.safetensors")
+        assert "new-vae" not in [v["model_name"] for v in api.get_sd_vae()]
+        assert api.refresh_checkpoints() is None  # A1111 answers null
+        assert {"model_name": "new-vae", "filename": "new-vae.safetensors"} in api.get_sd_vae()
+        assert api.custom_get("sd-modules", baseurl=True) == api.get_sd_vae()  # here the VAE files are the modules
+        (folder / "new-vae.safetensors").unlink()
+        assert _post(api, "refresh-vae") is None
+        assert "new-vae" not in [v["model_name"] for v in api.get_sd_vae()]
+    finally:
+        monkeypatch.undo()
+        engine.refresh_models()
+    # Embeddings: the folders are scanned again.
+    emb = tmp_path / "embeddings"
+    emb.mkdir()
+    save_file({"emb_params": torch.zeros(2, 32)}, emb / "shiny.safetensors")
+    monkeypatch.setattr(engine.networks, "embedding_dirs", [emb])
+    try:
+        assert _post(api, "refresh-embeddings") is None
+        assert api.get_embeddings()["loaded"]["shiny"]["vectors"] == 2
+    finally:
+        monkeypatch.undo()
+        engine.networks.refresh()
+
+
+def test_what_sd_studio_has_none_of_is_an_empty_list(server):
+    engine, url, client, api = server
+    assert api.get_hypernetworks() == [] and api.get_face_restorers() == [] and api.get_realesrgan_models() == []
+    # The only script is the ControlNet extension's (always on, through alwayson_scripts).
+    assert api.get_scripts() == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
+    info = api.custom_get("script-info", baseurl=True)
+    assert [(i["name"], i["is_alwayson"], i["is_img2img"], i["args"]) for i in info] == [
+        ("controlnet", True, False, []),
+        ("controlnet", True, True, []),
+    ]
+
+
+def test_cmd_flags_and_memory(server):
+    engine, url, client, api = server
+    flags = api.get_cmd_flags()
+    assert flags["api"] is True and flags["port"] == int(url.rstrip("/").rsplit(":", 1)[1])
+    assert flags["api_auth"] is None and flags["gradio_auth"] is None  # logins are never shown
+    assert flags["vae_dir"].split(os.pathsep)[0].endswith("vae") and flags["no_download_sd_model"] is True
+    memory = api.get_memory()
+    ram = memory["ram"]
+    assert 0 < ram["used"] < ram["total"] and ram["free"] == ram["total"] - ram["used"]
+    if torch.cuda.is_available():
+        assert {"system", "active", "allocated", "reserved", "inactive", "events"} == set(memory["cuda"])
+    else:
+        assert memory["cuda"] == {"error": "unavailable"}  # as A1111 says it
+
+
+def test_unload_and_reload_the_checkpoint(server):
+    import gc
+    import weakref
+
+    engine, url, client, api = server
+    api.set_options({"sd_model_checkpoint": TINY})
+    api.txt2img(**{**A1111_ARGS, "batch_size": 1, "steps": 1})
+    assert engine.cache.resident == [TINY]
+    unet = weakref.ref(engine.cache.peek(TINY).base.unet)
+    assert _post(api, "unload-checkpoint") == {}
+    gc.collect()
+    assert engine.cache.resident == [] and unet() is None, "the weights are freed, not only forgotten"
+    assert _post(api, "reload-checkpoint") == {}
+    assert engine.cache.resident == [TINY]
+    assert api.txt2img(**{**A1111_ARGS, "batch_size": 1, "steps": 1}).image.size == (64, 64)
+
+
+def test_extra_batch_images_upscales_each_as_extra_single_image(server):
+    engine, url, client, api = server
+    rng = np.random.default_rng(9)
+    pictures = [Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)) for size in ((20, 30, 3), (12, 8, 3))]
+    batch = api.extra_batch_images(pictures, upscaler_1="Lanczos", upscaling_resize=2)
+    singles = [api.extra_single_image(p, upscaler_1="Lanczos", upscaling_resize=2).image for p in pictures]
+    assert [i.size for i in batch.images] == [(60, 40), (16, 24)]
+    assert all(np.array_equal(pixels(b), pixels(s)) for b, s in zip(batch.images, singles, strict=True))
+    post = lambda body: requests.post(f"{url}sdapi/v1/extra-batch-images", json=body)  # noqa: E731
+    one = {"imageList": [{"data": b64(pictures[0]), "name": "a"}, {"data": "not a picture", "name": "b"}]}
+    for field, body in {
+        "imageList[1].data": one,
+        "imageList": {"imageList": []},
+        "upscaler_1": {"imageList": one["imageList"][:1], "upscaler_1": "R-ESRGAN 4x+"},
+    }.items():
+        response = post(body)
+        assert response.status_code == 422 and response.json()["errors"].startswith(f"{field}:"), field
+
+
+def test_interrogate_says_there_is_no_captioning_model(server):
+    engine, url, client, api = server
+    with pytest.raises(RuntimeError, match="404"):
+        api.interrogate(Image.new("RGB", (8, 8)))
+    answer = requests.post(f"{url}sdapi/v1/interrogate", json={"image": b64(Image.new("RGB", (8, 8)))})
+    error = answer.json()
+    assert answer.status_code == 404 and set(error) == {"error", "detail", "body", "errors"}
+    assert error["errors"].startswith("model: no captioning model 'clip'") and "png-info" in error["errors"]
+    assert requests.post(f"{url}sdapi/v1/interrogate", json={}).json()["errors"].startswith("image:")
+
+
+def test_new_routes_are_documented(server):
+    engine, url, client, api = server
+    paths = requests.get(f"{url}docs/openapi.json").json()["paths"]
+    for route in ("sd-vae", "sd-modules", "refresh-checkpoints", "refresh-vae", "refresh-embeddings",
+                  "extra-batch-images", "interrogate", "cmd-flags", "memory", "unload-checkpoint",
+                  "reload-checkpoint", "scripts", "script-info", "face-restorers", "realesrgan-models",
+                  "hypernetworks"):  # fmt: skip
+        assert f"/sdapi/v1/{route}" in paths, route
+
+
+# The Gradio side of the same server, over raw HTTP: calls Gradio itself answers with a 500 or {"error": null}.
+
+
+def _page_call(url: str, fn: int, data: list, session: str) -> list[dict]:
+    """Join Gradio's queue as the page does and read the event's messages until it completes."""
+    joined = requests.post(f"{url}gradio_api/queue/join", json={"data": data, "fn_index": fn, "session_hash": session})
+    assert joined.status_code == 200, joined.text
+    messages = []
+    with requests.get(f"{url}gradio_api/queue/data", params={"session_hash": session}, stream=True, timeout=120) as s:
+        for line in s.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                messages.append(json.loads(line[5:]))
+                if messages[-1]["msg"] == "process_completed":
+                    return messages
+    raise AssertionError(f"no process_completed: {messages}")
+
+
+def _page_event(url: str, api_name: str, **by_label) -> tuple[int, list]:
+    """(fn_index, input values as the page sends them: each control's value, ``by_label`` changed) of an event."""
+    config = requests.get(f"{url}config").json()
+    components = {c["id"]: c for c in config["components"]}
+    index, dep = next((d.get("id", i), d) for i, d in enumerate(config["dependencies"]) if d["api_name"] == api_name)
+    data = []
+    for component in (components[i] for i in dep["inputs"]):
+        props = component.get("props", {})
+        data.append(by_label.get(props.get("label"), props.get("value")))
+    return index, data
+
+
+def test_unknown_events_and_short_calls_get_a_4xx_that_says_why(server):
+    engine, url, client, api = server
+    gradio = f"{url}gradio_api"
+    unknown = requests.post(f"{gradio}/queue/join", json={"data": [], "fn_index": 9999, "session_hash": "u1"})
+    assert unknown.status_code == 404 and "fn_index 9999" in unknown.json()["detail"]
+    assert requests.post(f"{gradio}/run/predict", json={"data": [], "fn_index": 9999}).status_code == 404
+    for route in ("call/nope", "run/nope", "api/nope"):
+        answer = requests.post(f"{gradio}/{route}", json={"data": []})
+        assert answer.status_code == 404 and "/txt2img" in answer.json()["detail"], route
+    # The preset row's Save is the page's, called by fn_index: not an endpoint by name, and a call without its
+    # inputs is a 422 that says so (Gradio answered a 500, or {"error": null} through the queue).
+    save, data = _page_event(url, "save", **{"Save current settings as": "mine"})
+    assert requests.post(f"{gradio}/call/save", json={"data": data}).status_code == 404
+    short = requests.post(f"{gradio}/run/predict", json={"fn_index": save, "data": []})
+    assert short.status_code == 422 and f"takes {len(data)} input values; 0 were sent" in short.json()["detail"]
+    joined = requests.post(f"{gradio}/queue/join", json={"fn_index": save, "data": [], "session_hash": "u2"})
+    assert joined.status_code == 422 and "0 were sent" in joined.json()["detail"][0]["message"]
+    # With its inputs it answers as on the page.
+    done = _page_call(url, save, data, "u3")
+    assert done[-1]["success"] and any("Saved preset 'mine'" in m.get("log", "") for m in done)
+
+
+def test_not_a_number_through_the_queue_names_the_field(server):
+    engine, url, client, api = server
+    fn, data = _page_event(url, "txt2img", **{"Model": TINY, "Width": 64, "Height": 64, "Steps": 1})
+    config = requests.get(f"{url}config").json()
+    labels = [next(c for c in config["components"] if c["id"] == i).get("props", {}).get("label")
+              for i in next(d for d in config["dependencies"] if d["api_name"] == "txt2img")["inputs"]]  # fmt: skip
+    for label, bad in (("CFG scale", float("nan")), ("Seed (-1 = random)", float("inf")), ("Steps", float("-inf"))):
+        sent = list(data)
+        sent[labels.index(label)] = bad
+        body = json.dumps({"data": sent, "fn_index": fn, "session_hash": f"n-{label}"})  # NaN as Python writes it
+        joined = requests.post(f"{url}gradio_api/queue/join", data=body, headers={"content-type": "application/json"})
+        assert joined.status_code == 200
+        messages = []
+        with requests.get(f"{url}gradio_api/queue/data", params={"session_hash": f"n-{label}"}, stream=True) as s:
+            for line in s.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    messages.append(json.loads(line[5:]))
+                    if messages[-1]["msg"] == "process_completed":
+                        break
+        error = messages[-1]["output"]["error"]
+        assert error and error.startswith(f"{label}: ") and "not a number" in error, (label, error)
+    # A number where a picture goes: Gradio's own file check failed there without a word ({"error": null}).
+    upscale, data = _page_event(url, "upscale")
+    body = json.dumps({"data": [float("nan"), *data[1:]], "fn_index": upscale, "session_hash": "n-image"})
+    joined = requests.post(f"{url}gradio_api/queue/join", data=body, headers={"content-type": "application/json"})
+    assert joined.status_code == 422 and joined.json()["detail"][0]["message"].startswith("Image: nan is not a file")
+
+
+def test_unwritable_outputs_still_give_the_pictures_and_say_they_were_not_saved(server, tmp_path):
+    engine, url, client, api = server
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    root = engine.writer.root
+    engine.writer.root = blocker / "outputs"  # mkdir fails as on a full disk or a read-only folder
+    try:
+        small = {**A1111_ARGS, "batch_size": 2, "steps": 1, "save_images": True}
+        made = requests.post(f"{url}sdapi/v1/txt2img", json=small)
+        info = json.loads(made.json()["info"])
+        assert made.status_code == 200 and len(made.json()["images"]) == 2 and info["saved"] == []
+        assert len(info["warnings"]) == 1 and "2 of 2 pictures (seeds 77, 78) could not be saved" in info["warnings"][0]
+        # The page: the pictures, and a warning toast that says so.
+        fn, data = _page_event(url, "txt2img", **{"Model": TINY, "Width": 64, "Height": 64, "Steps": 1})
+        done = _page_call(url, fn, data, "disk")
+        assert done[-1]["success"] and done[-1]["output"]["data"][0]
+        warnings = [m["log"] for m in done if m["msg"] == "log" and m.get("level") == "warning"]
+        assert len(warnings) == 1 and "could not be saved in the output folder" in warnings[0]
+    finally:
+        engine.writer.root = root

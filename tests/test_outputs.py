@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
+import time
 
 import pytest
 from PIL import Image
@@ -49,3 +51,22 @@ def test_files_get_the_usual_mode_not_0600(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~outputs._UMASK
     assert stat.S_IMODE(path.stat().st_mode) & 0o044  # readable by others (the usual umask 022)
+
+
+def test_a_killed_runs_temporary_files_are_removed_at_start_and_logged(tmp_path, caplog):
+    """A server killed during a batch leaves ``.*.png.tmp`` files; the next start removes them (any older than a
+    write could take) and says so in the log, so they never pile up."""
+    day = tmp_path / "2026-01-01"
+    day.mkdir()
+    killed = [day / f".run{i}.png.tmp" for i in range(3)]
+    for path in killed:
+        path.write_bytes(b"half a png")
+        old = time.time() - outputs.STALE_TEMP_AGE - 5
+        os.utime(path, (old, old))
+    writing = day / ".now.png.tmp"
+    writing.write_bytes(b"")
+    with caplog.at_level(logging.INFO, logger="backend.library.outputs"):
+        OutputWriter(tmp_path)
+    assert not any(p.exists() for p in killed) and writing.exists()
+    assert f"Removed 3 temporary file(s) left by an interrupted run in {tmp_path}" in caplog.text
+    assert outputs.STALE_TEMP_AGE <= 300, "a restart minutes after a crash cleans up too"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -103,11 +104,12 @@ CSS = """
 """
 
 
-def launch_options(engine: Engine, logins: Logins | None = None) -> dict[str, Any]:
+def launch_options(engine: Engine, logins: Logins | None = None, lifespan: Callable | None = None) -> dict[str, Any]:
     """``launch`` arguments every server of the app uses (the CLI and the tests).
 
     No ``allowed_paths``: the output folder is the server owner's and is never served. Users get the copies Gradio
     caches for their own session. With ``logins``, Gradio's login page checks them, behind ``LoginGuard``'s brake.
+    ``lifespan``: run by the server as it starts, before its first answer (the A1111 API mounts itself there).
     """
     options: dict[str, Any] = {"max_file_size": f"{engine.settings.max_upload_mb}mb", "js": SHORTCUTS_JS, "css": CSS}
     middleware = [Middleware(QueueShare, limit=engine.settings.jobs_per_client, jobs=queued_jobs)]
@@ -115,6 +117,8 @@ def launch_options(engine: Engine, logins: Logins | None = None) -> dict[str, An
         options["auth"] = logins.verify
         middleware.append(Middleware(LoginGuard, logins=logins))
     options["app_kwargs"] = {"middleware": middleware}
+    if lifespan is not None:
+        options["app_kwargs"]["lifespan"] = lifespan
     return options
 
 

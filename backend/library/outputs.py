@@ -64,7 +64,9 @@ def read_infotext(image: Image.Image) -> str | None:
     return text
 
 
-STALE_TEMP_AGE = 3600.0  # seconds: a temporary file this old belongs to no write in progress
+# Seconds: a temporary file this old belongs to no write in progress (a PNG is written in well under a second; only
+# another server sharing the folder could be writing one as this one starts).
+STALE_TEMP_AGE = 120.0
 
 
 def remove_stale_temp_files(root: Path, max_age: float = STALE_TEMP_AGE) -> list[Path]:
