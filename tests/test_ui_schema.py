@@ -107,3 +107,18 @@ def test_a_new_common_field_reaches_the_ui_without_a_ui_edit(engine, monkeypatch
     fn = event_fn(demo, "txt2img")
     assert input_names(fn.fn) == [*common_fields(), *HIRES]
     assert fn.inputs[len(common_fields()) - 1] is control
+
+
+def test_choosing_a_flux_model_offers_its_samplers(shared_engine):
+    """The model menu's change gives the sampler menus of the model's family: FLUX runs flow-matching samplers, so
+    the SD default DPM++ 2M Karras becomes DPM++ 2M with the model's own schedule, and SD's Euler a is not offered."""
+    from ui.schedule import sampler_dropdowns, sampler_table
+
+    table = sampler_table(shared_engine, "Tiny FLUX (offline test model)")
+    sampler, schedule = sampler_dropdowns(table, "DPM++ 2M", "Karras")
+    assert "Euler a" not in [value for _, value in sampler.choices] and sampler.value == "DPM++ 2M"
+    assert schedule.value == "Automatic"
+    sampler, _ = sampler_dropdowns(table, "Euler a", "Automatic")
+    assert sampler.value == "Euler"
+    back = sampler_dropdowns(sampler_table(shared_engine, "Tiny (offline test model)"), "Euler", "Karras")
+    assert "Euler a" in [value for _, value in back[0].choices] and back[1].value == "Karras"

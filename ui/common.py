@@ -23,7 +23,7 @@ from .events import QUIET, TOASTING
 from .inputs import FieldDropdown, FieldNumber
 from .presets_ui import PresetRow
 from .prompt import PromptSection, build_prompt_section
-from .schedule import schedule_dropdown
+from .schedule import sampler_dropdowns, sampler_table, schedule_dropdown
 from .studio import Studio
 
 Component = gr.components.Component
@@ -210,18 +210,24 @@ def _wire_control_updates(studio: Studio, c: CommonControls, size_from_image: bo
 
     # .input (the user's own choice), not .change: a preset or PNG info sets both together (ui/schedule.py), and a
     # second event racing theirs would read the old schedule and overwrite theirs.
-    c["sampler"].input(schedule_dropdown, inputs=[c["sampler"], c["schedule"]], outputs=c["schedule"], **QUIET)
+    def schedules(sampler: str, schedule: str, model: str) -> gr.Dropdown:
+        return schedule_dropdown(sampler, schedule, sampler_table(studio.engine, model))
 
-    def model_defaults(name: str):
+    c["sampler"].input(schedules, inputs=[c["sampler"], c["schedule"], c["model"]], outputs=c["schedule"], **QUIET)
+
+    def model_defaults(name: str, sampler: str, schedule: str):
         if studio.engine.needs_download(name):
             # Said at once, and the size and steps stay as they are: the model cannot run here.
             gr.Warning(needs_download_message(name))
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return (gr.skip(),) * 6
         d = studio.engine.registry.get(name).defaults
+        # The family's samplers (FLUX and SD 3.x run flow-matching ones), the current pair kept where it has it.
+        menus = sampler_dropdowns(sampler_table(studio.engine, name), sampler, schedule)
         if size_from_image:
-            return gr.skip(), gr.skip(), d.steps, d.guidance_scale
-        return d.width, d.height, d.steps, d.guidance_scale
+            return gr.skip(), gr.skip(), d.steps, d.guidance_scale, *menus
+        return d.width, d.height, d.steps, d.guidance_scale, *menus
 
     # .input, not .change: a preset that sets the model must not have its own values overwritten.
-    outputs = [c[name] for name in ("width", "height", "steps", "guidance_scale")]
-    c["model"].input(model_defaults, inputs=c["model"], outputs=outputs, **TOASTING)
+    outputs = [c[name] for name in ("width", "height", "steps", "guidance_scale", "sampler", "schedule")]
+    inputs = [c["model"], c["sampler"], c["schedule"]]
+    c["model"].input(model_defaults, inputs=inputs, outputs=outputs, **TOASTING)

@@ -22,12 +22,12 @@ and its models under ``models`` with ``"family": "<name>"``; single files need a
 
 from __future__ import annotations
 
-from backend.families import sd2, sd15, sdxl
+from backend.families import flux, sd2, sd3, sd15, sdxl
 from backend.families.base import OPTIONS, Family
 
 __all__ = ["FAMILIES", "OPTIONS", "Family", "family", "for_model_type", "labels", "model_types", "names", "register"]
 
-_MODULES = (sd15, sd2, sdxl)  # in the order the families are listed to people
+_MODULES = (sd15, sd2, sdxl, sd3, flux)  # in the order the families are listed to people
 
 FAMILIES: dict[str, Family] = {}
 
@@ -71,8 +71,8 @@ def for_model_type(model_type: str) -> tuple[Family, bool] | None:
 
 
 def labels() -> str:
-    """The families for a message: "SD 1.x, SD 2.x and SDXL"."""
-    all_labels = [f.label for f in FAMILIES.values()]
+    """The families whose single checkpoint files load, for a message: "SD 1.x, SD 2.x and SDXL"."""
+    all_labels = [f.label for f in FAMILIES.values() if f.model_types]
     return " and ".join(filter(None, [", ".join(all_labels[:-1]), *all_labels[-1:]]))
 
 

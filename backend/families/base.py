@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from backend.schema.choices import CONTROL_TYPES
+from backend.schema.choices import CONTROL_TYPES, DISTILLED_CFG
+from backend.schema.samplers import SAMPLER_TABLES, supported_schedules
 
 # Optional request fields a family may or may not honour. ``active`` says when a request really asks for the
 # option (its value is not the neutral one): only then can a family that lacks it refuse the request.
@@ -27,7 +28,18 @@ OPTIONS: dict[str, tuple[str, Any, Callable[[Any], bool]]] = {
         1.0,
         lambda r: getattr(r, "skip_cfg_after", 1.0) < 1 and getattr(r, "guidance_scale", 0) > 1,
     ),
+    # A1111's "Eta for DDIM": samplers whose step takes none run without it (A1111's rule; no flow sampler takes it).
+    "eta": ("eta", 0, lambda r: getattr(r, "eta", 0.0) > 0),
+    # FLUX.1 dev's distilled guidance: a family without guidance-distilled models refuses it off its default.
+    "distilled_cfg_scale": (
+        "distilled CFG",
+        DISTILLED_CFG,
+        lambda r: getattr(r, "distilled_cfg_scale", DISTILLED_CFG) != DISTILLED_CFG,
+    ),
 }
+
+# What the SD families (UNet, CLIP) honour: every option but FLUX's distilled guidance.
+SD_OPTIONS = frozenset(OPTIONS) - {"distilled_cfg_scale"}
 
 TASKS = frozenset({"txt2img", "img2img", "inpaint", "controlnet"})  # the request kinds (``request.task``)
 
@@ -66,7 +78,7 @@ class Family:
     # The optional request fields (``OPTIONS``) it honours, and those it accepts but ignores (SDXL's clip skip, as
     # in A1111, so an SDXL picture made there with "Clip skip: 2" draws the same here). Any other one, when a
     # request uses it, is refused by ``unsupported``.
-    supports: frozenset[str] = frozenset(OPTIONS)
+    supports: frozenset[str] = SD_OPTIONS
     ignores: frozenset[str] = frozenset()
     tasks: frozenset[str] = TASKS
     # Whether the grid may denoise several cells in one batch (backend.grid's ``can_batch`` has the last word: it
@@ -74,6 +86,27 @@ class Family:
     grid_batching: bool = False
     controlnet_types: frozenset[str] = frozenset(CONTROL_TYPES)  # control types its ControlNet pipelines take
     inpaint_strategies: tuple[str, ...] = (INPAINTING_UNET, LATENT_BLENDING)
+    # The sampler table its models run (``backend.schema.samplers.SAMPLER_TABLES``): "sd" or a flow-matching one.
+    sampler_table: str = "sd"
+    # A1111 emphasis and BREAK through compel (CLIP-only prompt encoders). Without it the prompt goes to the
+    # pipeline as plain text (FLUX and SD3: their T5 encoder is not compel's).
+    prompt_weighting: bool = True
+    # Pipeline keyword arguments its pipelines do not take, dropped by ``pipeline_kwargs`` (the field behind each
+    # must be refused or declared in ``ignores``: FLUX and SD3 ignore eta, as A1111 does for samplers without it).
+    pipeline_drops: frozenset[str] = frozenset()
+    # Its img2img pipeline takes width and height besides the image (FLUX's and SD3's would otherwise resize the
+    # picture to their default size).
+    img2img_size: bool = False
+    # True CFG (FLUX): the request's CFG scale is the pipeline's ``true_cfg_scale`` (1 = off; a negative prompt acts
+    # only above 1) and ``guidance_scale`` carries the distilled guidance (``distilled_cfg_scale``); a model without
+    # guidance embedding (schnell) ignores that number, as the pipeline does.
+    true_cfg: bool = False
+    # Its latents reach the step callback packed as 2×2 patches per token (FLUX): the preview unpacks them.
+    packed_latents: bool = False
+    # Latent-space hires upscalers (the first pass's latents resized for the img2img pass) work on its latents.
+    latent_hires: bool = True
+    # LoRAs and textual-inversion embeddings named in the prompt (backend.generation.networks).
+    networks: bool = True
 
     def __post_init__(self) -> None:
         unknown = (self.supports | self.ignores) - set(OPTIONS)
@@ -83,6 +116,8 @@ class Family:
             raise ValueError(f"family {self.name}: {sorted(self.supports & self.ignores)} both supported and ignored")
         if ("inpaint" in self.tasks) != bool(self.inpaint_strategies):
             raise ValueError(f"family {self.name}: it runs inpainting if and only if it has an inpaint strategy")
+        if self.sampler_table not in SAMPLER_TABLES:
+            raise ValueError(f"family {self.name}: unknown sampler table {self.sampler_table!r}")
 
     def unsupported(self, request: Any) -> tuple[str, str] | None:
         """(field name, message) for the first thing ``request`` asks that this family cannot do, else None.
@@ -96,6 +131,10 @@ class Family:
         for name, (what, neutral, used) in OPTIONS.items():
             if name not in self.supports and name not in self.ignores and used(request):
                 return name, f"{self.label} models do not support {what}; leave it at {neutral:g}"
+        if not self.latent_hires and getattr(request, "enable_hr", False) and getattr(request, "latent_hires", False):
+            return "hr_upscaler", (
+                f"{self.label} models have no latent hires upscaling yet; pick a picture upscaler such as Lanczos"
+            )
         for index, unit in enumerate(getattr(request, "units", ()) or ()):
             control_type = getattr(unit, "control_type", "")
             if control_type not in self.controlnet_types:
@@ -103,7 +142,36 @@ class Family:
                 # The engine's naming for a unit's field: control_type, control_type_2, …
                 name = "control_type" if index == 0 else f"control_type_{index + 1}"
                 return name, f"{self.label} models have no {control_type} ControlNet (they take: {have})"
+        return self.unsupported_sampler(request)
+
+    def unsupported_sampler(self, request: Any) -> tuple[str, str] | None:
+        """(field, message) when the request's sampler or schedule type is not in this family's sampler table."""
+        sampler, schedule = getattr(request, "sampler", None), getattr(request, "schedule", None)
+        if sampler is None:
+            return None
+        samplers = SAMPLER_TABLES[self.sampler_table]
+        if sampler not in samplers:
+            return "sampler", f"{self.label} models have no sampler {sampler!r}; choose one of: {', '.join(samplers)}"
+        schedules = supported_schedules(sampler, self.sampler_table)
+        if schedule is not None and schedule not in schedules:
+            return "schedule", (
+                f"on {self.label} models the sampler {sampler!r} has no schedule type {schedule!r}; "
+                f"choose one of: {', '.join(schedules)}"
+            )
         return None
+
+    def pipeline_kwargs(self, request: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The pipeline arguments ``kwargs`` (made by backend.generation.tasks) as this family's pipelines take them."""
+        out = {key: value for key, value in kwargs.items() if key not in self.pipeline_drops}
+        if self.img2img_size and "image" in out and "mask_image" not in out and "width" not in out:
+            out.update(width=request.width, height=request.height)
+        if self.true_cfg:
+            out["true_cfg_scale"] = request.guidance_scale
+            out["guidance_scale"] = request.distilled_cfg_scale
+            guided = request.guidance_scale > 1
+            if guided and out.get("negative_prompt") is None and "negative_prompt_embeds" not in out:
+                out["negative_prompt"] = ""  # true CFG with an empty negative prompt, as Forge runs it
+        return out
 
     def clip_skip(self, value: int) -> int:
         """The clip skip a request's ``value`` runs with on this family: 1 where the family ignores it."""

@@ -7,7 +7,7 @@ SDXL has no safety checker to turn off.
 
 from __future__ import annotations
 
-from backend.families.base import OPTIONS, Family
+from backend.families.base import SD_OPTIONS, Family
 
 FAMILY = Family(
     name="sdxl",
@@ -15,6 +15,6 @@ FAMILY = Family(
     model_types={"xl_base": False, "xl_inpaint": True},
     single_file_pipeline="StableDiffusionXLPipeline",
     dual_text_encoders=True,
-    supports=frozenset(OPTIONS) - {"clip_skip"},
+    supports=SD_OPTIONS - {"clip_skip"},
     ignores=frozenset({"clip_skip"}),
 )

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-from backend.families import family
+from backend.families import Family, family
 from backend.generation import cfg_cutoff, step_cache
 from backend.generation.interrupt import Cancelled, stoppable
-from backend.generation.networks import Networks
+from backend.generation.networks import EMBEDDING_REF, Networks, parse_lora_tags
 from backend.generation.preview import latents_to_rgb
 from backend.generation.prompting import clip_skip_for, clip_skipped, count_label, prompt_embeddings
 from backend.generation.samplers import build_scheduler
@@ -109,6 +109,7 @@ class Engine:
             request = request.replace(model=self.default_model)
         request = request.replace(seed=resolve_seed(request.seed, request.batch_size))
         self.check_family(request)
+        self.check_networks(request)
         self.networks.check(request.prompt, request.negative_prompt)  # a missing LoRA fails before any loading
         # Loading too happens under the lock: a model switch must never unload weights another run is using.
         with self.run_lock:
@@ -150,10 +151,11 @@ class Engine:
 
         The sampler grid runs each cell it does not batch through here, so such a cell is its txt2img run.
         """
-        callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel)
+        model_family = family(loaded.spec.family)
+        callback = self._step_callback(loaded.spec.latent_rgb_factors, request, on_step, cancel, model_family)
         tile_vae_for(pipe, request.width, request.height, self.settings)
         with stoppable(pipe, cancel):
-            raw = call_pipeline(pipe, loaded.scheduler_config, request, kwargs, callback)
+            raw = call_pipeline(pipe, loaded, request, kwargs, callback)
             if isinstance(request, Txt2ImgRequest) and request.enable_hr:
                 # The second pass encodes what the first did: the prompts without their LoRA tags.
                 encoded = {key: value for key, value in kwargs.items() if "prompt" in key}
@@ -191,13 +193,14 @@ class Engine:
             del kwargs[key]
         kwargs.update(encoded)
         out: list[Image.Image] = []
-        callback = self._step_callback(loaded.spec.latent_rgb_factors, second, on_step, cancel)
+        model_family = family(loaded.spec.family)
+        callback = self._step_callback(loaded.spec.latent_rgb_factors, second, on_step, cancel, model_family)
         tile_vae_for(pipe, *size, self.settings)
         seeds = batch_seeds(request.seed, len(first))
         for seed, image in zip(seeds, bigger, strict=True):
             # One picture per call keeps each picture's own seed, as the first pass had it.
             one = second.replace(seed=seed, batch_size=1)
-            out += call_pipeline(pipe, loaded.scheduler_config, one, {**kwargs, "image": image}, callback)
+            out += call_pipeline(pipe, loaded, one, {**kwargs, "image": image}, callback)
         return out
 
     def upscale(self, image: Any, name: str, scale: Any) -> Image.Image:
@@ -256,10 +259,20 @@ class Engine:
         if refusal:
             raise ValidationError(*refusal)
 
+    def check_networks(self, request: GenerationRequest) -> None:
+        """Refuse LoRA tags and embeddings on a family whose models do not take them yet (field ``prompt``)."""
+        model_family = family(self.registry.get(request.model).family)
+        if model_family.networks:
+            return
+        for name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
+            if parse_lora_tags(text)[1] or EMBEDDING_REF.search(text) or self.networks.embedding_names(text, ""):
+                what = f"{model_family.label} models do not take LoRAs or embeddings yet"
+                raise ValidationError(name, f"{what}: remove them from the {name}")
+
     def load_for(self, model: str, task: str) -> LoadedModel:
         """The loaded model, refused with a clear message when it cannot do ``task`` (call under run_lock)."""
         loaded = self.cache.model(model)
-        if task != "inpaint" and is_inpainting_unet(loaded.base.unet):
+        if task != "inpaint" and is_inpainting_unet(getattr(loaded.base, "unet", None)):
             raise ValidationError("model", f"{model} is an inpainting model: use it in the inpaint tab")
         return loaded
 
@@ -304,13 +317,14 @@ class Engine:
         prompt, negative = apply_styles(request.prompt, request.negative_prompt, styles)
         return request.replace(prompt=prompt, negative_prompt=negative, styles=())
 
-    def _step_callback(self, factors, request, on_step, cancel):
+    def _step_callback(self, factors, request, on_step, cancel, model_family: Family | None = None):
         every = self.settings.preview_every
         size = (request.width, request.height)
+        packed = model_family is not None and model_family.packed_latents
 
         def report(done: int, total: int, latents: torch.Tensor) -> None:
             if on_step is not None:
-                preview = latents_to_rgb(latents, factors, size) if every and done % every == 0 else None
+                preview = latents_to_rgb(latents, factors, size, packed) if every and done % every == 0 else None
                 on_step(StepEvent(done, total, preview))
 
         return step_callback(cancel, report)
@@ -332,16 +346,21 @@ def step_callback(cancel: threading.Event | None, report: Callable[[int, int, to
 
 
 def call_pipeline(
-    pipe: Any, scheduler_config: dict[str, Any], request: GenerationRequest, kwargs: dict[str, Any], callback
+    pipe: Any, loaded: LoadedModel, request: GenerationRequest, kwargs: dict[str, Any], callback
 ) -> list[Image.Image]:
     """One pipeline call as every run makes it: a fresh scheduler, one CPU generator per image, the step callback.
+
+    ``loaded``: the model, whose scheduler config the fresh scheduler starts from, and whose family says its sampler
+    table, whether prompts go through compel, and how its pipelines take the arguments (``Family.pipeline_kwargs``).
 
     On a ZeroGPU Space the call runs on a GPU lent for its estimated duration (``backend.models.zerogpu``).
     """
 
     def run() -> list[Image.Image]:
         # Schedulers are stateful: every run gets a fresh one from the model's own config.
-        pipe.scheduler = build_scheduler(scheduler_config, request.sampler, request.schedule, request.seed)
+        model_family = family(loaded.spec.family)
+        table, config = model_family.sampler_table, loaded.scheduler_config
+        pipe.scheduler = build_scheduler(config, request.sampler, request.schedule, request.seed, table)
         with step_cache.cached_steps(pipe, request.deep_cache) as cache:
             tensor_inputs = ["latents"]
             step_end = callback
@@ -351,11 +370,13 @@ def call_pipeline(
                 step_end = cfg_cutoff.with_cutoff(callback, request.skip_cfg_after, lambda: step_cache.refresh(cache))
             call_kwargs = kwargs
             with clip_skipped(pipe.text_encoder, clip_skip_for(pipe, request.clip_skip)):
-                if "prompt" in call_kwargs:  # text, not embeddings the caller made (the grid)
+                # Text, not embeddings the caller made (the grid); A1111 weights where the family's encoders take them.
+                if "prompt" in call_kwargs and model_family.prompt_weighting:
                     embeddings = prompt_embeddings(pipe, call_kwargs["prompt"], call_kwargs["negative_prompt"] or "")
                     if embeddings is not None:
                         call_kwargs = {k: v for k, v in call_kwargs.items() if k not in ("prompt", "negative_prompt")}
                         call_kwargs.update(embeddings)
+                call_kwargs = model_family.pipeline_kwargs(request, call_kwargs)
                 output = pipe(
                     **call_kwargs,
                     generator=generators(request.seed, request.batch_size),

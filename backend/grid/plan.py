@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from backend.families import family
 from backend.generation.engine import Engine
 from backend.generation.tasks import prepare
 from backend.library.infotext import format_infotext
 from backend.schema.errors import ValidationError
 from backend.schema.requests import Txt2ImgRequest
-from backend.schema.samplers import SAMPLERS, SCHEDULES, split_legacy_name, supported_schedules
+from backend.schema.samplers import SAMPLER_TABLES, SAMPLERS, SCHEDULES, split_legacy_name, supported_schedules
 from backend.schema.seeds import resolve_seed
 from backend.schema.validate import check_cost, validate
 
@@ -113,9 +114,13 @@ def sampler_choices() -> list[str]:
     return list(SAMPLERS) + combined
 
 
-def resolve_sampler(entry: str, schedule: str) -> tuple[str, str]:
-    """A ``samplers`` entry → (sampler, schedule); an explicit unsupported pair is left for ``validate``."""
+def resolve_sampler(entry: str, schedule: str, table: str = "sd") -> tuple[str, str]:
+    """A ``samplers`` entry → (sampler, schedule); an explicit unsupported pair is left for ``validate``.
+
+    ``table``: the model family's sampler table, whose schedule types decide the fallback to "Automatic"."""
     name = str(entry).strip()
+    if name in SAMPLER_TABLES[table]:
+        return name, schedule if schedule in supported_schedules(name, table) else "Automatic"
     if name in SAMPLERS:
         return name, schedule if schedule in supported_schedules(name) else "Automatic"
     try:
@@ -136,7 +141,9 @@ def plan_grid(request: GridRequest, engine: Engine) -> GridPlan:
             "schedule", f"unknown schedule type {request.schedule!r}; choose one of: {', '.join(SCHEDULES)}"
         )
     entries = request.samplers.split(",") if isinstance(request.samplers, str) else list(request.samplers or [])
-    pairs = [resolve_sampler(entry, request.schedule) for entry in entries if str(entry).strip()]
+    model = getattr(request, "model", "") or engine.default_model
+    table = family(engine.registry.get(model).family).sampler_table if model in engine.registry.models else "sd"
+    pairs = [resolve_sampler(entry, request.schedule, table) for entry in entries if str(entry).strip()]
     if not pairs:
         raise ValidationError("samplers", "pick at least one sampler")
     x_labels = [sampler_label(*pair) for pair in pairs]

@@ -33,23 +33,26 @@ class GridStep(StepEvent):
         return f"{which} of {self.cells}, step {self.cell_step} of {self.cell_steps}"
 
 
-def iterations(config: dict[str, Any], cell: Txt2ImgRequest) -> int:
+def iterations(config: dict[str, Any], cell: Txt2ImgRequest, table: str = "sd") -> int:
     """UNet evaluations the cell's txt2img run makes (Heun and DPM2 make about two per step), its hires pass's
     included; also the last check of its sampler against its step counts before any work."""
-    first = _timesteps(config, cell, cell.steps, "samplers")
+    first = _timesteps(config, cell, cell.steps, "samplers", table)
     if not cell.enable_hr:
         return len(first.timesteps)
     # The hires pass is an img2img call: StableDiffusionImg2ImgPipeline.get_timesteps keeps the last ``strength``.
     steps = cell.hr_steps or cell.steps
-    second = _timesteps(config, cell, steps, "hr_steps")
+    second = _timesteps(config, cell, steps, "hr_steps", table)
     start = steps - min(int(steps * cell.strength), steps)
     return len(first.timesteps) + len(second.timesteps[start * second.order :])
 
 
-def _timesteps(config: dict[str, Any], cell: Txt2ImgRequest, steps: int, field: str) -> Any:
-    scheduler = build_scheduler(config, cell.sampler, cell.schedule)
+def _timesteps(config: dict[str, Any], cell: Txt2ImgRequest, steps: int, field: str, table: str = "sd") -> Any:
+    """``table``: the model family's sampler table."""
+    scheduler = build_scheduler(config, cell.sampler, cell.schedule, table=table)
+    # A flow model's resolution-dependent shift (FLUX) moves the sigmas, not their count: any ``mu`` counts them.
+    shift = {"mu": 1.0} if scheduler.config.get("use_dynamic_shifting") else {}
     try:
-        scheduler.set_timesteps(steps, device="cpu")
+        scheduler.set_timesteps(steps, device="cpu", **shift)
     except ValueError as err:  # e.g. LCM runs at most the 50 steps it was distilled from
         label = sampler_label(cell.sampler, cell.schedule)
         raise ValidationError(field, f"{label} cannot run {steps} steps: {err}") from None

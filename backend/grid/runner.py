@@ -99,7 +99,10 @@ class GridRunner:
         engine.use_vae(plan.model, plan.cells[0].vae)
         pipe = engine.cache.pipeline(plan.model, "txt2img")
         chunks = _chunks(plan.cells, self._batchable(plan, loaded, pipe), engine.settings.max_batch)
-        lengths = [iterations(loaded.scheduler_config, cell) for cell in plan.cells]  # the last check before work
+        model_family = family(loaded.spec.family)
+        table = model_family.sampler_table
+        # The last check before work:
+        lengths = [iterations(loaded.scheduler_config, cell, table) for cell in plan.cells]
         progress = Progress(
             on_step,
             total=sum(max(lengths[k] for k in chunk.cells) for chunk in chunks),
@@ -112,7 +115,10 @@ class GridRunner:
         networks = engine.networks.apply(pipe, plan.cells[0].prompt, plan.cells[0].negative_prompt)
         guided = any(cell.guidance_scale > 1 for cell in plan.cells)
         start = time.perf_counter()
-        embeddings = encode_prompt(pipe, networks.prompt, networks.negative_prompt, guided, plan.cells[0].clip_skip)
+        if model_family.prompt_weighting:
+            embeddings = encode_prompt(pipe, networks.prompt, networks.negative_prompt, guided, plan.cells[0].clip_skip)
+        else:  # its pipelines encode the text themselves (FLUX, SD3), as its txt2img run does
+            embeddings = {"prompt": networks.prompt, "negative_prompt": networks.negative_prompt or None}
         encode_share = (time.perf_counter() - start) / len(plan.cells)
         images: dict[int, Image.Image] = {}
         seconds = [0.0] * len(plan.cells)

@@ -143,10 +143,11 @@ def apply_memory_options(pipe, settings: Settings, plan: DevicePlan, size: int =
         enabled.append("model CPU offload")
     else:
         pipe.to(plan.device)
-    if settings.channels_last:
+    unet = getattr(pipe, "unet", None)  # transformer models (FLUX, SD3) have none: these UNet options pass them by
+    if settings.channels_last and unet is not None:
         pipe.unet.to(memory_format=torch.channels_last)
         enabled.append("channels_last UNet")
-    if settings.compile_unet and not getattr(pipe.unet, "_compiled_call_impl", None):
+    if settings.compile_unet and unet is not None and not getattr(pipe.unet, "_compiled_call_impl", None):
         enabled.append(f"torch.compile UNet (compiled in {compile_unet(pipe.unet, plan, size):.1f} s)")
     return enabled
 

@@ -32,7 +32,7 @@ from diffusers import (
 from diffusers.models.controlnets.controlnet import ControlNetOutput
 
 from backend.families import family
-from backend.models import tiny
+from backend.models import tiny, tiny_dit
 from backend.models.checkpoints import config_dir
 from backend.models.devices import DevicePlan, apply_memory_options, plan_device
 from backend.models.nan_guard import guard_vae_nans
@@ -79,6 +79,8 @@ BUILTIN_MODELS: dict[str, Callable[[Path], Path]] = {
     "tiny-controlnet-canny": lambda path: tiny.ensure_controlnet(path, seed=1),
     "tiny-controlnet-depth": lambda path: tiny.ensure_controlnet(path, seed=2),
     "tiny-controlnet-pose": lambda path: tiny.ensure_controlnet(path, seed=3),
+    "tiny-flux": lambda path: tiny_dit.ensure(path, "flux"),
+    "tiny-sd3": lambda path: tiny_dit.ensure(path, "sd3"),
 }
 
 
@@ -243,8 +245,9 @@ def skip_inactive_steps(controlnet: ControlNetModel) -> ControlNetModel:
 
 
 def is_inpainting_unet(unet: Any) -> bool:
-    """A dedicated inpainting UNet takes 9 channels: latents, mask, masked-image latents."""
-    return unet.config.in_channels == 9
+    """A dedicated inpainting UNet takes 9 channels: latents, mask, masked-image latents (None: a transformer model,
+    which has no UNet)."""
+    return unet is not None and unet.config.in_channels == 9
 
 
 Loader = Callable[[ModelSpec, Settings, DevicePlan], DiffusionPipeline]
@@ -310,7 +313,8 @@ class PipelineCache:
         with self._lock:
             if key not in loaded.derived:
                 components: dict[str, Any] = {}
-                if task == "inpaint" and loaded.spec.inpaint and not is_inpainting_unet(loaded.base.unet):
+                unet = getattr(loaded.base, "unet", None)  # None: a transformer model (FLUX, SD3)
+                if task == "inpaint" and loaded.spec.inpaint and not is_inpainting_unet(unet):
                     components["unet"] = load_inpaint_unet(loaded.spec, self.settings, self.plan)
                 if controlnets:
                     components["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets

@@ -18,3 +18,6 @@ OUTPAINT_FILLS = ("Blurred edge", "Noise")
 CONTROL_TYPES = ("canny", "depth", "pose")
 PREPROCESSORS = ("auto", "none")  # auto: the control type's own detector; none: the picture already is a map
 MIN_DETECT_RESOLUTION = 64  # controlnet_aux rounds sizes to multiples of 64: below that a side becomes 0
+
+# FLUX.1 dev's distilled guidance ("Distilled CFG"): its recommended value, the request field's default.
+DISTILLED_CFG = 3.5

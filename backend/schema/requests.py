@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from backend.schema.choices import MAX_SEED, MIN_DETECT_RESOLUTION, SIZE_MULTIPLE
+from backend.schema.choices import DISTILLED_CFG, MAX_SEED, MIN_DETECT_RESOLUTION, SIZE_MULTIPLE
 from backend.schema.fields import Limit, collect_limits, spec
 from backend.schema.geometry import Margins
 from backend.schema.samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS
@@ -126,6 +126,19 @@ class GenerationRequest:
         common=True,
         preset=True,
         send=True,
+        absent_means_default=True,
+    )
+
+    # FLUX.1 dev's distilled guidance (Forge's "Distilled CFG"): a number the transformer reads, apart from real CFG
+    # (``guidance_scale``, FLUX's true CFG, off at 1). Only families with guidance-distilled models take it off its
+    # default (backend.families.OPTIONS); written when set off it. An API/request field for now, no UI control yet.
+    distilled_cfg_scale: float = spec(
+        DISTILLED_CFG,
+        label="Distilled CFG",
+        info="FLUX.1 dev's distilled guidance (what its CFG scale means); real CFG stays 1 unless you want it.",
+        limit=lambda s: Limit(0.0, 30.0, 0.1),
+        infotext="Distilled CFG Scale",
+        written=lambda r: r.distilled_cfg_scale if r.distilled_cfg_scale != DISTILLED_CFG else None,
         absent_means_default=True,
     )
 

@@ -5,6 +5,10 @@ lists the schedule types its scheduler class accepts and whether its step takes 
 the class signatures and fails if a sampler promised a flag or an eta its scheduler would silently ignore. Building
 the scheduler is ``backend.generation.samplers``; this module imports nothing, so validation and the UI need no
 diffusers.
+
+The flow-matching families (FLUX, SD 3.x) have their own tables (``FLOW_SAMPLERS``, named in ``SAMPLER_TABLES``):
+the same sampler names on flow schedulers; a family names its table and refuses names outside it
+(``backend.families.base.Family.unsupported_sampler``); ``tests/test_dit_families.py`` runs every pair.
 """
 
 from __future__ import annotations
@@ -55,10 +59,46 @@ SCHEDULES: dict[str, dict[str, Any]] = {
 DEFAULT_SAMPLER = "DPM++ 2M"
 DEFAULT_SCHEDULE = "Karras"
 
+# Flow-matching samplers (FLUX, SD 3.x), named as Forge names them. "Automatic" is the model's own shifted schedule
+# (what Forge calls "Simple"); Karras, Exponential and Beta reshape its sigmas where the scheduler class does that in
+# flow space (FlowMatchEuler and UniPC do; DPM-Solver's Karras/Exponential/Beta branches read SD's noise schedule,
+# so its flow variant has the model's schedule only). ``flow_shift`` comes from the model's ``shift``
+# (``backend.generation.samplers``).
+FLOW_ALL = ("Automatic", "Karras", "Exponential", "Beta")
+_FLOW = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+FLOW_SAMPLERS: dict[str, SamplerSpec] = {
+    "Euler": SamplerSpec("FlowMatchEulerDiscreteScheduler", schedules=FLOW_ALL),
+    "Heun": SamplerSpec("FlowMatchHeunDiscreteScheduler", schedules=("Automatic",)),
+    "DPM++ 2M": SamplerSpec(
+        "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, **_FLOW},
+        schedules=("Automatic",),
+    ),
+    # UniPC's flow Exponential and Beta sigmas end at 0 and give NaN pictures (diffusers 0.42): not offered.
+    "UniPC": SamplerSpec("UniPCMultistepScheduler", dict(_FLOW), schedules=("Automatic", "Karras")),
+}
+# Which samplers a family's models run: a family names its table (``Family.sampler_table``). "flow_sigmas": the
+# pipelines hand the scheduler their own sigmas (FLUX), which FlowMatchHeunDiscreteScheduler does not take.
+SAMPLER_TABLES: dict[str, dict[str, SamplerSpec]] = {
+    "sd": SAMPLERS,
+    "flow": FLOW_SAMPLERS,
+    "flow_sigmas": {name: sampler for name, sampler in FLOW_SAMPLERS.items() if name != "Heun"},
+}
 
-def supported_schedules(sampler: str) -> list[str]:
-    """Schedule types the sampler's scheduler accepts, in ``SCHEDULES`` order."""
-    return [name for name in SCHEDULES if name in SAMPLERS[sampler].schedules]
+
+def supported_schedules(sampler: str, table: str = "sd") -> list[str]:
+    """Schedule types the sampler's scheduler accepts (in the sampler table ``table``), in ``SCHEDULES`` order."""
+    return [name for name in SCHEDULES if name in SAMPLER_TABLES[table][sampler].schedules]
+
+
+def known_samplers() -> list[str]:
+    """Every sampler name of any table (what validation accepts before the model's family is known)."""
+    return list(dict.fromkeys(name for samplers in SAMPLER_TABLES.values() for name in samplers))
+
+
+def known_schedules(sampler: str) -> list[str]:
+    """The schedule types ``sampler`` takes in any table."""
+    tables = [samplers[sampler] for samplers in SAMPLER_TABLES.values() if sampler in samplers]
+    return [name for name in SCHEDULES if any(name in spec.schedules for spec in tables)]
 
 
 def split_legacy_name(name: str) -> tuple[str, str]:

@@ -37,7 +37,7 @@ from backend.schema.requests import (
     Txt2ImgRequest,
     field_limits,
 )
-from backend.schema.samplers import SAMPLERS, supported_schedules
+from backend.schema.samplers import known_samplers, known_schedules
 from backend.settings import Settings
 
 
@@ -358,9 +358,12 @@ def validate(request: GenerationRequest, settings: Settings, models: Iterable[st
                 name,
                 f"{name} {value} is not a multiple of {SIZE_MULTIPLE}: use {lower} or {lower + SIZE_MULTIPLE}",
             )
-    if request.sampler not in SAMPLERS:
-        raise ValidationError("sampler", f"unknown sampler {request.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-    schedules = supported_schedules(request.sampler)
+    # Any table's names here; whether the model's family has the pair is its own question (Family.unsupported).
+    if request.sampler not in known_samplers():
+        raise ValidationError(
+            "sampler", f"unknown sampler {request.sampler!r}; choose one of: {', '.join(known_samplers())}"
+        )
+    schedules = known_schedules(request.sampler)
     if request.schedule not in schedules:
         raise ValidationError(
             "schedule",

@@ -1,0 +1,36 @@
+"""FLUX.1 (dev, schnell and their fine-tunes): a rectified-flow transformer, CLIP-L and T5 text encoders, a
+16-channel VAE whose latents the pipeline packs as 2×2 patches per token, 1024² pictures.
+
+dev is guidance-distilled: its "Distilled CFG" (``distilled_cfg_scale``, default 3.5) is the pipeline's
+``guidance_scale``, and the request's CFG scale is FLUX's true CFG (``true_cfg_scale``; 1 = off, so a negative
+prompt acts only above 1). schnell ignores the distilled number (its transformer has no guidance embedding).
+
+Refused by field name: clip skip, DeepCache (a UNet cache), skip CFG after, ControlNet (``control_type``, none
+yet), samplers outside its flow table, latent hires upscalers (packed latents), LoRAs and embeddings. Eta is
+accepted and ignored, as A1111 does for every sampler whose step takes none (no flow sampler does; A1111 clients
+send eta by default). Inpainting blends latents (FluxInpaintPipeline); the grid runs one pipeline call per cell.
+"""
+
+from __future__ import annotations
+
+from backend.families.base import LATENT_BLENDING, Family
+
+FAMILY = Family(
+    name="flux",
+    label="FLUX",
+    model_types={},  # single checkpoint files (and their detection) are a later increment: folders and hub ids now
+    single_file_pipeline="FluxPipeline",
+    default_prediction="flow_prediction",
+    supports=frozenset({"distilled_cfg_scale"}),
+    ignores=frozenset({"eta"}),  # no flow sampler takes eta: as SD's Euler in A1111, run without it, not written
+    controlnet_types=frozenset(),  # none yet: a ControlNet request is refused by its field control_type
+    inpaint_strategies=(LATENT_BLENDING,),
+    sampler_table="flow_sigmas",  # FluxPipeline hands the scheduler its sigmas: no FlowMatch Heun
+    prompt_weighting=False,
+    pipeline_drops=frozenset({"eta"}),
+    img2img_size=True,
+    true_cfg=True,
+    packed_latents=True,
+    latent_hires=False,
+    networks=False,
+)
