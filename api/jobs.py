@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.generation.engine import Cancelled, Engine, StepEvent
+from backend.generation.engine import Engine
+from backend.generation.interrupt import Cancelled
+from backend.generation.pipeline_call import StepEvent
 from backend.schema.requests import GenerationRequest, GenerationResult
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 _EXPORTS = {
     "Engine": "backend.generation.engine",
-    "StepEvent": "backend.generation.engine",
+    "StepEvent": "backend.generation.pipeline_call",
     "Cancelled": "backend.generation.interrupt",
     "Settings": "backend.settings",
     "GenerationRequest": "backend.schema.requests",

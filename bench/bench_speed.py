@@ -58,7 +58,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
 from backend import ControlNetRequest, ControlUnit, Engine, Img2ImgRequest, InpaintRequest, Settings, Txt2ImgRequest  # noqa: E402
-from backend.generation.engine import generators  # noqa: E402
+from backend.generation.pipeline_call import generators  # noqa: E402
 from backend.generation.preview import latents_to_rgb  # noqa: E402
 from backend.generation.samplers import build_scheduler  # noqa: E402
 from backend.models import tiny  # noqa: E402

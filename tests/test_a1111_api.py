@@ -18,7 +18,9 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from api.jobs import Jobs, QueueFull
-from backend.generation.engine import Cancelled, Engine, StepEvent
+from backend.generation.engine import Engine
+from backend.generation.interrupt import Cancelled
+from backend.generation.pipeline_call import StepEvent
 from backend.library.infotext import parse_infotext
 from backend.library.outputs import read_infotext
 from backend.schema.requests import ControlNetRequest, ControlUnit, Txt2ImgRequest

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.generation.engine import Cancelled, Engine
+from backend.generation.engine import Engine
+from backend.generation.interrupt import Cancelled
 from backend.generation.tasks import pipeline_key
 from backend.library.infotext import parse_infotext
 from backend.library.outputs import read_infotext

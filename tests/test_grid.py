@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.generation.engine import Cancelled, Engine
+from backend.generation.engine import Engine
+from backend.generation.interrupt import Cancelled
 from backend.grid.draw import draw_grid
 from backend.grid.plan import GridRequest, plan_grid
 from backend.grid.runner import GridRunner

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.generation.engine import Cancelled
+from backend.generation.interrupt import Cancelled
 from backend.library.infotext import parse_infotext
 from backend.library.outputs import read_infotext
 from backend.schema.errors import ValidationError

@@ -122,3 +122,16 @@ def test_choosing_a_flux_model_offers_its_samplers(shared_engine):
     assert sampler.value == "Euler"
     back = sampler_dropdowns(sampler_table(shared_engine, "Tiny (offline test model)"), "Euler", "Karras")
     assert "Euler a" in [value for _, value in back[0].choices] and back[1].value == "Karras"
+
+
+def test_the_page_shows_only_the_options_a_family_honours(shared_engine):
+    """DeepCache, skip CFG and eta are controls on SD models; FLUX refuses the first two and ignores eta, so the page
+    hides them when a FLUX model is chosen (ui/common.py's model event) instead of showing controls that do nothing."""
+    from ui.common import family_options
+
+    assert family_options(shared_engine, "Tiny (offline test model)") == {
+        "skip_cfg_after": True,
+        "deep_cache": True,
+        "eta": True,
+    }
+    assert not any(family_options(shared_engine, "Tiny FLUX (offline test model)").values())

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 
 import gradio as gr
 
+from backend.families import family
+from backend.families.base import OPTIONS
 from backend.generation.engine import Engine
 from backend.schema.catalog import common_fields
 from backend.schema.fields import Limit, field_default
@@ -96,11 +98,20 @@ def build_common_controls(
         reuse_seed = tool_button("Reuse", f"{prefix}-reuse-seed")
     ordered = {name: built[name] for name in COMMON_FIELDS}
     controls = CommonControls(ordered, random_seed, reuse_seed, section.presets, fields, size_from_image)
+    shown = family_options(studio.engine, studio.engine.default_model)
     for name in COMMON_FIELDS:
-        if name not in fields:
+        if name not in fields or not shown.get(name, True):
             controls[name].visible = False
     _wire_control_updates(studio, controls, size_from_image)
     return controls
+
+
+def family_options(engine: Engine, model: str) -> dict[str, bool]:
+    """Common field → whether ``model``'s family honours it, for the optional fields families differ in (DeepCache,
+    skip CFG, eta …): the page shows only those; what a family refuses or ignores would be a control doing nothing."""
+    spec = engine.registry.models.get(model)
+    honoured = family(spec.family).supports if spec else OPTIONS.keys()
+    return {name: name in honoured for name in COMMON_FIELDS if name in OPTIONS}
 
 
 def _build_sampling(studio: Studio, prefix: str, limits: dict[str, Limit]) -> dict[str, Component]:
@@ -215,19 +226,29 @@ def _wire_control_updates(studio: Studio, c: CommonControls, size_from_image: bo
 
     c["sampler"].input(schedules, inputs=[c["sampler"], c["schedule"], c["model"]], outputs=c["schedule"], **QUIET)
 
+    options = list(family_options(studio.engine, studio.engine.default_model))
+
     def model_defaults(name: str, sampler: str, schedule: str):
         if studio.engine.needs_download(name):
             # Said at once, and the size and steps stay as they are: the model cannot run here.
             gr.Warning(needs_download_message(name))
-            return (gr.skip(),) * 6
+            return (gr.skip(),) * (6 + len(options))
         d = studio.engine.registry.get(name).defaults
-        # The family's samplers (FLUX and SD 3.x run flow-matching ones), the current pair kept where it has it.
+        # The family's samplers (FLUX and SD 3.x run flow-matching ones), the current pair kept where it has it, and
+        # only the options it honours (a hidden one goes back to its default, which every family runs).
         menus = sampler_dropdowns(sampler_table(studio.engine, name), sampler, schedule)
+        shown = family_options(studio.engine, name)
+        visible = [
+            gr.update(visible=True) if shown[option] and option in c.fields
+            else gr.update(visible=False, value=field_default(GenerationRequest, option))
+            for option in options
+        ]
         if size_from_image:
-            return gr.skip(), gr.skip(), d.steps, d.guidance_scale, *menus
-        return d.width, d.height, d.steps, d.guidance_scale, *menus
+            return gr.skip(), gr.skip(), d.steps, d.guidance_scale, *menus, *visible
+        return d.width, d.height, d.steps, d.guidance_scale, *menus, *visible
 
     # .input, not .change: a preset that sets the model must not have its own values overwritten.
-    outputs = [c[name] for name in ("width", "height", "steps", "guidance_scale", "sampler", "schedule")]
+    names = ("width", "height", "steps", "guidance_scale", "sampler", "schedule", *options)
+    outputs = [c[name] for name in names]
     inputs = [c["model"], c["sampler"], c["schedule"]]
     c["model"].input(model_defaults, inputs=inputs, outputs=outputs, **TOASTING)

@@ -12,7 +12,8 @@ from typing import Any
 
 import gradio as gr
 
-from backend.generation.engine import Cancelled, StepEvent
+from backend.generation.interrupt import Cancelled
+from backend.generation.pipeline_call import StepEvent
 from backend.models.pipelines import ModelUnavailable
 from backend.schema.errors import ValidationError
 from backend.schema.requests import GenerationRequest, GenerationResult

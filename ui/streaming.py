@@ -7,7 +7,9 @@ import queue
 import threading
 from collections.abc import Iterator
 
-from backend.generation.engine import Cancelled, Engine, StepEvent
+from backend.generation.engine import Engine
+from backend.generation.interrupt import Cancelled
+from backend.generation.pipeline_call import StepEvent
 from backend.schema.requests import GenerationRequest, GenerationResult
 
 _DONE = object()

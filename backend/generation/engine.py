@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +16,11 @@ import torch
 from PIL import Image
 
 from backend.families import Family, family
-from backend.generation import cfg_cutoff, step_cache
 from backend.generation.interrupt import Cancelled, stoppable
 from backend.generation.networks import EMBEDDING_REF, Networks, parse_lora_tags
+from backend.generation.pipeline_call import StepCallback, StepEvent, call_pipeline, step_callback
 from backend.generation.preview import latents_to_rgb
-from backend.generation.prompting import clip_skip_for, clip_skipped, count_label, prompt_embeddings
-from backend.generation.samplers import build_scheduler
+from backend.generation.prompting import count_label
 from backend.generation.tasks import pipeline_key, prepare, prepare_txt2img
 from backend.images.annotators import Annotators
 from backend.images.ops import resize
@@ -32,7 +29,6 @@ from backend.images.upscalers import upscale as upscale_image
 from backend.library.infotext import format_infotext
 from backend.library.outputs import PARAMETERS_KEY, OutputWriter
 from backend.library.presets import PresetStore, apply_styles
-from backend.models import zerogpu
 from backend.models.devices import describe_plan, tile_vae_for
 from backend.models.pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from backend.models.registry import ModelRegistry
@@ -43,21 +39,6 @@ from backend.schema.validate import validate
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StepEvent:
-    step: int  # 1-based count of finished denoising steps
-    total: int
-    preview: Image.Image | None
-
-
-StepCallback = Callable[[StepEvent], None]
-
-
-def generators(seed: int, count: int) -> list[torch.Generator]:
-    """One CPU generator per image (seed, seed+1, …): the same image on any device and batch size."""
-    return [torch.Generator("cpu").manual_seed(s) for s in batch_seeds(seed, count)]
 
 
 class Engine:
@@ -328,62 +309,3 @@ class Engine:
                 on_step(StepEvent(done, total, preview))
 
         return step_callback(cancel, report)
-
-
-PipelineCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
-
-
-def step_callback(cancel: threading.Event | None, report: Callable[[int, int, torch.Tensor], None]) -> PipelineCallback:
-    """A diffusers ``callback_on_step_end`` that stops on ``cancel`` and reports (steps done, total, latents)."""
-
-    def callback(pipe, step: int, timestep, tensors: dict[str, Any]) -> dict[str, Any]:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("generation stopped")
-        report(step + 1, pipe.num_timesteps, tensors["latents"])
-        return tensors
-
-    return callback
-
-
-def call_pipeline(
-    pipe: Any, loaded: LoadedModel, request: GenerationRequest, kwargs: dict[str, Any], callback
-) -> list[Image.Image]:
-    """One pipeline call as every run makes it: a fresh scheduler, one CPU generator per image, the step callback.
-
-    ``loaded``: the model, whose scheduler config the fresh scheduler starts from, and whose family says its sampler
-    table, whether prompts go through compel, and how its pipelines take the arguments (``Family.pipeline_kwargs``).
-
-    On a ZeroGPU Space the call runs on a GPU lent for its estimated duration (``backend.models.zerogpu``).
-    """
-
-    def run() -> list[Image.Image]:
-        # Schedulers are stateful: every run gets a fresh one from the model's own config.
-        model_family = family(loaded.spec.family)
-        table, config = model_family.sampler_table, loaded.scheduler_config
-        pipe.scheduler = build_scheduler(config, request.sampler, request.schedule, request.seed, table)
-        with step_cache.cached_steps(pipe, request.deep_cache) as cache:
-            tensor_inputs = ["latents"]
-            step_end = callback
-            if cfg_cutoff.active(request.skip_cfg_after, request.guidance_scale):
-                tensor_inputs += cfg_cutoff.tensor_inputs(pipe)
-                # The batch halves at the cut-off: the step cache must not hand back the old batch's features.
-                step_end = cfg_cutoff.with_cutoff(callback, request.skip_cfg_after, lambda: step_cache.refresh(cache))
-            call_kwargs = kwargs
-            with clip_skipped(pipe.text_encoder, clip_skip_for(pipe, request.clip_skip)):
-                # Text, not embeddings the caller made (the grid); A1111 weights where the family's encoders take them.
-                if "prompt" in call_kwargs and model_family.prompt_weighting:
-                    embeddings = prompt_embeddings(pipe, call_kwargs["prompt"], call_kwargs["negative_prompt"] or "")
-                    if embeddings is not None:
-                        call_kwargs = {k: v for k, v in call_kwargs.items() if k not in ("prompt", "negative_prompt")}
-                        call_kwargs.update(embeddings)
-                call_kwargs = model_family.pipeline_kwargs(request, call_kwargs)
-                output = pipe(
-                    **call_kwargs,
-                    generator=generators(request.seed, request.batch_size),
-                    callback_on_step_end=step_end,
-                    callback_on_step_end_tensor_inputs=tensor_inputs,
-                )
-        return list(output.images)
-
-    seconds = zerogpu.duration_for(request.steps, request.width, request.height, request.batch_size)
-    return zerogpu.on_gpu(pipe, run, seconds)

@@ -33,7 +33,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from backend.generation import cfg_cutoff
-from backend.generation.engine import Cancelled, generators
+from backend.generation.interrupt import Cancelled
+from backend.generation.pipeline_call import generators
 from backend.generation.samplers import build_scheduler
 from backend.grid.progress import Progress
 from backend.schema.requests import Txt2ImgRequest

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from backend.generation.engine import StepCallback, StepEvent
+from backend.generation.pipeline_call import StepCallback, StepEvent
 from backend.generation.preview import latents_to_rgb
 from backend.generation.samplers import build_scheduler
 from backend.grid.plan import sampler_label

@@ -18,8 +18,9 @@ from typing import Any
 from PIL import Image
 
 from backend.families import family
-from backend.generation.engine import Cancelled, Engine, StepCallback
-from backend.generation.interrupt import stoppable
+from backend.generation.engine import Engine
+from backend.generation.interrupt import Cancelled, stoppable
+from backend.generation.pipeline_call import StepCallback
 from backend.generation.tasks import prepare
 from backend.grid.batch import can_batch, denoise_batch, unbatched_options
 from backend.grid.draw import draw_grid

@@ -20,7 +20,9 @@ from ray import serve
 from ray.exceptions import RayError
 from ray.serve.exceptions import RequestCancelledError
 
-from backend.generation.engine import Cancelled, Engine, StepCallback
+from backend.generation.engine import Engine
+from backend.generation.interrupt import Cancelled
+from backend.generation.pipeline_call import StepCallback
 from backend.grid.plan import GridRequest
 from backend.grid.runner import grid_runner
 from backend.models.pipelines import ModelUnavailable
