@@ -39,6 +39,7 @@ class GenerationBody(_Body):
     do_not_save_samples: bool = False
     do_not_save_grid: bool = False
     eta: float | None = None
+    distilled_cfg_scale: float | None = None  # Forge's name: FLUX.1 dev's distilled guidance (None = 3.5)
     override_settings: dict[str, Any] | None = None
     override_settings_restore_afterwards: bool = True
     script_name: str | None = None

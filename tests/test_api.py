@@ -36,6 +36,7 @@ ARGS = dict(
     skip_cfg_after=1.0,
     deep_cache=1,
     eta=0.0,
+    distilled_cfg_scale=3.5,
 )
 
 

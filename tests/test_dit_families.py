@@ -5,6 +5,7 @@ the sampler grid. The API tests at the end drive both APIs on the tiny FLUX."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -310,3 +311,34 @@ def test_flux_through_gradio_client_and_the_a1111_api(server):
     single = engine.run(txt2img(FLUX, **{k: gradio[k] for k in ("prompt", "negative_prompt", "steps", "batch_size")},
                                 seed=11, schedule="Karras", save=False))
     assert [pixels(i).tolist() for i in single.images] == [pixels(i).tolist() for i in result.images]
+
+
+@pytest.mark.api
+def test_distilled_cfg_through_both_apis(server):
+    """The "Distilled CFG" control (every tab's `distilled_cfg_scale` keyword, Forge's A1111 body field) reaches
+    FLUX's distilled guidance and its infotext, through the Gradio API and the A1111 API alike."""
+    from .test_a1111_api import gradio_images
+    from .test_api import ARGS
+
+    engine, client, api = server
+    gradio = {**ARGS, "model": FLUX, "sampler": "Euler", "schedule": "Automatic", "guidance_scale": 1.0,
+              "seed": 12, "batch_size": 1}
+    default, _, _ = client.predict(**gradio, api_name="/txt2img")
+    gallery, infotext, _ = client.predict(**{**gradio, "distilled_cfg_scale": 7.0}, api_name="/txt2img")
+    assert "Distilled CFG Scale: 7" in infotext
+    assert [g.tolist() for g in gradio_images(gallery)] != [g.tolist() for g in gradio_images(default)]
+    body = {
+        "prompt": gradio["prompt"],
+        "negative_prompt": gradio["negative_prompt"],
+        "seed": 12,
+        "steps": gradio["steps"],
+        "cfg_scale": 1.0,
+        "width": 64,
+        "height": 64,
+        "sampler_name": "Euler",
+        "scheduler": "automatic",
+        "override_settings": {"sd_model_checkpoint": FLUX},
+        "distilled_cfg_scale": 7.0,
+    }
+    answer = api.session.post(f"{api.baseurl}/txt2img", json=body).json()
+    assert json.loads(answer["info"])["infotexts"][0] == infotext

@@ -15,7 +15,7 @@ import torch
 from diffusers import ControlNetModel
 from PIL import Image
 
-from backend.generation import engine as engine_module
+from backend.generation import pipeline_call as call_module
 from backend.generation.engine import Engine
 from backend.generation.prompting import prompt_embeddings
 from backend.grid.runner import GridRequest, GridRunner
@@ -85,14 +85,14 @@ def run(engine, request_):
 def encoded(monkeypatch):
     """What ``prompt_embeddings`` returned on each engine run (None: the pipeline's own encoding was used)."""
     calls = []
-    original = engine_module.prompt_embeddings
+    original = call_module.prompt_embeddings
 
     def spy(pipe, prompt, negative):
         result = original(pipe, prompt, negative)
         calls.append(result)
         return result
 
-    monkeypatch.setattr(engine_module, "prompt_embeddings", spy)
+    monkeypatch.setattr(call_module, "prompt_embeddings", spy)
     return calls
 
 

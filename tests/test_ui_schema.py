@@ -133,5 +133,7 @@ def test_the_page_shows_only_the_options_a_family_honours(shared_engine):
         "skip_cfg_after": True,
         "deep_cache": True,
         "eta": True,
+        "distilled_cfg_scale": False,
     }
-    assert not any(family_options(shared_engine, "Tiny FLUX (offline test model)").values())
+    flux = family_options(shared_engine, "Tiny FLUX (offline test model)")
+    assert flux == {"skip_cfg_after": False, "deep_cache": False, "eta": False, "distilled_cfg_scale": True}

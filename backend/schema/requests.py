@@ -131,7 +131,7 @@ class GenerationRequest:
 
     # FLUX.1 dev's distilled guidance (Forge's "Distilled CFG"): a number the transformer reads, apart from real CFG
     # (``guidance_scale``, FLUX's true CFG, off at 1). Only families with guidance-distilled models take it off its
-    # default (backend.families.OPTIONS); written when set off it. An API/request field for now, no UI control yet.
+    # default (backend.families.OPTIONS); written when set off it. The page shows it for those families only.
     distilled_cfg_scale: float = spec(
         DISTILLED_CFG,
         label="Distilled CFG",
@@ -139,6 +139,9 @@ class GenerationRequest:
         limit=lambda s: Limit(0.0, 30.0, 0.1),
         infotext="Distilled CFG Scale",
         written=lambda r: r.distilled_cfg_scale if r.distilled_cfg_scale != DISTILLED_CFG else None,
+        common=True,
+        preset=True,
+        send=True,
         absent_means_default=True,
     )
 
