@@ -137,3 +137,13 @@ def test_the_page_shows_only_the_options_a_family_honours(shared_engine):
     }
     flux = family_options(shared_engine, "Tiny FLUX (offline test model)")
     assert flux == {"skip_cfg_after": False, "deep_cache": False, "eta": False, "distilled_cfg_scale": True}
+
+
+def test_the_grid_offers_the_model_familys_samplers(shared_engine):
+    from ui.tab_grid import family_samplers
+
+    flux = family_samplers(shared_engine, "Tiny FLUX (offline test model)", ["Euler a", "Euler", "DPM++ 2M Karras"])
+    offered = [value for _, value in flux.choices]
+    assert "Euler a" not in offered and "Euler Karras" in offered and flux.value == ["Euler"]
+    sd = family_samplers(shared_engine, "Tiny (offline test model)", ["Euler"])
+    assert "Euler a" in [value for _, value in sd.choices] and sd.value == ["Euler"]

@@ -6,15 +6,18 @@ from typing import Any
 
 import gradio as gr
 
+from backend.generation.engine import Engine
 from backend.grid.plan import GridRequest, sampler_choices, split_list
 from backend.grid.runner import GridResult, grid_runner
 
 from .common import COMMON_FIELDS, build_common_controls
+from .events import QUIET
 from .generation import stream_generation
 from .handle import TabHandle
 from .handlers import build_request, tab_handler
 from .inputs import FieldDropdown
 from .output import build_output_block
+from .schedule import sampler_table
 from .studio import Studio
 from .wiring import wire_generation
 
@@ -91,10 +94,23 @@ def build_tab(studio: Studio) -> TabHandle:
             studio, req, request, progress, extras=_extras, runner=runner, final=_final, tab="sampler_grid"
         )
 
+    def on_model(model: str, chosen: list[str] | None) -> gr.Dropdown:
+        return family_samplers(studio.engine, model, chosen)
+
+    controls["model"].input(on_model, inputs=[controls["model"], samplers], outputs=samplers, **QUIET)
+
     own = {"samplers": samplers, "steps_list": steps_list, "cfg_list": cfg_list}
     handler = tab_handler(sampler_grid, GridRequest, controls.fields, required=tuple(own))
     wire_generation(studio, controls, out, handler, own, "sampler_grid", [grid, labels])
     return TabHandle("sampler grid", controls, out)
+
+
+def family_samplers(engine: Engine, model: str, chosen: list[str] | None) -> gr.Dropdown:
+    """The X axis menu of ``model``'s family (FLUX and SD 3.x run flow-matching samplers); the picked entries it has
+    stay picked, else the default ones it has."""
+    choices = sampler_choices(sampler_table(engine, model))
+    kept = [entry for entry in chosen or [] if entry in choices]
+    return gr.Dropdown(choices=choices, value=kept or [name for name in DEFAULT_SAMPLERS if name in choices])
 
 
 def _final(result: GridResult) -> tuple[list[Any], str, int]:

@@ -108,10 +108,14 @@ def sampler_label(sampler: str, schedule: str) -> str:
     return sampler if schedule == "Automatic" else f"{sampler} {schedule}"
 
 
-def sampler_choices() -> list[str]:
-    """Every sampler, then every sampler with each schedule type it supports (for a multi-select menu)."""
-    combined = [sampler_label(s, sch) for s in SAMPLERS for sch in supported_schedules(s) if sch != "Automatic"]
-    return list(SAMPLERS) + combined
+def sampler_choices(table: str = "sd") -> list[str]:
+    """Every sampler of the sampler table ``table`` (a model family's), then each with every schedule type it
+    supports there (for a multi-select menu)."""
+    samplers = SAMPLER_TABLES[table]
+    combined = [
+        sampler_label(s, sch) for s in samplers for sch in supported_schedules(s, table) if sch != "Automatic"
+    ]
+    return list(samplers) + combined
 
 
 def resolve_sampler(entry: str, schedule: str, table: str = "sd") -> tuple[str, str]:
