@@ -110,7 +110,8 @@ def family_samplers(engine: Engine, model: str, chosen: list[str] | None) -> gr.
     stay picked, else the default ones it has."""
     choices = sampler_choices(sampler_table(engine, model))
     kept = [entry for entry in chosen or [] if entry in choices]
-    return gr.Dropdown(choices=choices, value=kept or [name for name in DEFAULT_SAMPLERS if name in choices])
+    value = kept or [name for name in DEFAULT_SAMPLERS if name in choices]
+    return gr.Dropdown(choices=choices, value=value, multiselect=True, allow_custom_value=True)
 
 
 def _final(result: GridResult) -> tuple[list[Any], str, int]:
