@@ -70,9 +70,10 @@ def build_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def build_text_encoder(tokenizer, width: int):
-    """A small CLIP text encoder (2 layers, 4 heads) for ``tokenizer``'s vocabulary, ``width`` wide."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+def build_text_encoder(tokenizer, width: int, *, projection: bool = False):
+    """A small CLIP text encoder (2 layers, 4 heads) for ``tokenizer``'s vocabulary, ``width`` wide; ``projection``:
+    with its text projection (SDXL's second and SD3's encoders)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     # transformers 5 defaults bos/eos to the real CLIP ids (49406/49407): point them at our vocab.
     config = CLIPTextConfig(
@@ -87,7 +88,7 @@ def build_text_encoder(tokenizer, width: int):
         pad_token_id=tokenizer.pad_token_id,
         projection_dim=width,
     )
-    return CLIPTextModel(config)
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
 
 
 def build_components(seed: int = TINY_SEED, *, unet_in_channels: int = 4) -> dict[str, object]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from backend.models.tiny import TINY_SEED, VOCABULARY_WORDS, build_tokenizer
+from backend.models.tiny import TINY_SEED, VOCABULARY_WORDS, build_text_encoder, build_tokenizer
 
 LATENT_CHANNELS = 16  # as the real FLUX and SD3 VAEs (so the families' preview colours apply)
 
@@ -54,25 +54,6 @@ def build_t5_encoder(tokenizer, width: int):
         eos_token_id=tokenizer.eos_token_id,
     )
     return T5EncoderModel(config)
-
-
-def build_clip_encoder(tokenizer, width: int, *, projection: bool):
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    # transformers 5 defaults bos/eos to the real CLIP ids (49406/49407): point them at the small vocab.
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer.get_vocab()),
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        projection_dim=width,
-    )
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
 
 
 def _vae():
@@ -114,7 +95,7 @@ def build_flux(seed: int = TINY_SEED):
         guidance_embeds=True,
         axes_dims_rope=[4, 4, 8],
     )
-    text_encoder = build_clip_encoder(tokenizer, 32, projection=False)
+    text_encoder = build_text_encoder(tokenizer, 32)
     text_encoder_2 = build_t5_encoder(tokenizer_2, 32)
     vae = _vae()
     # FLUX.1's scheduler config: shift 3 with resolution-dependent (dynamic) shifting.
@@ -152,8 +133,8 @@ def build_sd3(seed: int = TINY_SEED):
         pooled_projection_dim=64,  # the two CLIP projections, concatenated
         pos_embed_max_size=64,
     )
-    text_encoder = build_clip_encoder(tokenizer, 32, projection=True)
-    text_encoder_2 = build_clip_encoder(tokenizer, 32, projection=True)
+    text_encoder = build_text_encoder(tokenizer, 32, projection=True)
+    text_encoder_2 = build_text_encoder(tokenizer, 32, projection=True)
     text_encoder_3 = build_t5_encoder(tokenizer_3, 64)
     vae = _vae()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)  # SD 3.5's scheduler config
