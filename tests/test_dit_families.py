@@ -189,6 +189,15 @@ def test_what_the_families_cannot_do_is_refused_by_field_name(engine, model, cha
     assert name == field, message
 
 
+def test_the_grid_refuses_what_a_single_run_refuses(engine):
+    """The grid's planner asks the same family gate as a single run, LoRA tags included, before any work."""
+    request = GridRequest(prompt="a cat <lora:style:0.8>", model=FLUX, width=64, height=64, schedule="Automatic",
+                          samplers=["Euler"], steps_list=[2])
+    with pytest.raises(ValidationError) as refused:
+        GridRunner(engine).run(request)
+    assert refused.value.field == "prompt" and "do not take LoRAs" in str(refused.value)
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_controlnet_is_refused_by_control_type(engine, model, test_image):
     request = ControlNetRequest(**common(model), units=(ControlUnit(image=test_image, control_type="canny"),))

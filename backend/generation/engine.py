@@ -90,7 +90,6 @@ class Engine:
             request = request.replace(model=self.default_model)
         request = request.replace(seed=resolve_seed(request.seed, request.batch_size))
         self.check_family(request)
-        self.check_networks(request)
         self.networks.check(request.prompt, request.negative_prompt)  # a missing LoRA fails before any loading
         # Loading too happens under the lock: a model switch must never unload weights another run is using.
         with self.run_lock:
@@ -235,14 +234,13 @@ class Engine:
         return count_label(loaded.base.tokenizer, text)
 
     def check_family(self, request: GenerationRequest) -> None:
-        """Refuse, by field name, what the model's family cannot do (before anything is loaded)."""
-        refusal = family(self.registry.get(request.model).family).unsupported(request)
+        """Refuse, by field name, what the model's family cannot do (before anything is loaded): its own refusals,
+        and LoRA tags or embeddings on a family whose models do not take them yet. Single runs and the grid's
+        planner both come through here."""
+        model_family = family(self.registry.get(request.model).family)
+        refusal = model_family.unsupported(request)
         if refusal:
             raise ValidationError(*refusal)
-
-    def check_networks(self, request: GenerationRequest) -> None:
-        """Refuse LoRA tags and embeddings on a family whose models do not take them yet (field ``prompt``)."""
-        model_family = family(self.registry.get(request.model).family)
         if model_family.networks:
             return
         for name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
