@@ -13,29 +13,32 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from backend.schema.choices import CONTROL_TYPES, DISTILLED_CFG
+from backend.schema.choices import CONTROL_TYPES
+from backend.schema.fields import field_default
+from backend.schema.requests import GenerationRequest
 from backend.schema.samplers import SAMPLER_TABLES, supported_schedules
 
-# Optional request fields a family may or may not honour. ``active`` says when a request really asks for the
-# option (its value is not the neutral one): only then can a family that lacks it refuse the request.
+# Optional request fields a family may or may not honour. A request uses one when it sets it off its default (the
+# schema's, which every family runs); only then can a family that lacks it refuse the request.
 #: field name → (what messages call it, the neutral value, whether a request uses it)
-OPTIONS: dict[str, tuple[str, Any, Callable[[Any], bool]]] = {
-    "clip_skip": ("clip skip", 1, lambda r: getattr(r, "clip_skip", 1) > 1),
-    "deep_cache": ("DeepCache", 1, lambda r: getattr(r, "deep_cache", 1) > 1),
+Option = tuple[str, Any, Callable[[Any], bool]]
+
+
+def _option(name: str, what: str, also: Callable[[Any], bool] | None = None) -> Option:
+    """``also``: a further condition for the option to change a run."""
+    neutral = field_default(GenerationRequest, name)
+    return what, neutral, lambda r: getattr(r, name, neutral) != neutral and (also is None or also(r))
+
+
+OPTIONS: dict[str, Option] = {
+    "clip_skip": _option("clip_skip", "clip skip"),
+    "deep_cache": _option("deep_cache", "DeepCache"),
     # As backend.generation.cfg_cutoff.active: a cut-off below 1 changes nothing on an unguided run.
-    "skip_cfg_after": (
-        "skip CFG after",
-        1.0,
-        lambda r: getattr(r, "skip_cfg_after", 1.0) < 1 and getattr(r, "guidance_scale", 0) > 1,
-    ),
+    "skip_cfg_after": _option("skip_cfg_after", "skip CFG after", lambda r: getattr(r, "guidance_scale", 0) > 1),
     # A1111's "Eta for DDIM": samplers whose step takes none run without it (A1111's rule; no flow sampler takes it).
-    "eta": ("eta", 0, lambda r: getattr(r, "eta", 0.0) > 0),
+    "eta": _option("eta", "eta"),
     # FLUX.1 dev's distilled guidance: a family without guidance-distilled models refuses it off its default.
-    "distilled_cfg_scale": (
-        "distilled CFG",
-        DISTILLED_CFG,
-        lambda r: getattr(r, "distilled_cfg_scale", DISTILLED_CFG) != DISTILLED_CFG,
-    ),
+    "distilled_cfg_scale": _option("distilled_cfg_scale", "distilled CFG"),
 }
 
 # What the SD families (UNet, CLIP) honour: every option but FLUX's distilled guidance.
