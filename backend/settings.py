@@ -46,13 +46,20 @@ class Settings:
     checkpoint_configs: Path = PROJECT_ROOT / "backend" / "configs"
     allow_pickle: bool = False
     vae_dir: str = ""  # VAE folders scanned besides models/vae (os.pathsep-separated)
+    # FLUX / SD3 transformer-only files (.safetensors, .gguf) besides models/unet and models/diffusion_models, and
+    # their text encoders (clip_l, clip_g, t5xxl) besides models/text_encoders and models/clip (os.pathsep-separated).
+    unet_dir: str = ""
+    text_encoder_dir: str = ""
     # LoRA and textual-inversion folders scanned besides models/loras and models/embeddings (os.pathsep-separated).
     lora_dirs: str = ""
     embedding_dirs: str = ""
+    # Dynamic prompts: __name__ in a prompt reads <wildcards_dir>/name.txt (backend/generation/wildcards.py).
+    wildcards_dir: Path = PROJECT_ROOT / "wildcards"
     # ControlNet preprocessor weights (depth, pose): a hub repository or a local folder with the same files.
     annotators: str = "lllyasviel/Annotators"
     # Image upscalers (Extras, hires fix): model files found in these folders, separated by the OS path separator.
     upscaler_dirs: str = "models/upscalers"
+    adetailer_dirs: str = ""  # detail-pass detectors: folders scanned besides models/adetailer (os.pathsep-separated)
     # Device and memory.
     device: str = "auto"  # auto | cuda | mps | cpu
     dtype: str = "auto"  # auto | float16 | bfloat16 | float32

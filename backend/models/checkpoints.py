@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend import families
+from backend.models import dit_keys
 from backend.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,17 @@ class Checkpoint:
     family: str  # a family name of backend.families
     inpainting: bool = False
     prediction_type: str = "epsilon"  # or v_prediction (SD 2.x 768-v models)
+    # FLUX / SD3 files (backend.models.dit_files): the variant's label, the config folder's name when it is not the
+    # family's, what the file holds itself (clip_l, clip_g, t5xxl, vae) and the files found for what it lacks.
+    variant: str = ""
+    config: str = ""
+    holds: tuple[str, ...] = ()
+    parts: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
+        if self.variant:
+            return self.variant
         return families.family(self.family).checkpoint_label(self.prediction_type, self.inpainting)
 
 
@@ -56,15 +65,15 @@ class ScanResult:
 
 def checkpoint_dirs(settings: Settings) -> list[Path]:
     """``models/checkpoints`` and the folders of ``SDSTUDIO_CHECKPOINTS_DIR`` (os.pathsep-separated)."""
-    return _dirs(DEFAULT_DIR, settings.checkpoints_dir)
+    return folders(DEFAULT_DIR, settings.checkpoints_dir)
 
 
 def vae_dirs(settings: Settings) -> list[Path]:
     """``models/vae`` and the folders of ``SDSTUDIO_VAE_DIR`` (os.pathsep-separated)."""
-    return _dirs(DEFAULT_VAE_DIR, settings.vae_dir)
+    return folders(DEFAULT_VAE_DIR, settings.vae_dir)
 
 
-def _dirs(default: Path, extra: str) -> list[Path]:
+def folders(default: Path, extra: str) -> list[Path]:
     dirs = [default]
     for part in extra.split(os.pathsep):
         if part.strip():
@@ -77,14 +86,14 @@ def _dirs(default: Path, extra: str) -> list[Path]:
     return unique
 
 
-class _Shape:
+class Shape:
     """What ``infer_diffusers_model_type`` reads of a tensor: its shape (from the header, no data read)."""
 
     def __init__(self, shape: list[int]):
         self.shape = tuple(shape)
 
 
-def read_header(path: Path) -> dict[str, _Shape]:
+def read_header(path: Path) -> dict[str, Shape]:
     """Tensor names → shapes of a safetensors file, refusing files that are not complete safetensors."""
     import json
     import struct
@@ -108,7 +117,7 @@ def read_header(path: Path) -> dict[str, _Shape]:
             f"{path.name}: the file is truncated ({size} bytes, its header needs {8 + length + end}); the download "
             "probably stopped early. Download it again."
         )
-    return {name: _Shape(t["shape"]) for name, t in header.items()}
+    return {name: Shape(t["shape"]) for name, t in header.items()}
 
 
 def sidecar_prediction(path: Path) -> str | None:
@@ -132,6 +141,9 @@ def detect(path: Path) -> Checkpoint:
             f"{path.name}: this is a LoRA, not a checkpoint; it needs a base model. Move it out of the checkpoints "
             "folder."
         )
+    dit = dit_checkpoint(path, tensors)
+    if dit is not None:
+        return dit
     if not any(key.startswith(UNET_PREFIX) for key in tensors):
         raise CheckpointError(
             f"{path.name}: not a Stable Diffusion checkpoint (no {UNET_PREFIX}* weights; a VAE, ControlNet or "
@@ -147,7 +159,36 @@ def detect(path: Path) -> Checkpoint:
             f"{path.name}: a {model_type} model, which SD Studio does not run; it runs {families.labels()} "
             "checkpoints."
         )
+    if found[0].name in dit_keys.FAMILIES:  # dit_checkpoint found no complete FLUX / SD3 transformer in it
+        raise CheckpointError(
+            f"{path.name}: looks like a {model_type} model but lacks {dit_keys.MARKERS[found[0].name]}; an "
+            "incomplete file or another layout, which SD Studio does not run. Download it again."
+        )
     return checkpoint_of(path, *found)
+
+
+# Where an all-in-one ComfyUI / Forge FLUX or SD3 checkpoint keeps each part besides the transformer.
+DIT_PARTS = {
+    "clip_l": ("text_encoders.clip_l.transformer.",),
+    "clip_g": ("text_encoders.clip_g.transformer.",),
+    "t5xxl": ("text_encoders.t5xxl.transformer.",),
+    "vae": ("first_stage_model.", "vae."),
+}
+
+
+def dit_checkpoint(path: Path, tensors: dict[str, Shape]) -> Checkpoint | None:
+    """A FLUX / SD3 file (original key layout, all-in-one or transformer only), None for any other file."""
+    found = dit_keys.identify(dit_keys.strip_prefix(tensors))
+    if found is None:
+        return None
+    model_type, label = found
+    claimed = families.for_model_type(model_type)
+    if claimed is None:
+        raise CheckpointError(f"{path.name}: a {label} model, which SD Studio does not run from a single file")
+    family = claimed[0]
+    holds = tuple(part for part, prefixes in DIT_PARTS.items() if any(k.startswith(prefixes) for k in tensors))
+    config = f"{family.name}-schnell" if model_type == "flux-schnell" else family.name
+    return Checkpoint(path.stem, path, family.name, False, family.default_prediction, label, config, holds)
 
 
 def checkpoint_of(path: Path, family: families.Family, inpainting: bool) -> Checkpoint:
@@ -260,23 +301,34 @@ def pair_inpainting(checkpoints: list[Checkpoint]) -> tuple[list[Checkpoint], di
 
 
 SHARED_VOCABULARY = PROJECT_ROOT / "backend" / "configs" / "clip"  # CLIP's BPE files, the same for every family
+SHARED_T5_DIR = PROJECT_ROOT / "backend" / "configs" / "t5"  # T5's SentencePiece vocabulary (FLUX, SD3)
+SHARED_T5 = ("spiece.model", "tokenizer.json")
 
 
 def config_dir(settings: Settings, family: str) -> Path:
     """The config folder (configs and tokenizers, no weights) ``from_single_file`` reads for ``family``.
 
-    The shipped folders hold JSON only; CLIP's vocabulary is shipped once and copied into each tokenizer folder
-    of a working copy in the cache, so every family reads a complete folder.
+    The shipped folders hold JSON only; CLIP's vocabulary and T5's SentencePiece model are shipped once and copied
+    into each tokenizer folder of a working copy in the cache, so every family reads a complete folder. A variant
+    name (``flux-schnell``) is its family's folder with the variant's files (its scheduler) laid over it.
     """
     import shutil
 
-    source = settings.checkpoint_configs / family
+    base = family.split("-", 1)[0]
+    source = settings.checkpoint_configs / base
     if not source.is_dir():
         return source  # the loader says which folder is missing
     target = settings.cache_dir / "checkpoint-configs" / family
     shutil.copytree(source, target, dirs_exist_ok=True)
+    if family != base and (settings.checkpoint_configs / family).is_dir():
+        shutil.copytree(settings.checkpoint_configs / family, target, dirs_exist_ok=True)
     for tokenizer in target.glob("tokenizer*"):
-        for name in ("vocab.json", "merges.txt"):
+        config = tokenizer / "tokenizer_config.json"
+        is_t5 = config.exists() and "T5Tokenizer" in config.read_text(encoding="utf-8")
+        if is_t5 and not any((tokenizer / name).exists() for name in SHARED_T5):
+            for name in SHARED_T5:
+                shutil.copyfile(SHARED_T5_DIR / name, tokenizer / name)
+        for name in () if is_t5 else ("vocab.json", "merges.txt"):
             if not (tokenizer / name).exists():
                 shutil.copyfile(SHARED_VOCABULARY / name, tokenizer / name)
     return target

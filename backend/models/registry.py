@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.families import names as family_names
+from backend.models import dit_files
 from backend.models.checkpoints import (
     ScanResult,
     checkpoint_dirs,
@@ -29,7 +30,7 @@ from backend.models.checkpoints import (
 )
 from backend.settings import PROJECT_ROOT, Settings
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf", ".ckpt", ".pt", ".pth", ".bin")
 BUILTIN_PREFIX = "builtin:"
 
 
@@ -61,6 +62,7 @@ class ModelSpec:
     prediction_type: str = ""
     inpainting: bool = False
     from_folder: bool = False  # found by the checkpoint scan (replaced on Refresh), not listed in models.json
+    parts: tuple[tuple[str, str], ...] = ()  # FLUX / SD3: (clip_l | clip_g | t5xxl | vae, file) the file lacks
 
     def controlnet(self, control_type: str) -> str | None:
         """The source of this model's ControlNet for ``control_type``, if it has one."""
@@ -165,8 +167,9 @@ class ModelRegistry:
                 problems.append(f"{checkpoint.path.name}: skipped, presets/models.json has a model of that name")
                 continue
             family = self.families[checkpoint.family]
-            if checkpoint.family not in configs:
-                configs[checkpoint.family] = str(config_dir(settings, checkpoint.family))
+            config = checkpoint.config or checkpoint.family
+            if config not in configs:
+                configs[config] = str(config_dir(settings, config))
             partner = partners.get(checkpoint.name)
             kind = "inpainting checkpoint (inpaint tab only)" if checkpoint.inpainting else "checkpoint"
             self.models[checkpoint.name] = ModelSpec(
@@ -177,19 +180,37 @@ class ModelRegistry:
                 latent_rgb_factors=tuple(tuple(row) for row in family["latent_rgb_factors"]),
                 inpaint=str(partner.path) if partner else None,
                 description=f"{checkpoint.label} {kind} from {checkpoint.path.parent}"
-                + (f"; inpainting with {partner.path.name}" if partner else ""),
+                + (f"; inpainting with {partner.path.name}" if partner else "")
+                + "".join(f"; {part} from {Path(file).name}" for part, file in checkpoint.parts),
                 controlnets=tuple(family.get("controlnets", {}).items()),
-                config=configs[checkpoint.family],
+                config=configs[config],
                 prediction_type=checkpoint.prediction_type,
                 inpainting=checkpoint.inpainting,
                 from_folder=True,
+                parts=checkpoint.parts,
             )
         self.problems = problems
 
     def scan_checkpoints(self, settings: Settings) -> None:
-        """Scan the checkpoint and VAE folders (at start and on Refresh)."""
-        self.add_checkpoints(scan(checkpoint_dirs(settings), settings.allow_pickle), settings)
+        """Scan the checkpoint, UNet, text-encoder and VAE folders (at start and on Refresh).
+
+        FLUX / SD3 files are paired with the text encoders and VAE they lack (``backend.models.dit_files``).
+        """
         self.vaes, vae_problems = scan_vaes(vae_dirs(settings))
+        result = scan(checkpoint_dirs(settings), settings.allow_pickle)
+        transformers = dit_files.scan_transformers(dit_files.unet_dirs(settings))
+        parts, part_problems = dit_files.scan_parts(dit_files.text_encoder_dirs(settings), self.vaes)
+        names = {c.name for c in result.checkpoints}
+        clashes = [c for c in transformers.checkpoints if c.name in names]
+        checkpoints, pair_problems = dit_files.pair(
+            result.checkpoints + [c for c in transformers.checkpoints if c not in clashes], parts
+        )
+        result = ScanResult(
+            checkpoints,
+            result.problems + transformers.problems + part_problems + pair_problems
+            + [f"{c.path.name}: skipped, a checkpoint has the same name" for c in clashes],
+        )
+        self.add_checkpoints(result, settings)
         self.problems += vae_problems
 
     def checkpoint_names(self) -> list[str]:
