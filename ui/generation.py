@@ -57,6 +57,7 @@ def stream_generation(
                     yield [*getattr(item, "finished", ()), item.preview], desc, gr.skip(), *_skips(extras)
             else:
                 run.completed = True
+                studio.claim(item, caller)  # the History tab shows the saved pictures to their caller only
                 for warning in getattr(item, "warnings", ()):
                     gr.Warning(warning)
                 yield *(final or _final)(item), *extras(item)

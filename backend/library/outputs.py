@@ -90,6 +90,7 @@ class OutputWriter:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._lock = threading.Lock()
+        self.on_saved: list[Callable[[Path, str], None]] = []  # called with each saved file (the history index)
         removed = remove_stale_temp_files(self.root)
         if removed:
             log.info("Removed %d temporary file(s) left by an interrupted run in %s", len(removed), self.root)
@@ -99,5 +100,7 @@ class OutputWriter:
         with self._lock:
             folder.mkdir(parents=True, exist_ok=True)
             numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _NUMBERED.match(p.name))]
-            path = folder / f"{max(numbers, default=0) + 1:05d}-{seed}.png"
-            return write_png_atomic(image, path, infotext)
+            path = write_png_atomic(image, folder / f"{max(numbers, default=0) + 1:05d}-{seed}.png", infotext)
+        for hook in self.on_saved:
+            hook(path, infotext)
+        return path
