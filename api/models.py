@@ -21,7 +21,7 @@ class GenerationBody(_Body):
     negative_prompt: str = ""
     styles: list[str] | None = None
     seed: int = -1
-    subseed: int = -1  # accepted; SD Studio has no variation seeds
+    subseed: int = -1  # A1111's "Extra" seed row: variation seed, its strength, seed resize (0 or -1 = off)
     subseed_strength: float = 0.0
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from backend.models.upscaler_files import LANCZOS, LATENT_MODES, model_files
+from backend.schema.errors import ValidationError
 from backend.schema.samplers import SAMPLERS, SCHEDULES, supported_schedules
 
 from . import convert
@@ -39,6 +40,7 @@ def add_options(router: APIRouter, state: ApiState) -> None:
             "sd_model_checkpoint": state.model,
             "sd_checkpoint_hash": None,
             "CLIP_stop_at_last_layers": state.clip_skip,
+            "sd_vae": state.vae or "Automatic",
             "samples_save": settings.save_outputs,
             "samples_format": "png",
             "live_previews_enable": settings.preview_every > 0,
@@ -47,8 +49,8 @@ def add_options(router: APIRouter, state: ApiState) -> None:
 
     @router.post(f"{SD}/options", responses=ERRORS, tags=["sdapi"])
     def set_options(options: dict[str, Any]):
-        """``sd_model_checkpoint`` and ``CLIP_stop_at_last_layers`` change later requests; other known A1111 options
-        are accepted and ignored."""
+        """``sd_model_checkpoint``, ``CLIP_stop_at_last_layers`` and ``sd_vae`` change later requests; other known
+        A1111 options are accepted and ignored."""
         if "sd_model_checkpoint" in options:
             name = options["sd_model_checkpoint"]
             title = name.split(" [")[0] if isinstance(name, str) else name
@@ -61,6 +63,11 @@ def add_options(router: APIRouter, state: ApiState) -> None:
             if isinstance(clip, bool) or not isinstance(clip, int) or not 1 <= clip <= 12:
                 return refusal("CLIP_stop_at_last_layers", "give a whole number from 1 to 12")
             state.clip_skip = clip
+        if "sd_vae" in options:
+            try:
+                state.vae = state.vae_name(options["sd_vae"])
+            except ValidationError as err:
+                return refusal("sd_vae", str(err))
         return None
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from backend.generation.engine import Engine
+from backend.schema.errors import ValidationError
 from backend.serving.logins import Logins
 
 from .access import basic_auth
@@ -31,11 +32,24 @@ class ApiState:
     auth: Logins | None
     model: str  # the API's current checkpoint (A1111's sd_model_checkpoint option)
     clip_skip: int = 1  # A1111's CLIP_stop_at_last_layers option: the default of later requests
+    vae: str = ""  # A1111's sd_vae option ("" = the model's own, A1111's "Automatic"): the default of later requests
     flags: dict[str, Any] = field(default_factory=dict)  # how the server was started, as A1111's cmd-flags name it
     login: Callable = field(init=False, repr=False)  # the login dependency every route shares (api.access)
 
     def __post_init__(self) -> None:
         self.login = basic_auth(self.auth)
+
+    def vae_name(self, value: Any) -> str:
+        """An ``sd_vae`` value as the engine names VAEs: "Automatic"/"None" = the model's own; a file name or a VAE's
+        name = that VAE. Refused by name when the VAE folders have no such file."""
+        if value in (None, "", "Automatic", "None"):
+            return ""
+        vaes = self.engine.registry.vaes
+        found = [name for name, path in vaes.items() if value in (name, path.name)] if isinstance(value, str) else []
+        if not found:
+            have = ", ".join(["Automatic", "None", *(path.name for path in vaes.values())])
+            raise ValidationError("sd_vae", f"unknown VAE {value!r}; choose one of: {have}")
+        return found[0]
 
     def limits(self) -> Limits:
         settings = self.engine.settings
