@@ -66,9 +66,9 @@ def test_every_family_of_the_models_file_has_a_module():
     for name, family in families.FAMILIES.items():
         assert family.name == name
         assert (PROJECT_ROOT / "backend" / "families" / f"{name}.py").is_file()
-        if family.model_types:  # single files read its config folder (FLUX and SD3 load no single files yet)
+        if family.model_types:  # single files read its config folder
             assert (PROJECT_ROOT / "backend" / "configs" / name).is_dir()
-    assert families.names() == ("sd15", "sd2", "sdxl", "sd3", "flux")
+    assert families.names() == ("sd15", "sd2", "sdxl", "sd3", "flux", "chroma")
 
 
 def test_each_model_type_maps_to_one_family():
@@ -84,10 +84,15 @@ def test_each_model_type_maps_to_one_family():
         "inpainting_v2": ("sd2", True),
         "xl_base": ("sdxl", False),
         "xl_inpaint": ("sdxl", True),
+        "sd3": ("sd3", False),
+        "sd35_medium": ("sd3", False),
+        "sd35_large": ("sd3", False),
+        "flux-dev": ("flux", False),
+        "flux-schnell": ("flux", False),
     }
     family, inpainting = families.for_model_type("inpainting_v2")
     assert (family.name, inpainting) == ("sd2", True)
-    assert families.for_model_type("flux-dev") is None
+    assert families.for_model_type("flux-fill") is None
     with pytest.raises(ValueError, match="claimed by sd15"):
         families.register(dataclasses.replace(FAKE, model_types={"v1": False}))
     with pytest.raises(ValueError, match="twice"):
@@ -95,7 +100,7 @@ def test_each_model_type_maps_to_one_family():
 
 
 def test_labels_and_loading_declarations_are_todays():
-    assert families.labels() == "SD 1.x, SD 2.x and SDXL"
+    assert families.labels() == "SD 1.x, SD 2.x, SDXL, SD 3.x and FLUX"
     sd15, sd2, sdxl = (families.family(name) for name in ("sd15", "sd2", "sdxl"))
     assert Checkpoint("a", PROJECT_ROOT, "sd2", True, "v_prediction").label == "SD 2.x v inpainting"
     assert Checkpoint("a", PROJECT_ROOT, "sd2", False, "epsilon").label == "SD 2.x eps"
@@ -165,7 +170,7 @@ def test_a_family_refuses_what_it_cannot_do_by_field_name(with_fake):
 
 def test_a_registered_family_is_known_everywhere(with_fake, tmp_path):
     assert families.for_model_type("fake_base") == (with_fake, False)
-    assert families.labels() == "SD 1.x, SD 2.x, SDXL and Fake"
+    assert families.labels() == "SD 1.x, SD 2.x, SDXL, SD 3.x, FLUX and Fake"
     entry = {"width": 64, "height": 64, "steps": 2, "guidance_scale": 1.0, "latent_rgb_factors": [[0, 0, 0]] * 4}
     models = {"families": {"fake": entry}, "models": [{"name": "F", "source": "x/y", "family": "fake"}]}
     path = tmp_path / "models.json"
@@ -178,7 +183,7 @@ def test_an_unknown_family_is_refused_with_todays_message(tmp_path):
     models = {"families": {"hunyuan": entry}, "models": [{"name": "F", "source": "x/y", "family": "hunyuan"}]}
     path = tmp_path / "models.json"
     path.write_text(json.dumps(models), encoding="utf-8")
-    known = r"\('sd15', 'sd2', 'sdxl', 'sd3', 'flux'\)"
+    known = r"\('sd15', 'sd2', 'sdxl', 'sd3', 'flux', 'chroma'\)"
     with pytest.raises(RegistryError, match=rf"family must be one of {known}, got 'hunyuan'"):
         ModelRegistry.load(path)
 

@@ -22,12 +22,12 @@ and its models under ``models`` with ``"family": "<name>"``; single files need a
 
 from __future__ import annotations
 
-from backend.families import flux, sd2, sd3, sd15, sdxl
+from backend.families import chroma, flux, sd2, sd3, sd15, sdxl
 from backend.families.base import OPTIONS, Family
 
 __all__ = ["FAMILIES", "OPTIONS", "Family", "family", "for_model_type", "labels", "model_types", "names", "register"]
 
-_MODULES = (sd15, sd2, sdxl, sd3, flux)  # in the order the families are listed to people
+_MODULES = (sd15, sd2, sdxl, sd3, flux, chroma)  # in the order the families are listed to people
 
 FAMILIES: dict[str, Family] = {}
 

@@ -82,6 +82,9 @@ SAMPLER_TABLES: dict[str, dict[str, SamplerSpec]] = {
     "sd": SAMPLERS,
     "flow": FLOW_SAMPLERS,
     "flow_sigmas": {name: sampler for name, sampler in FLOW_SAMPLERS.items() if name != "Heun"},
+    # Chroma's pipelines hand the scheduler their sigmas with no ``use_flow_sigmas`` escape (FLUX's have one): only
+    # schedulers whose set_timesteps takes sigmas run there.
+    "flow_given_sigmas": {name: sampler for name, sampler in FLOW_SAMPLERS.items() if name in ("Euler", "UniPC")},
 }
 
 
