@@ -6,7 +6,10 @@ of the text before it is encoded and stay in the prompt the infotext records. An
 name as a word of either prompt (``embedding:name`` also works, ComfyUI's form, and insists the file exists).
 
 Loading is diffusers' own: ``load_lora_weights`` (Kohya/A1111 keys are converted by diffusers, adapters live in
-peft) and ``set_adapters``; ``load_textual_inversion`` (``backend.generation.embeddings``: SD 1.x/2.x and SDXL files).
+peft) and ``set_adapters``. The same goes for the DiT families: FluxPipeline's and StableDiffusion3Pipeline's
+``load_lora_weights`` convert Kohya, XLabs, BFL and diffusers files into the transformer (the "unet" weight of a
+tag applies to it) and the CLIP text encoders. Embeddings: ``load_textual_inversion``
+(``backend.generation.embeddings``: SD 1.x/2.x and SDXL files).
 Adapters stay loaded in the model (a cache: the next run with the same LoRA loads nothing) and are disabled when the
 prompt no longer names them, so the model computes exactly what it computed before any LoRA was loaded. Embeddings
 stay loaded too: a token no prompt names changes nothing.
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.generation import embeddings
-from backend.models.checkpoints import LORA_MARKERS, PROJECT_ROOT, CheckpointError, _dirs, read_header
+from backend.models.checkpoints import LORA_MARKERS, PROJECT_ROOT, CheckpointError, folders, read_header
 from backend.schema.errors import ValidationError
 from backend.settings import Settings
 
@@ -31,6 +34,9 @@ log = logging.getLogger(__name__)
 DEFAULT_LORA_DIR = PROJECT_ROOT / "models" / "loras"
 DEFAULT_EMBEDDING_DIR = PROJECT_ROOT / "models" / "embeddings"
 SUFFIX = ".safetensors"
+# The pipeline parts a LoRA can live in: the denoiser (a UNet, or a DiT's transformer) and the text encoders.
+DENOISERS = ("unet", "transformer")
+PARTS = (*DENOISERS, "text_encoder", "text_encoder_2", "text_encoder_3")
 MAX_CACHED_ADAPTERS = 8  # LoRAs kept loaded per model beyond those a run uses (each costs its own weights)
 LORA_TAG = re.compile(r"<lora:([^:<>]+)((?::[^:<>]*){0,2})>", re.IGNORECASE)
 EMBEDDING_REF = re.compile(r"\bembedding:([\w.\-]+)", re.IGNORECASE)
@@ -54,12 +60,12 @@ class Applied:
 
 def lora_dirs(settings: Settings) -> list[Path]:
     """``models/loras`` and the folders of ``SDSTUDIO_LORA_DIRS`` (os.pathsep-separated)."""
-    return _dirs(DEFAULT_LORA_DIR, settings.lora_dirs)
+    return folders(DEFAULT_LORA_DIR, settings.lora_dirs)
 
 
 def embedding_dirs(settings: Settings) -> list[Path]:
     """``models/embeddings`` and the folders of ``SDSTUDIO_EMBEDDING_DIRS`` (os.pathsep-separated)."""
-    return _dirs(DEFAULT_EMBEDDING_DIR, settings.embedding_dirs)
+    return folders(DEFAULT_EMBEDDING_DIR, settings.embedding_dirs)
 
 
 def parse_lora_tags(text: str) -> tuple[str, list[LoraTag]]:
@@ -258,9 +264,9 @@ class Networks:
 
     def _load_lora(self, pipe: Any, name: str, adapter: str) -> None:
         path = self.loras[name]
-        parts = [part for part in ("unet", "text_encoder", "text_encoder_2") if getattr(pipe, part, None) is not None]
+        parts = [part for part in PARTS if getattr(pipe, part, None) is not None]
         have = [part for part in parts if adapter in getattr(getattr(pipe, part), "peft_config", {})]
-        if have and "unet" in have:
+        if any(part in have for part in DENOISERS):
             return
         where = f"{path.name} ({path.parent})"
         try:
@@ -273,7 +279,8 @@ class Networks:
             )
         log.info("loading LoRA %s from %s", name, path)
         try:
-            if have:  # its text-encoder half is already in a shared text encoder (an inpainting UNet of its own)
+            # Its text-encoder half is already in a shared text encoder (an inpainting UNet of its own).
+            if have and hasattr(pipe, "load_lora_into_unet"):
                 state, alphas = pipe.lora_state_dict(str(path))
                 pipe.load_lora_into_unet(state, network_alphas=alphas, unet=pipe.unet, adapter_name=adapter)
             else:
@@ -293,7 +300,7 @@ class Networks:
 
     @staticmethod
     def _delete(pipe: Any, adapter: str) -> None:
-        for part in ("unet", "text_encoder", "text_encoder_2"):
+        for part in PARTS:
             module = getattr(pipe, part, None)
             if module is not None and adapter in getattr(module, "peft_config", {}):
                 if hasattr(module, "delete_adapters"):
@@ -312,7 +319,7 @@ class Networks:
 def _adapters(pipe: Any) -> dict[str, list[str]]:
     """Adapter name → the pipeline parts that hold it."""
     found: dict[str, list[str]] = {}
-    for part in ("unet", "text_encoder", "text_encoder_2"):
+    for part in PARTS:
         module = getattr(pipe, part, None)
         for adapter in getattr(module, "peft_config", None) or {}:
             found.setdefault(adapter, []).append(part)

@@ -1,9 +1,11 @@
-"""Device and dtype choice, and the memory options applied to a loaded pipeline."""
+"""Device and dtype choice, the memory plan (whole model on the GPU, model CPU offload or sequential offload, by
+the GPU's free memory and the model's weight sizes), and the memory options applied to a loaded pipeline."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +86,9 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def describe_plan(settings: Settings, plan: DevicePlan) -> str:
-    """One line for the page and the log: device, precision and why that precision."""
+def describe_plan(settings: Settings, plan: DevicePlan, parts: Mapping[str, int] | None = None) -> str:
+    """One line for the page and the log: device, precision and why that precision; on a GPU, the memory plan of
+    a model whose weights are ``parts`` (component → bytes)."""
     name = dtype_name(plan.dtype)
     if settings.dtype != "auto":
         why = "set by --dtype / SDSTUDIO_DTYPE"
@@ -98,7 +101,10 @@ def describe_plan(settings: Settings, plan: DevicePlan) -> str:
         )
     else:
         why = "default for this device"
-    return f"Running on {plan.device} in {name} ({why})."
+    line = f"Running on {plan.device} in {name} ({why})."
+    if plan.device == "cuda" and parts and not settings.cpu_offload:
+        line += f" Default model: {plan_memory(gpu_free_bytes(), parts).line()}."
+    return line
 
 
 # Default caps on one request's work (width × height × steps × pictures). On a CPU one 512² SD 1.5 step takes
@@ -138,11 +144,9 @@ def apply_memory_options(pipe, settings: Settings, plan: DevicePlan, size: int =
             enabled.append("xformers")
         except Exception as err:  # missing package, no CUDA, or an incompatible build
             log.warning("xformers not usable (%s); using PyTorch SDPA attention", err)
-    if settings.cpu_offload and plan.device == "cuda":
-        pipe.enable_model_cpu_offload()
-        enabled.append("model CPU offload")
-    else:
-        pipe.to(plan.device)
+    placed = place(pipe, plan, settings)
+    if placed:
+        enabled.append(placed)
     unet = getattr(pipe, "unet", None)  # transformer models (FLUX, SD3) have none: these UNet options pass them by
     if settings.channels_last and unet is not None:
         pipe.unet.to(memory_format=torch.channels_last)
@@ -181,3 +185,122 @@ def tile_vae_for(pipe, width: int, height: int, settings: Settings) -> bool:
     tiled = settings.vae_tile_pixels > 0 and width * height > settings.vae_tile_pixels
     (pipe.vae.enable_tiling if tiled else pipe.vae.disable_tiling)()
     return tiled
+
+
+# --- the memory plan ------------------------------------------------------------------------------------------------
+
+GIB = 1 << 30
+# What a run needs on the GPU beyond the weights there: activations, attention and the VAE decode of a 1024²
+# picture, and the allocator's slack. A card's free memory is its size less the CUDA context's (CONTEXT).
+ACTIVATIONS = 1 * GIB
+CONTEXT = 0.5 * GIB
+FULL, MODEL_OFFLOAD, SEQUENTIAL = "whole model on the GPU", "model CPU offload", "sequential CPU offload"
+DENOISERS = ("transformer", "unet")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+# Approximate bf16 weight sizes (bytes, rounded to 10 MB) of the hub models whose files are not here, as their hub
+# repositories list them: the plan for a known hub id before its download, and the table of docs/performance.md.
+FLUX_TEXT = {"text_encoder_2": 9_520_000_000, "text_encoder": 250_000_000, "vae": 170_000_000}  # T5-XXL, CLIP-L
+SD3_TEXT = {"text_encoder_3": 9_520_000_000, "text_encoder_2": 1_390_000_000, "text_encoder": 250_000_000,
+            "vae": 170_000_000}  # T5-XXL, CLIP-G, CLIP-L
+STATED_SIZES: dict[str, dict[str, int]] = {
+    "black-forest-labs/FLUX.1-dev": {"transformer": 23_800_000_000, **FLUX_TEXT},
+    "black-forest-labs/FLUX.1-schnell": {"transformer": 23_780_000_000, **FLUX_TEXT},
+    "stabilityai/stable-diffusion-3.5-large": {"transformer": 16_290_000_000, **SD3_TEXT},
+    "stabilityai/stable-diffusion-3.5-medium": {"transformer": 4_940_000_000, **SD3_TEXT},
+    "stabilityai/stable-diffusion-xl-base-1.0": {
+        "unet": 5_140_000_000, "text_encoder_2": 1_390_000_000, "text_encoder": 250_000_000, "vae": 170_000_000,
+    },
+}
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    mode: str  # FULL, MODEL_OFFLOAD or SEQUENTIAL
+    model_gib: float  # all the weights
+    need_gib: float  # what the mode needs on the GPU at once (largest part or whole model, activations included)
+    free_gib: float
+
+    def line(self) -> str:
+        return (
+            f"{self.mode} ({self.model_gib:.1f} GB of weights, {self.need_gib:.1f} GB needed at once, "
+            f"{self.free_gib:.1f} GB free on the GPU)"
+        )
+
+
+def needed(weight_bytes: float) -> float:
+    return weight_bytes + ACTIVATIONS
+
+
+def plan_memory(free_bytes: float, parts: Mapping[str, int]) -> MemoryPlan:
+    """The plan for a model of ``parts`` (component → weight bytes) on a GPU with ``free_bytes`` free: everything on
+    the GPU when it fits; else model CPU offload (one component on the GPU at a time: the largest must fit); else
+    sequential offload (layer by layer: slow, fits any model)."""
+    total, largest = sum(parts.values()), max(parts.values(), default=0)
+    if needed(total) <= free_bytes:
+        mode, need = FULL, needed(total)
+    elif needed(largest) <= free_bytes:
+        mode, need = MODEL_OFFLOAD, needed(largest)
+    else:
+        mode, need = SEQUENTIAL, ACTIVATIONS
+    return MemoryPlan(mode, total / GIB, need / GIB, free_bytes / GIB)
+
+
+def quantized_parts(parts: Mapping[str, int], bits: int = 8) -> dict[str, int]:
+    """``parts`` with the denoiser and the T5 encoder (FLUX's ``text_encoder_2``, SD3's ``text_encoder_3``) at
+    ``bits`` instead of 16: what a quantized checkpoint of the model weighs."""
+    t5 = "text_encoder_3" if "text_encoder_3" in parts else "text_encoder_2" if "transformer" in parts else ""
+    big = (*DENOISERS, t5)
+    return {name: size * bits // 16 if name in big else size for name, size in parts.items()}
+
+
+def weight_sizes(source: str | Path, extra_files: Iterable[str | Path] = ()) -> dict[str, int]:
+    """Component → bytes of its weight files: a diffusers folder's subfolders, a single file (plus the files it
+    lacks, ``extra_files``), or a hub id's stated sizes (empty when unknown)."""
+    path = Path(source)
+    sizes: dict[str, int] = {}
+    if path.is_dir():
+        for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+            total = sum(f.stat().st_size for f in folder.rglob("*") if f.suffix in WEIGHT_SUFFIXES)
+            if total:
+                sizes[folder.name] = total
+    elif path.is_file():
+        sizes["checkpoint"] = path.stat().st_size
+    else:
+        sizes.update(STATED_SIZES.get(str(source), {}))
+    for extra in extra_files:
+        if Path(extra).is_file():
+            sizes[Path(extra).stem] = Path(extra).stat().st_size
+    return sizes
+
+
+def module_sizes(pipe) -> dict[str, int]:
+    """Component → bytes of a loaded pipeline's weights at their dtype (what goes to the GPU)."""
+    sizes = {}
+    for name, part in getattr(pipe, "components", {}).items():
+        if isinstance(part, torch.nn.Module):
+            sizes[name] = sum(t.numel() * t.element_size() for t in (*part.parameters(), *part.buffers()))
+    return sizes
+
+
+def gpu_free_bytes() -> float:
+    return float(torch.cuda.mem_get_info()[0])
+
+
+def place(pipe, plan: DevicePlan, settings: Settings, free_bytes: float | None = None) -> str:
+    """Put ``pipe`` on its device as the memory plan says (CUDA), or as ``--cpu-offload`` asks; returns what it did."""
+    if plan.device != "cuda":
+        pipe.to(plan.device)
+        return ""
+    if settings.cpu_offload:
+        pipe.enable_model_cpu_offload()
+        return MODEL_OFFLOAD
+    memory = plan_memory(gpu_free_bytes() if free_bytes is None else free_bytes, module_sizes(pipe))
+    log.info("memory plan: %s", memory.line())
+    if memory.mode == MODEL_OFFLOAD:
+        pipe.enable_model_cpu_offload()
+    elif memory.mode == SEQUENTIAL:
+        pipe.enable_sequential_cpu_offload()
+    else:
+        pipe.to(plan.device)
+        return ""
+    return f"{memory.mode}: {memory.line()}"
