@@ -197,14 +197,15 @@ CONTEXT = 0.5 * GIB
 FULL, MODEL_OFFLOAD, SEQUENTIAL = "whole model on the GPU", "model CPU offload", "sequential CPU offload"
 DENOISERS = ("transformer", "unet")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
-# Approximate bf16 weight sizes (bytes, rounded to 10 MB) of the hub models whose files are not here, as their hub
-# repositories list them: the plan for a known hub id before its download, and the table of docs/performance.md.
-FLUX_TEXT = {"text_encoder_2": 9_520_000_000, "text_encoder": 250_000_000, "vae": 170_000_000}  # T5-XXL, CLIP-L
-SD3_TEXT = {"text_encoder_3": 9_520_000_000, "text_encoder_2": 1_390_000_000, "text_encoder": 250_000_000,
+# bf16/fp16 weight bytes of the hub models whose files are not here (the plan for a known hub id before its download,
+# and the table of docs/performance.md): FLUX.1 transformers and T5-XXL are the "total_size" of the repositories'
+# safetensors index files; the others are published parameter counts × 2 bytes (approximate, to ~1%).
+FLUX_TEXT = {"text_encoder_2": 9_524_621_312, "text_encoder": 250_000_000, "vae": 170_000_000}  # T5-XXL, CLIP-L
+SD3_TEXT = {"text_encoder_3": 9_524_621_312, "text_encoder_2": 1_390_000_000, "text_encoder": 250_000_000,
             "vae": 170_000_000}  # T5-XXL, CLIP-G, CLIP-L
 STATED_SIZES: dict[str, dict[str, int]] = {
-    "black-forest-labs/FLUX.1-dev": {"transformer": 23_800_000_000, **FLUX_TEXT},
-    "black-forest-labs/FLUX.1-schnell": {"transformer": 23_780_000_000, **FLUX_TEXT},
+    "black-forest-labs/FLUX.1-dev": {"transformer": 23_802_816_640, **FLUX_TEXT},
+    "black-forest-labs/FLUX.1-schnell": {"transformer": 23_782_357_120, **FLUX_TEXT},
     "stabilityai/stable-diffusion-3.5-large": {"transformer": 16_290_000_000, **SD3_TEXT},
     "stabilityai/stable-diffusion-3.5-medium": {"transformer": 4_940_000_000, **SD3_TEXT},
     "stabilityai/stable-diffusion-xl-base-1.0": {
