@@ -32,7 +32,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retri
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from backend.generation import cfg_cutoff
+from backend.generation import cfg_cutoff, noise
 from backend.generation.interrupt import Cancelled
 from backend.generation.pipeline_call import generators
 from backend.generation.samplers import build_scheduler
@@ -46,6 +46,7 @@ BATCHED_FIELDS = frozenset(
         "prompt",
         "negative_prompt",
         "seed",
+        *("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h"),
         "steps",
         "guidance_scale",
         "width",
@@ -59,6 +60,7 @@ BATCHED_FIELDS = frozenset(
         "vae",
         "clip_skip",
         "skip_cfg_after",
+        "combinatorial_prompts",  # the plan resolved the prompts already
     }
 )
 # The hires fix's settings, which change nothing while ``enable_hr`` is off (and ``enable_hr`` is not batched).
@@ -161,7 +163,10 @@ def _lane(pipe: Any, config: dict[str, Any], cell: Txt2ImgRequest, device: Any, 
     gens = generators(cell.seed, 1)
     factor = pipe.vae_scale_factor
     shape = (1, pipe.unet.config.in_channels, cell.height // factor, cell.width // factor)
-    latents = randn_tensor(shape, generator=gens, device=device, dtype=dtype) * scheduler.init_noise_sigma
+    if noise.active(cell):  # the variation seed's blend, or the seed resized, as the pipeline call makes it
+        latents = noise.start_noise(pipe, cell, gens).to(device, dtype) * scheduler.init_noise_sigma
+    else:
+        latents = randn_tensor(shape, generator=gens, device=device, dtype=dtype) * scheduler.init_noise_sigma
     lane = _Lane(cell, scheduler, timesteps, latents, _step_kwargs(scheduler, gens))
     lane.seconds = time.perf_counter() - start
     return lane

@@ -16,6 +16,7 @@ from typing import Any
 from backend.families import family
 from backend.generation.engine import Engine
 from backend.generation.tasks import prepare
+from backend.generation.wildcards import resolve_prompts
 from backend.library.infotext import format_infotext
 from backend.schema.errors import ValidationError
 from backend.schema.requests import Txt2ImgRequest
@@ -76,6 +77,7 @@ class GridPlan:
     y_labels: list[str]
     y_values: list[str]  # as written in the infotext
     cells: list[Txt2ImgRequest]  # row-major: cells[row * columns + column]
+    templates: dict[str, str] = field(default_factory=dict)  # dynamic prompts' infotext keys (Template…)
 
     @property
     def columns(self) -> int:
@@ -168,12 +170,17 @@ def plan_grid(request: GridRequest, engine: Engine) -> GridPlan:
     _no_repeats(y_axis, y_values)
     y_labels = [f"{v} steps" if y_field == "steps" else f"CFG {v}" for v in y_values]
     # Styles, seed and model once for the grid; styles can still fail (an unknown name) before any work.
-    seed = resolve_seed(cells[0].seed)
+    seed, subseed = resolve_seed(cells[0].seed), resolve_seed(cells[0].subseed)
     model = cells[0].model or engine.default_model
-    cells = [engine.apply_styles(cell).replace(seed=seed, model=model) for cell in cells]
+    cells = [engine.apply_styles(cell).replace(seed=seed, subseed=subseed, model=model) for cell in cells]
+    # Dynamic prompts: one seed, so one resolved prompt for every cell (the picture a txt2img run of it would draw).
+    resolved = resolve_prompts(
+        cells[0].prompt, cells[0].negative_prompt, [seed], cells[0].combinatorial_prompts, settings.wildcards_dir
+    )[0]
+    cells = [cell.replace(prompt=resolved.prompt, negative_prompt=resolved.negative_prompt) for cell in cells]
     for cell in cells:
         engine.check_family(cell)  # what the family cannot do is refused before any work, as for a single run
-    return GridPlan(y_axis, x_labels, y_labels, y_values, cells)
+    return GridPlan(y_axis, x_labels, y_labels, y_values, cells, resolved.templates)
 
 
 def _y_axis(request: GridRequest) -> tuple[str, list[Any]]:

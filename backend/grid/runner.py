@@ -95,39 +95,47 @@ class GridRunner:
             return self._run_locked(plan, on_step, cancel)
 
     def _run_locked(self, plan: GridPlan, on_step: StepCallback | None, cancel: threading.Event | None) -> GridResult:
-        engine = self.engine
-        loaded = engine.load_for(plan.model, "txt2img")
-        engine.use_vae(plan.model, plan.cells[0].vae)
-        pipe = engine.cache.pipeline(plan.model, "txt2img")
-        chunks = _chunks(plan.cells, self._batchable(plan, loaded, pipe), engine.settings.max_batch)
+        cells, seconds, batched, extra = self.run_cells(plan.cells, on_step, cancel)
+        return self._finish(plan, cells, seconds, batched, {**extra, **plan.templates})
+
+    def run_cells(
+        self, cells: list[Txt2ImgRequest], on_step: StepCallback | None, cancel: threading.Event | None
+    ) -> tuple[list[Image.Image], list[float], bool, dict[str, str]]:
+        """Cells that share model, VAE, prompts and clip skip (call under the engine's lock): their pictures, each
+        cell's seconds, whether any ran batched, and the infotext keys the prompt's networks add (LoRA hashes)."""
+        engine, first = self.engine, cells[0]
+        loaded = engine.load_for(first.model, "txt2img")
+        engine.use_vae(first.model, first.vae)
+        pipe = engine.cache.pipeline(first.model, "txt2img")
+        chunks = _chunks(cells, self._batchable(cells, loaded, pipe), engine.settings.max_batch)
         model_family = family(loaded.spec.family)
         table = model_family.sampler_table
         # The last check before work:
-        lengths = [iterations(loaded.scheduler_config, cell, table) for cell in plan.cells]
+        lengths = [iterations(loaded.scheduler_config, cell, table) for cell in cells]
         progress = Progress(
             on_step,
             total=sum(max(lengths[k] for k in chunk.cells) for chunk in chunks),
-            cells=len(plan.cells),
+            cells=len(cells),
             every=engine.settings.preview_every,
             factors=loaded.spec.latent_rgb_factors,
-            size=(plan.cells[0].width, plan.cells[0].height),
+            size=(first.width, first.height),
         )
         # As Engine.run; before the clock starts, so loading a LoRA is not counted as the cells' encoding time.
-        networks = engine.networks.apply(pipe, plan.cells[0].prompt, plan.cells[0].negative_prompt)
-        guided = any(cell.guidance_scale > 1 for cell in plan.cells)
+        networks = engine.networks.apply(pipe, first.prompt, first.negative_prompt)
+        guided = any(cell.guidance_scale > 1 for cell in cells)
         start = time.perf_counter()
         if model_family.prompt_weighting:
-            embeddings = encode_prompt(pipe, networks.prompt, networks.negative_prompt, guided, plan.cells[0].clip_skip)
+            embeddings = encode_prompt(pipe, networks.prompt, networks.negative_prompt, guided, first.clip_skip)
         else:  # its pipelines encode the text themselves (FLUX, SD3), as its txt2img run does
             embeddings = {"prompt": networks.prompt, "negative_prompt": networks.negative_prompt or None}
-        encode_share = (time.perf_counter() - start) / len(plan.cells)
+        encode_share = (time.perf_counter() - start) / len(cells)
         images: dict[int, Image.Image] = {}
-        seconds = [0.0] * len(plan.cells)
+        seconds = [0.0] * len(cells)
         for chunk in chunks:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("generation stopped")
             progress.start(chunk.cells[0] + 1, len(chunk.cells), max(lengths[k] for k in chunk.cells))
-            requests = [plan.cells[k] for k in chunk.cells]
+            requests = [cells[k] for k in chunk.cells]
             if chunk.batched:
                 done, spent = self._run_batch(pipe, loaded, requests, embeddings, progress, cancel)
             else:
@@ -135,15 +143,14 @@ class GridRunner:
             for k, image, cell_seconds in zip(chunk.cells, done, spent, strict=True):
                 images[k], seconds[k] = image, cell_seconds + encode_share
             progress.finished.extend(done)  # shown while the next cells run
-        cells = [images[k] for k in range(len(plan.cells))]
         batched = any(chunk.batched for chunk in chunks)
-        return self._finish(plan, cells, seconds, batched, networks.infotext)
+        return [images[k] for k in range(len(cells))], seconds, batched, networks.infotext
 
-    def _batchable(self, plan: GridPlan, loaded: LoadedModel, pipe: Any) -> list[bool]:
+    def _batchable(self, cells: list[Txt2ImgRequest], loaded: LoadedModel, pipe: Any) -> list[bool]:
         """Which cells the batched loop may run: it must implement the pipeline and every option the cell uses."""
         if not (self.batch and family(loaded.spec.family).grid_batching and can_batch(pipe)):
-            return [False] * len(plan.cells)
-        options = [unbatched_options(cell) for cell in plan.cells]
+            return [False] * len(cells)
+        options = [unbatched_options(cell) for cell in cells]
         used = sorted({name for names in options for name in names})
         if used:
             log.info("grid cells using %s run as their own txt2img pipeline calls", ", ".join(used))
