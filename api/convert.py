@@ -27,7 +27,9 @@ from backend.schema.requests import (
     Txt2ImgRequest,
 )
 from backend.schema.samplers import SAMPLERS, SCHEDULES, split_legacy_name
+from backend.schema.seeds import batch_seeds
 
+from .adetailer import adetailer_fields
 from .codec import Limits, decode_image, encode_png
 from .controlnet_units import CONTROL_FIELDS, control_field, control_resize, control_units, guess_mode
 from .models import ExtrasBody, GenerationBody, Img2ImgBody, Txt2ImgBody
@@ -89,7 +91,7 @@ def _sent(body: BaseModel, cls: type, beyond: type | None = None) -> dict[str, A
 
 
 def _overrides(body: GenerationBody) -> dict[str, Any]:
-    """``override_settings``' checkpoint and clip skip (A1111's options by their names), checked."""
+    """``override_settings``' checkpoint, clip skip and VAE (A1111's options by their names), checked."""
     overrides = body.override_settings or {}
     checkpoint = overrides.get("sd_model_checkpoint")
     if checkpoint is not None and not isinstance(checkpoint, str):
@@ -99,7 +101,10 @@ def _overrides(body: GenerationBody) -> dict[str, Any]:
         raise ValidationError(
             "override_settings.CLIP_stop_at_last_layers", "CLIP_stop_at_last_layers must be a whole number from 1 to 12"
         )
-    return {"model": checkpoint, "clip_skip": clip_skip}
+    vae = overrides.get("sd_vae", "")  # a VAE's name: the route maps A1111's values (``ApiState.vae_name``)
+    if not isinstance(vae, str):
+        raise ValidationError("override_settings.sd_vae", "sd_vae must be a VAE file's name, Automatic or None")
+    return {"model": checkpoint, "clip_skip": clip_skip, "vae": vae}
 
 
 def _common(body: GenerationBody, model: str) -> dict[str, Any]:
@@ -113,6 +118,11 @@ def _common(body: GenerationBody, model: str) -> dict[str, Any]:
         "model": overrides["model"] or model,
         "save": bool(body.save_images),
         "clip_skip": overrides["clip_skip"],
+        "vae": overrides["vae"],
+        # A1111's -1 (its default) and 0 both mean "no seed resize"; ours is 0.
+        "seed_resize_from_w": max(0, body.seed_resize_from_w),
+        "seed_resize_from_h": max(0, body.seed_resize_from_h),
+        **adetailer_fields(body),
     }
 
 
@@ -190,6 +200,8 @@ def _info(results: list[GenerationResult], body: GenerationBody, interrupted: bo
     """A1111's ``info`` object: what ran, under A1111's keys (its response's shape, listed as A1111 lists it)."""
     images = [image for result in results for image in result.images]
     seeds = [seed for result in results for seed in result.seeds]
+    # The variation seeds advance with the seeds, as A1111's all_subseeds do.
+    subseeds = [sub for result in results for sub in batch_seeds(result.request.subseed, len(result.seeds))]
     ran = results[0].request if results else None
     # A txt2img request carries a hires strength even with the hires fix off; A1111 reports none then.
     strength = None if isinstance(ran, Txt2ImgRequest) and not ran.enable_hr else getattr(ran, "strength", None)
@@ -200,9 +212,11 @@ def _info(results: list[GenerationResult], body: GenerationBody, interrupted: bo
         "all_negative_prompts": [ran.negative_prompt if ran else body.negative_prompt] * len(images),
         "seed": seeds[0] if seeds else body.seed,
         "all_seeds": seeds,
-        "subseed": -1,
-        "all_subseeds": [-1] * len(seeds),
-        "subseed_strength": 0,
+        "subseed": subseeds[0] if subseeds else body.subseed,
+        "all_subseeds": subseeds,
+        "subseed_strength": ran.subseed_strength if ran else body.subseed_strength,
+        "seed_resize_from_w": ran.seed_resize_from_w if ran else body.seed_resize_from_w,
+        "seed_resize_from_h": ran.seed_resize_from_h if ran else body.seed_resize_from_h,
         "width": ran.width if ran else body.width,
         "height": ran.height if ran else body.height,
         "sampler_name": ran.sampler if ran else body.sampler_name,

@@ -181,7 +181,7 @@ def test_every_flow_sampler_and_schedule_runs(engine, model, sampler, schedule):
         ({"sampler": "Euler a"}, "sampler"),  # an SD sampler the flow tables lack
         ({"sampler": "DPM++ 2M", "schedule": "Karras"}, "schedule"),
         ({"enable_hr": True, "hr_upscaler": "Latent"}, "hr_upscaler"),
-        ({"prompt": "a cat <lora:style:0.8>"}, "prompt"),
+        ({"prompt": "a cat embedding:style"}, "prompt"),  # LoRAs they take (tests/test_dit_lora.py)
     ],
 )
 def test_what_the_families_cannot_do_is_refused_by_field_name(engine, model, changes, field):
@@ -190,19 +190,19 @@ def test_what_the_families_cannot_do_is_refused_by_field_name(engine, model, cha
 
 
 def test_the_grid_refuses_what_a_single_run_refuses(engine):
-    """The grid's planner asks the same family gate as a single run, LoRA tags included, before any work."""
-    request = GridRequest(prompt="a cat <lora:style:0.8>", model=FLUX, width=64, height=64, schedule="Automatic",
+    """The grid's planner asks the same family gate as a single run, embeddings included, before any work."""
+    request = GridRequest(prompt="a cat embedding:style", model=FLUX, width=64, height=64, schedule="Automatic",
                           samplers=["Euler"], steps_list=[2])
     with pytest.raises(ValidationError) as refused:
         GridRunner(engine).run(request)
-    assert refused.value.field == "prompt" and "do not take LoRAs" in str(refused.value)
+    assert refused.value.field == "prompt" and "do not take textual-inversion embeddings" in str(refused.value)
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_controlnet_is_refused_by_control_type(engine, model, test_image):
-    request = ControlNetRequest(**common(model), units=(ControlUnit(image=test_image, control_type="canny"),))
+def test_a_controlnet_type_they_lack_is_refused_by_control_type(engine, model, test_image):
+    request = ControlNetRequest(**common(model), units=(ControlUnit(image=test_image, control_type="pose"),))
     name, message = refusal(engine, request)
-    assert name == "control_type" and "no canny ControlNet" in message
+    assert name == "control_type" and "no pose ControlNet" in message  # canny and depth: tests/test_dit_controlnet.py
 
 
 def test_heun_is_sd3_only_and_distilled_cfg_flux_only(engine):

@@ -89,6 +89,7 @@ def test_each_model_type_maps_to_one_family():
         "sd35_large": ("sd3", False),
         "flux-dev": ("flux", False),
         "flux-schnell": ("flux", False),
+        "chroma": ("chroma", False),
     }
     family, inpainting = families.for_model_type("inpainting_v2")
     assert (family.name, inpainting) == ("sd2", True)
@@ -100,7 +101,7 @@ def test_each_model_type_maps_to_one_family():
 
 
 def test_labels_and_loading_declarations_are_todays():
-    assert families.labels() == "SD 1.x, SD 2.x, SDXL, SD 3.x and FLUX"
+    assert families.labels() == "SD 1.x, SD 2.x, SDXL, SD 3.x, FLUX and Chroma"
     sd15, sd2, sdxl = (families.family(name) for name in ("sd15", "sd2", "sdxl"))
     assert Checkpoint("a", PROJECT_ROOT, "sd2", True, "v_prediction").label == "SD 2.x v inpainting"
     assert Checkpoint("a", PROJECT_ROOT, "sd2", False, "epsilon").label == "SD 2.x eps"
@@ -170,7 +171,7 @@ def test_a_family_refuses_what_it_cannot_do_by_field_name(with_fake):
 
 def test_a_registered_family_is_known_everywhere(with_fake, tmp_path):
     assert families.for_model_type("fake_base") == (with_fake, False)
-    assert families.labels() == "SD 1.x, SD 2.x, SDXL, SD 3.x, FLUX and Fake"
+    assert families.labels() == "SD 1.x, SD 2.x, SDXL, SD 3.x, FLUX, Chroma and Fake"
     entry = {"width": 64, "height": 64, "steps": 2, "guidance_scale": 1.0, "latent_rgb_factors": [[0, 0, 0]] * 4}
     models = {"families": {"fake": entry}, "models": [{"name": "F", "source": "x/y", "family": "fake"}]}
     path = tmp_path / "models.json"

@@ -14,7 +14,17 @@ from backend.generation.engine import Engine
 from backend.serving.logins import Logins
 from backend.serving.space import duplicate_url, space_id
 
-from . import tab_controlnet, tab_extras, tab_grid, tab_img2img, tab_inpaint, tab_pnginfo, tab_txt2img
+from . import (
+    tab_controlnet,
+    tab_extras,
+    tab_grid,
+    tab_history,
+    tab_img2img,
+    tab_inpaint,
+    tab_pnginfo,
+    tab_txt2img,
+    tab_xyz,
+)
 from .common import ELEM_IDS
 from .login_guard import LoginGuard
 from .presets_ui import own_preset_storage
@@ -30,6 +40,7 @@ TABS = {
     "inpaint": tab_inpaint,
     "controlnet": tab_controlnet,
     "sampler grid": tab_grid,
+    "x/y/z plot": tab_xyz,
 }
 
 
@@ -160,8 +171,11 @@ def build_demo(engine: Engine) -> gr.Blocks:
                 tab_extras.build_tab(studio)
             with gr.Tab("PNG info", id="png info"):
                 send_buttons, info_inputs = tab_pnginfo.build_tab(studio)
+            with gr.Tab("History", id="history") as history_tab:
+                history = tab_history.build_tab(studio, history_tab)
         gr.Markdown(engine.precision, elem_id="precision")
         wire_gallery_sends(handles, tabs)
+        history.wire_sends(handles, tabs)
         for target, button in send_buttons.items():
             load = partial(tab_pnginfo.load_from_pnginfo, max_pixels=engine.settings.max_image_pixels)
             wire_send(button, info_inputs, load, handles[target], tabs)

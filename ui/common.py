@@ -21,6 +21,8 @@ from backend.schema.requests import GenerationRequest, field_limits
 from backend.schema.samplers import SAMPLERS, supported_schedules
 
 from .controls import field_control, field_slider, words
+from .detail import FIELDS as DETAIL_FIELDS
+from .detail import build_detail
 from .events import QUIET, TOASTING
 from .inputs import FieldDropdown, FieldNumber
 from .presets_ui import PresetRow
@@ -35,6 +37,8 @@ COMMON_FIELDS = common_fields()
 LAID_OUT = (
     *("prompt", "negative_prompt", "styles", "model", "vae", "sampler", "schedule"),
     *("steps", "guidance_scale", "width", "height", "batch_size", "seed"),
+    *("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h"),
+    *DETAIL_FIELDS,  # the ADetailer accordion (ui/detail.py)
 )
 # Shorter element ids than the field names (the page's error pointer in ui/app.py knows them).
 ELEM_IDS = {"negative_prompt": "negative", "guidance_scale": "cfg", "batch_size": "batch"}
@@ -96,6 +100,8 @@ def build_common_controls(
         )
         random_seed = tool_button("Random", f"{prefix}-random-seed")
         reuse_seed = tool_button("Reuse", f"{prefix}-reuse-seed")
+    built |= _build_seed_extra(prefix, limits)
+    built |= build_detail(studio, prefix, limits)
     ordered = {name: built[name] for name in COMMON_FIELDS}
     controls = CommonControls(ordered, random_seed, reuse_seed, section.presets, fields, size_from_image)
     shown = family_options(studio.engine, studio.engine.default_model)
@@ -104,6 +110,31 @@ def build_common_controls(
             controls[name].visible = False
     _wire_control_updates(studio, controls, size_from_image)
     return controls
+
+
+def _build_seed_extra(prefix: str, limits: dict[str, Limit]) -> dict[str, Component]:
+    """A1111's "Extra" seed row, folded under the seed: the variation seed and its strength, and seed resize (0 =
+    off)."""
+    found: dict[str, Component] = {}
+    with gr.Accordion("Extra", open=False, elem_id=f"{prefix}-seed-extra"):
+        with gr.Row(equal_height=True):
+            limit = limits["subseed"]
+            found["subseed"] = FieldNumber(
+                value=field_default(GenerationRequest, "subseed"),
+                precision=0,
+                minimum=limit.minimum,
+                maximum=limit.maximum,
+                step=limit.step,
+                elem_id=control_id(prefix, "subseed"),
+                **words("subseed"),
+            )
+            found["subseed_strength"] = field_slider(
+                "subseed_strength", limits, control_id(prefix, "subseed_strength")
+            )
+        with gr.Row():
+            for name in ("seed_resize_from_w", "seed_resize_from_h"):
+                found[name] = field_slider(name, limits, control_id(prefix, name))
+    return found
 
 
 def family_options(engine: Engine, model: str) -> dict[str, bool]:

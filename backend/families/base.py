@@ -33,6 +33,7 @@ def _option(name: str, what: str, also: Callable[[Any], bool] | None = None) -> 
 OPTIONS: dict[str, Option] = {
     "clip_skip": _option("clip_skip", "clip skip"),
     "deep_cache": _option("deep_cache", "DeepCache"),
+    "dit_cache": _option("dit_cache", "the DiT block cache (First Block Cache)"),
     # As backend.generation.cfg_cutoff.active: a cut-off below 1 changes nothing on an unguided run.
     "skip_cfg_after": _option("skip_cfg_after", "skip CFG after", lambda r: getattr(r, "guidance_scale", 0) > 1),
     # A1111's "Eta for DDIM": samplers whose step takes none run without it (A1111's rule; no flow sampler takes it).
@@ -41,8 +42,8 @@ OPTIONS: dict[str, Option] = {
     "distilled_cfg_scale": _option("distilled_cfg_scale", "distilled CFG"),
 }
 
-# What the SD families (UNet, CLIP) honour: every option but FLUX's distilled guidance.
-SD_OPTIONS = frozenset(OPTIONS) - {"distilled_cfg_scale"}
+# What the SD families (UNet, CLIP) honour: every option but FLUX's distilled guidance and the transformer cache.
+SD_OPTIONS = frozenset(OPTIONS) - {"distilled_cfg_scale", "dit_cache"}
 
 TASKS = frozenset({"txt2img", "img2img", "inpaint", "controlnet"})  # the request kinds (``request.task``)
 
@@ -88,6 +89,18 @@ class Family:
     # also looks at the loaded pipeline).
     grid_batching: bool = False
     controlnet_types: frozenset[str] = frozenset(CONTROL_TYPES)  # control types its ControlNet pipelines take
+    # The diffusers class its ControlNets load as, and the pipeline argument that takes the control map (the DiT
+    # ControlNet pipelines call it ``control_image``). Theirs have no guess mode and no img2img form for every
+    # family: ``controlnet_img2img`` False refuses a ControlNet request's init image.
+    controlnet_model: str = "ControlNetModel"
+    control_image_argument: str = "image"
+    guess_mode: bool = True
+    controlnet_img2img: bool = True
+    # Task pipelines (by class name) where diffusers' AutoPipeline has none for its models (Chroma's img2img).
+    task_pipelines: Mapping[str, str] = field(default_factory=dict)
+    # Transformer config entries its pipelines read but its transformer class does not declare, set on load where
+    # the model's config lacks them (diffusers 0.42's ChromaInpaintPipeline reads ``guidance_embeds``).
+    transformer_config: Mapping[str, Any] = field(default_factory=dict)
     inpaint_strategies: tuple[str, ...] = (INPAINTING_UNET, LATENT_BLENDING)
     # The sampler table its models run (``backend.schema.samplers.SAMPLER_TABLES``): "sd" or a flow-matching one.
     sampler_table: str = "sd"
@@ -108,8 +121,9 @@ class Family:
     packed_latents: bool = False
     # Latent-space hires upscalers (the first pass's latents resized for the img2img pass) work on its latents.
     latent_hires: bool = True
-    # LoRAs and textual-inversion embeddings named in the prompt (backend.generation.networks).
+    # LoRAs named in the prompt, and textual-inversion embeddings (backend.generation.networks).
     networks: bool = True
+    embeddings: bool = True
 
     def __post_init__(self) -> None:
         unknown = (self.supports | self.ignores) - set(OPTIONS)
@@ -138,7 +152,12 @@ class Family:
             return "hr_upscaler", (
                 f"{self.label} models have no latent hires upscaling yet; pick a picture upscaler such as Lanczos"
             )
-        for index, unit in enumerate(getattr(request, "units", ()) or ()):
+        units = getattr(request, "units", ()) or ()
+        if units and not self.guess_mode and getattr(request, "guess_mode", False):
+            return "guess_mode", f"{self.label} ControlNets have no guess mode; turn it off"
+        if units and not self.controlnet_img2img and getattr(request, "init_image", None) is not None:
+            return "init_image", f"{self.label} ControlNets start from noise only; remove the init image"
+        for index, unit in enumerate(units):
             control_type = getattr(unit, "control_type", "")
             if control_type not in self.controlnet_types:
                 have = ", ".join(sorted(self.controlnet_types)) or "none"
@@ -166,6 +185,11 @@ class Family:
     def pipeline_kwargs(self, request: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The pipeline arguments ``kwargs`` (made by backend.generation.tasks) as this family's pipelines take them."""
         out = {key: value for key, value in kwargs.items() if key not in self.pipeline_drops}
+        if "controlnet_conditioning_scale" in out:
+            if not self.guess_mode:
+                out.pop("guess_mode", None)  # refused by ``unsupported`` when on: off is the only value
+            if self.control_image_argument != "image" and "control_image" not in out:
+                out[self.control_image_argument] = out.pop("image")
         if self.img2img_size and "image" in out and "mask_image" not in out and "width" not in out:
             out.update(width=request.width, height=request.height)
         if self.true_cfg:

@@ -5,8 +5,10 @@ dev is guidance-distilled: its "Distilled CFG" (``distilled_cfg_scale``, default
 ``guidance_scale``, and the request's CFG scale is FLUX's true CFG (``true_cfg_scale``; 1 = off, so a negative
 prompt acts only above 1). schnell ignores the distilled number (its transformer has no guidance embedding).
 
-Refused by field name: clip skip, DeepCache (a UNet cache), skip CFG after, ControlNet (``control_type``, none
-yet), samplers outside its flow table, latent hires upscalers (packed latents), LoRAs and embeddings. Eta is
+Refused by field name: clip skip, DeepCache (a UNet cache; ``dit_cache``, First Block Cache, is the transformer's),
+skip CFG after, ControlNets but canny and depth (``control_type``), samplers outside its flow table, latent hires
+upscalers (packed latents) and embeddings. LoRAs load through FluxPipeline's ``load_lora_weights`` (diffusers
+converts Kohya, XLabs and BFL keys). Eta is
 accepted and ignored, as A1111 does for every sampler whose step takes none (no flow sampler does; A1111 clients
 send eta by default). Inpainting blends latents (FluxInpaintPipeline); the grid runs one pipeline call per cell.
 """
@@ -18,12 +20,18 @@ from backend.families.base import LATENT_BLENDING, Family
 FAMILY = Family(
     name="flux",
     label="FLUX",
-    model_types={},  # single checkpoint files (and their detection) are a later increment: folders and hub ids now
+    # Single files in the original BFL layout (backend.models.dit_keys names the variant; schnell has no guidance).
+    model_types={"flux-dev": False, "flux-schnell": False},
     single_file_pipeline="FluxPipeline",
     default_prediction="flow_prediction",
-    supports=frozenset({"distilled_cfg_scale"}),
+    supports=frozenset({"distilled_cfg_scale", "dit_cache"}),
     ignores=frozenset({"eta"}),  # no flow sampler takes eta: as SD's Euler in A1111, run without it, not written
-    controlnet_types=frozenset(),  # none yet: a ControlNet request is refused by its field control_type
+    # Canny and depth (presets/models.json); a pose request is refused by its field control_type.
+    controlnet_types=frozenset({"canny", "depth"}),
+    controlnet_model="FluxControlNetModel",
+    control_image_argument="control_image",
+    guess_mode=False,
+    controlnet_img2img=False,  # no SD3 ControlNet img2img pipeline; FLUX's takes no negative prompt
     inpaint_strategies=(LATENT_BLENDING,),
     sampler_table="flow_sigmas",  # FluxPipeline hands the scheduler its sigmas: no FlowMatch Heun
     prompt_weighting=False,
@@ -32,5 +40,5 @@ FAMILY = Family(
     true_cfg=True,
     packed_latents=True,
     latent_hires=False,
-    networks=False,
+    embeddings=False,  # LoRAs yes; textual inversion has no FLUX form in diffusers
 )

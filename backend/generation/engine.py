@@ -16,12 +16,14 @@ import torch
 from PIL import Image
 
 from backend.families import Family, family
+from backend.generation import detail, noise
 from backend.generation.interrupt import Cancelled, stoppable
 from backend.generation.networks import EMBEDDING_REF, Networks, parse_lora_tags
 from backend.generation.pipeline_call import StepCallback, StepEvent, call_pipeline, step_callback
 from backend.generation.preview import latents_to_rgb
 from backend.generation.prompting import count_label
 from backend.generation.tasks import pipeline_key, prepare, prepare_txt2img
+from backend.generation.wildcards import merge_results, split_batch
 from backend.images.annotators import Annotators
 from backend.images.ops import resize
 from backend.images.upscalers import extras_upscale, upscale_latents
@@ -29,7 +31,8 @@ from backend.images.upscalers import upscale as upscale_image
 from backend.library.infotext import format_infotext
 from backend.library.outputs import PARAMETERS_KEY, OutputWriter
 from backend.library.presets import PresetStore, apply_styles
-from backend.models.devices import describe_plan, tile_vae_for
+from backend.models.detectors import Detectors
+from backend.models.devices import describe_plan, tile_vae_for, weight_sizes
 from backend.models.pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from backend.models.registry import ModelRegistry
 from backend.schema.errors import ValidationError
@@ -53,10 +56,13 @@ class Engine:
         self.cache = cache or PipelineCache(self.registry, settings)
         self.annotators = Annotators(settings, self.cache.plan)
         self.networks = Networks(settings)
+        self.detectors = Detectors(settings)  # the detail pass's (ADetailer)
         self.writer = OutputWriter(settings.output_dir)
         self.presets = PresetStore.load(settings.presets_dir, settings.user_dir)
         self.default_model, self.startup_notice = self._choose_default_model()
-        self.precision = describe_plan(settings, self.cache.plan)  # shown on the page and logged at start
+        default = self.registry.get(self.default_model)
+        sizes = weight_sizes(default.source, (file for _, file in default.parts))
+        self.precision = describe_plan(settings, self.cache.plan, sizes)  # shown on the page and logged at start
         self.run_lock = threading.Lock()  # one pipeline run at a time per engine
 
     def _choose_default_model(self) -> tuple[str, str]:
@@ -88,9 +94,24 @@ class Engine:
         request = self.apply_styles(validate(request, self.settings, self.registry.names))
         if not request.model:
             request = request.replace(model=self.default_model)
-        request = request.replace(seed=resolve_seed(request.seed, request.batch_size))
-        self.check_family(request)
-        self.networks.check(request.prompt, request.negative_prompt)  # a missing LoRA fails before any loading
+        count = request.batch_size
+        request = request.replace(seed=resolve_seed(request.seed, count), subseed=resolve_seed(request.subseed, count))
+        # Dynamic prompts: one run per stretch of pictures with the same resolved prompts; all checked before any work.
+        runs = split_batch(request, self.settings.wildcards_dir)
+        for one, _ in runs:
+            self.check_family(one)
+            self.networks.check(one.prompt, one.negative_prompt)  # a missing LoRA fails before any loading
+        results = [self._run_checked(one, templates, on_step, cancel) for one, templates in runs]
+        return merge_results(results, request, time.monotonic() - started)
+
+    def _run_checked(
+        self,
+        request: GenerationRequest,
+        templates: dict[str, str],
+        on_step: StepCallback | None,
+        cancel: threading.Event | None,
+    ) -> GenerationResult:
+        """One checked request (its seed and prompts resolved) run; ``templates``: infotext keys its pictures add."""
         # Loading too happens under the lock: a model switch must never unload weights another run is using.
         with self.run_lock:
             if cancel is not None and cancel.is_set():
@@ -107,15 +128,20 @@ class Engine:
             networks = self.networks.apply(pipe, request.prompt, request.negative_prompt)
             prepared.kwargs.update(prompt=networks.prompt, negative_prompt=networks.negative_prompt or None)
             prepared.infotext.update(networks.infotext)
+            prepared.infotext.update(templates)
+            prepared.infotext.update(detail.infotext(request))
             raw = self.run_pipeline(request, pipe, loaded, prepared.kwargs, on_step, cancel)
         images: list[Image.Image] = prepared.finish(raw)
         seeds = batch_seeds(request.seed, len(images))
-        infotexts = [format_infotext(request, seed, prepared.infotext) for seed in seeds]
+        subseeds = batch_seeds(request.subseed, len(images))  # the variation seeds advance with the seeds
+        infotexts = [
+            format_infotext(request.replace(subseed=sub), seed, prepared.infotext)
+            for seed, sub in zip(seeds, subseeds, strict=True)
+        ]
         for image, text in zip(images, infotexts, strict=True):
             image.info[PARAMETERS_KEY] = text  # whoever serves or saves the picture keeps its parameters
         paths, warnings = self.save(images, infotexts, seeds) if request.save else ([], [])
-        seconds = time.monotonic() - started
-        return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras, warnings, seconds)
+        return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras, warnings)
 
     def run_pipeline(
         self,
@@ -140,6 +166,10 @@ class Engine:
                 # The second pass encodes what the first did: the prompts without their LoRA tags.
                 encoded = {key: value for key, value in kwargs.items() if "prompt" in key}
                 raw = self._hires_pass(request, raw, loaded, encoded, on_step, cancel)
+            if detail.wanted(request):  # ADetailer: on the finished pictures, with the model's inpaint pipeline
+                inpaint, detector = self.cache.pipeline(request.model, "inpaint"), self.detectors.get(request.ad_model)
+                prompts = (kwargs.get("prompt"), kwargs.get("negative_prompt"))
+                raw = detail.detail_pass(request, raw, inpaint, loaded, detector, prompts, callback)
         return raw
 
     def _hires_pass(
@@ -238,14 +268,16 @@ class Engine:
         and LoRA tags or embeddings on a family whose models do not take them yet. Single runs and the grid's
         planner both come through here."""
         model_family = family(self.registry.get(request.model).family)
-        refusal = model_family.unsupported(request)
+        refusal = model_family.unsupported(request) or noise.refusal(request)
         if refusal:
             raise ValidationError(*refusal)
-        if model_family.networks:
-            return
+        detail.check(request, model_family, self.detectors)
         for name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
-            if parse_lora_tags(text)[1] or EMBEDDING_REF.search(text) or self.networks.embedding_names(text, ""):
-                what = f"{model_family.label} models do not take LoRAs or embeddings yet"
+            if not model_family.networks and parse_lora_tags(text)[1]:
+                what = f"{model_family.label} models do not take LoRAs"
+                raise ValidationError(name, f"{what}: remove them from the {name}")
+            if not model_family.embeddings and (EMBEDDING_REF.search(text) or self.networks.embedding_names(text, "")):
+                what = f"{model_family.label} models do not take textual-inversion embeddings yet"
                 raise ValidationError(name, f"{what}: remove them from the {name}")
 
     def load_for(self, model: str, task: str) -> LoadedModel:

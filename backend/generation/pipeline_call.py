@@ -8,7 +8,8 @@ skip CFG) around the call. The engine's runs and the grid's per-cell runs both c
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 
 from backend.families import family
-from backend.generation import cfg_cutoff, step_cache
+from backend.generation import cfg_cutoff, noise, step_cache
 from backend.generation.interrupt import Cancelled
 from backend.generation.prompting import clip_skip_for, clip_skipped, prompt_embeddings
 from backend.generation.samplers import build_scheduler
@@ -39,6 +40,15 @@ StepCallback = Callable[[StepEvent], None]
 def generators(seed: int, count: int) -> list[torch.Generator]:
     """One CPU generator per image (seed, seed+1, …): the same image on any device and batch size."""
     return [torch.Generator("cpu").manual_seed(s) for s in batch_seeds(seed, count)]
+
+
+@contextmanager
+def seeded_global_rng(seed: int) -> Iterator[None]:
+    """torch's global RNG seeded with ``seed`` for one call, its state restored after: a pipeline that draws from it
+    (SD3's ControlNet pipeline samples the control map's VAE latents so) gives the same picture for the same seed."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
 
 
 PipelineCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
@@ -72,7 +82,7 @@ def call_pipeline(
         model_family = family(loaded.spec.family)
         table, config = model_family.sampler_table, loaded.scheduler_config
         pipe.scheduler = build_scheduler(config, request.sampler, request.schedule, request.seed, table)
-        with step_cache.cached_steps(pipe, request.deep_cache) as cache:
+        with step_cache.cached_steps(pipe, request.deep_cache) as cache, step_cache.dit_cached(pipe, request.dit_cache):
             tensor_inputs = ["latents"]
             step_end = callback
             if cfg_cutoff.active(request.skip_cfg_after, request.guidance_scale):
@@ -88,12 +98,16 @@ def call_pipeline(
                         call_kwargs = {k: v for k, v in call_kwargs.items() if k not in ("prompt", "negative_prompt")}
                         call_kwargs.update(embeddings)
                 call_kwargs = model_family.pipeline_kwargs(request, call_kwargs)
-                output = pipe(
-                    **call_kwargs,
-                    generator=generators(request.seed, request.batch_size),
-                    callback_on_step_end=step_end,
-                    callback_on_step_end_tensor_inputs=tensor_inputs,
-                )
+                gens = generators(request.seed, request.batch_size)
+                if noise.active(request) and "strength" not in kwargs:  # from noise (a hires pass starts from pictures)
+                    call_kwargs["latents"] = noise.start_noise(pipe, request, gens, model_family.packed_latents)
+                with seeded_global_rng(request.seed):
+                    output = pipe(
+                        **call_kwargs,
+                        generator=gens,
+                        callback_on_step_end=step_end,
+                        callback_on_step_end_tensor_inputs=tensor_inputs,
+                    )
         return list(output.images)
 
     seconds = zerogpu.duration_for(request.steps, request.width, request.height, request.batch_size)

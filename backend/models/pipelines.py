@@ -32,7 +32,7 @@ from diffusers import (
 from diffusers.models.controlnets.controlnet import ControlNetOutput
 
 from backend.families import family
-from backend.models import tiny, tiny_dit
+from backend.models import dit_files, dit_keys, tiny, tiny_dit
 from backend.models.checkpoints import config_dir
 from backend.models.devices import DevicePlan, apply_memory_options, plan_device
 from backend.models.nan_guard import guard_vae_nans
@@ -79,8 +79,7 @@ BUILTIN_MODELS: dict[str, Callable[[Path], Path]] = {
     "tiny-controlnet-canny": lambda path: tiny.ensure_controlnet(path, seed=1),
     "tiny-controlnet-depth": lambda path: tiny.ensure_controlnet(path, seed=2),
     "tiny-controlnet-pose": lambda path: tiny.ensure_controlnet(path, seed=3),
-    "tiny-flux": lambda path: tiny_dit.ensure(path, "flux"),
-    "tiny-sd3": lambda path: tiny_dit.ensure(path, "sd3"),
+    **tiny_dit.BUILTINS,  # the tiny FLUX, SD3 and Chroma models and the FLUX/SD3 ControlNets
 }
 
 
@@ -126,6 +125,8 @@ def load_pipeline(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> Diff
                 return cls.from_single_file(source, local_files_only=local_only, **kwargs)
             if not Path(spec.config).is_dir():
                 raise ModelUnavailable(f"{spec.name}: its config folder {spec.config} is missing")
+            if spec.family in dit_keys.FAMILIES:  # FLUX / SD3: original layout, parts maybe in other files
+                return dit_files.load_pipeline(source, spec.family, spec.config, dict(spec.parts), plan.dtype)
             if spec.inpainting:  # a lone 9-channel file: the family's config describes the 4-channel UNet
                 kwargs["unet"] = single_file_unet(source, spec.config, plan)
             # The shipped config folder holds every config and the tokenizer: nothing is fetched.
@@ -184,7 +185,9 @@ def load_controlnet(spec: ModelSpec, control_type: str, settings: Settings, plan
     source = resolve_source(f"{spec.name}'s {control_type} ControlNet", where, settings, marker="config.json")
     local_only = settings.offline or source_kind(where) != "hub"
     try:
-        return ControlNetModel.from_pretrained(
+        # The family's ControlNet class: FLUX's and SD3's are transformers (FluxControlNetModel, SD3ControlNetModel).
+        cls = getattr(diffusers, family(spec.family).controlnet_model)
+        return cls.from_pretrained(
             source, dtype=plan.dtype, use_safetensors=True, local_files_only=local_only
         )
     except (OSError, ValueError) as err:
@@ -281,6 +284,10 @@ class PipelineCache:
                 self.unload(next(iter(self._models)))
             log.info("loading %s from %s", spec.name, spec.source)
             base = self._loader(spec, self.settings, self.plan)
+            patches = family(spec.family).transformer_config.items()  # what its pipelines read and the class lacks
+            missing = {key: value for key, value in patches if key not in base.transformer.config}
+            if missing:
+                base.transformer.register_to_config(**missing)
             base.set_progress_bar_config(disable=True)  # progress goes through the step callback
             guard_vae_nans(base.vae, spec.name)  # derived pipelines share this VAE, so they are guarded too
             options = apply_memory_options(base, self.settings, self.plan, spec.defaults.width)
@@ -296,7 +303,9 @@ class PipelineCache:
             if source not in loaded.controlnets:
                 log.info("loading %s's %s ControlNet", name, control_type)
                 controlnet = load_controlnet(loaded.spec, control_type, self.settings, self.plan)
-                loaded.controlnets[source] = skip_inactive_steps(controlnet)
+                # skip_inactive_steps wraps a UNet ControlNet's forward; a DiT one's takes other arguments.
+                is_unet = isinstance(controlnet, ControlNetModel)
+                loaded.controlnets[source] = skip_inactive_steps(controlnet) if is_unet else controlnet
             return loaded.controlnets[source]
 
     def pipeline(self, name: str, task: str, control_types: tuple[str, ...] = ()) -> DiffusionPipeline:
@@ -319,7 +328,9 @@ class PipelineCache:
                 if controlnets:
                     components["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
                 # AutoPipeline.from_pipe reuses the base modules as they are: no copy and no dtype cast.
-                pipe = TASK_PIPELINES[task].from_pipe(loaded.base, **components)
+                named = family(loaded.spec.family).task_pipelines.get(task)  # where AutoPipeline has none
+                task_cls = getattr(diffusers, named) if named else TASK_PIPELINES[task]
+                pipe = task_cls.from_pipe(loaded.base, **components)
                 pipe.set_progress_bar_config(disable=True)
                 if components:
                     apply_memory_options(pipe, self.settings, self.plan)

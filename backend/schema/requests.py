@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from backend.schema.choices import DISTILLED_CFG, MAX_SEED, MIN_DETECT_RESOLUTION, SIZE_MULTIPLE
+from backend.schema.detail import detailed_dataclass
 from backend.schema.fields import Limit, collect_limits, spec
 from backend.schema.geometry import Margins
 from backend.schema.samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS
@@ -33,6 +34,17 @@ def NOT_READ(text: str) -> dict[str, Any]:  # noqa: N802 - a marker the infotext
     return {}
 
 
+def _seed_resize(request: Any) -> str | None:
+    w, h = request.seed_resize_from_w, request.seed_resize_from_h
+    return f"{w}x{h}" if w > 0 and h > 0 else None
+
+
+def _read_seed_resize(text: str) -> dict[str, Any]:
+    size = _read_size(text)
+    return {"seed_resize_from_w": size["width"], "seed_resize_from_h": size["height"]} if size else {}
+
+
+EXTRA = dict(common=True, send=True, absent_means_default=True)  # the "Extra" seed row's fields
 # Width and height: shared by every request (image tasks start at 0 = "the input image's size").
 WIDTH = dict(label="Width", limit=lambda s: Limit(64, s.max_width, SIZE_MULTIPLE), infotext="Size", written=_size,
              read=_read_size, common=True, preset=True)
@@ -42,7 +54,7 @@ STRENGTH_LIMIT = dict(limit=lambda s: Limit(0.0, 1.0, 0.01), infotext="Denoising
 OUTPAINT = dict(limit=lambda s: Limit(0, max(s.max_width, s.max_height), SIZE_MULTIPLE))
 
 
-@dataclass
+@detailed_dataclass  # the detail pass's (ADetailer) fields follow these: backend.schema.detail
 class GenerationRequest:
     """Fields every task shares. ``seed=-1`` asks for a random seed; ``model=""`` the default model."""
 
@@ -50,6 +62,22 @@ class GenerationRequest:
     negative_prompt: str = spec("", label="Negative prompt", common=True, preset=True, send=True)
     seed: int = spec(-1, label="Seed (-1 = random)", limit=lambda s: Limit(-1, MAX_SEED), infotext="Seed",
                      common=True, send=True)
+    # A1111's "Extra" seed row (backend.generation.noise): the start noise slerped toward the variation seed's, and
+    # the seed's noise made at another size, pasted centred. Written only when they act, as A1111 does.
+    subseed: int = spec(-1, label="Variation seed (-1 = random)", limit=lambda s: Limit(-1, MAX_SEED),
+                        info="A second seed whose noise is blended into the seed's: low strengths give variations.",
+                        infotext="Variation seed", written=lambda r: r.subseed if r.subseed_strength > 0 else None,
+                        **EXTRA)
+    subseed_strength: float = spec(0.0, label="Variation strength", limit=lambda s: Limit(0.0, 1.0, 0.01),
+                                   info="0 = the seed's picture, 1 = the variation seed's; between, a blend.",
+                                   infotext="Variation seed strength",
+                                   written=lambda r: r.subseed_strength if r.subseed_strength > 0 else None, **EXTRA)
+    seed_resize_from_w: int = spec(0, label="Resize seed from width (0 = off)", infotext="Seed resize from",
+                                   info="The seed's noise as made at this size, pasted centred: its composition kept.",
+                                   limit=lambda s: Limit(0, s.max_width, SIZE_MULTIPLE), written=_seed_resize,
+                                   read=_read_seed_resize, **EXTRA)
+    seed_resize_from_h: int = spec(0, label="Resize seed from height (0 = off)",
+                                   limit=lambda s: Limit(0, s.max_height, SIZE_MULTIPLE), **EXTRA)
     steps: int = spec(20, label="Steps", limit=lambda s: Limit(1, s.max_steps), infotext="Steps", common=True,
                       preset=True, send=True)
     guidance_scale: float = spec(
@@ -114,6 +142,20 @@ class GenerationRequest:
         send=True,
         absent_means_default=True,
     )
+    # First Block Cache on DiT transformers (FLUX, SD 3.x): later blocks skipped on steps whose first block's output
+    # moved less than this threshold (0 = every block on every step).
+    dit_cache: float = spec(
+        0.0,
+        label="DiT block cache threshold (0 = off)",
+        info="FLUX / SD 3.x: above 0, steps whose first block changed less than this reuse the other blocks' last "
+        "result: faster, slightly different (0.05-0.2 is typical).",
+        limit=lambda s: Limit(0.0, 1.0, 0.01),
+        infotext="First block cache",
+        written=lambda r: r.dit_cache if r.dit_cache > 0 else None,
+        common=True,
+        send=True,
+        absent_means_default=True,
+    )
     # A1111's "Eta for DDIM": the noise a DDIM step adds back (0 = deterministic). Samplers whose step takes no eta
     # run without it, as in A1111, and their infotext does not claim it.
     eta: float = spec(
@@ -143,6 +185,17 @@ class GenerationRequest:
         preset=True,
         send=True,
         absent_means_default=True,
+    )
+
+    # Dynamic prompts ({a|b}, __wildcard__; backend/generation/wildcards.py): off = each picture draws at random from
+    # its own seed; on = the batch's pictures take every combination in turn. The infotext keeps the template instead.
+    combinatorial_prompts: bool = spec(
+        False,
+        label="Combinatorial prompts",
+        info="With {a|b} or __wildcards__ in the prompt: on, the pictures take every combination in turn; off, each "
+        "picture draws at random, seeded by its own seed.",
+        common=True,
+        preset=True,
     )
 
     task: ClassVar[str] = "generation"
