@@ -132,11 +132,18 @@ def test_the_page_shows_only_the_options_a_family_honours(shared_engine):
     assert family_options(shared_engine, "Tiny (offline test model)") == {
         "skip_cfg_after": True,
         "deep_cache": True,
+        "dit_cache": False,
         "eta": True,
         "distilled_cfg_scale": False,
     }
     flux = family_options(shared_engine, "Tiny FLUX (offline test model)")
-    assert flux == {"skip_cfg_after": False, "deep_cache": False, "eta": False, "distilled_cfg_scale": True}
+    assert flux == {
+        "skip_cfg_after": False,
+        "deep_cache": False,
+        "dit_cache": True,
+        "eta": False,
+        "distilled_cfg_scale": True,
+    }
 
 
 def test_the_grid_offers_the_model_familys_samplers(shared_engine):
