@@ -1,9 +1,10 @@
-"""Single FLUX / SD3 files written from the tiny models, in the layouts people download.
+"""Single FLUX / SD3 / Chroma files written from the tiny models, in the layouts people download.
 
-The transformer goes out in the original BFL / SAI key names (``dit_keys.to_original``), the text encoders as
-ComfyUI's ``clip_l`` / ``clip_g`` / ``t5xxl`` files (transformers' own names), the VAE in the original layout
-(``ldm_layout.vae_to_ldm``): all-in-one (ComfyUI's prefixes), transformer-only, fp8 (float8_e4m3fn weights) and
-GGUF (Q8_0 from ``gguf.quants``, small and 1-D tensors kept in F32 as city96's converter keeps them).
+The transformer goes out in the original BFL / SAI / lodestones key names (``dit_keys.to_original``), the text
+encoders as ComfyUI's ``clip_l`` / ``clip_g`` / ``t5xxl`` files (transformers' own names; Chroma has ``t5xxl``
+alone), the VAE in the original layout (``ldm_layout.vae_to_ldm``): all-in-one (ComfyUI's prefixes),
+transformer-only, fp8 (float8_e4m3fn weights) and GGUF (Q8_0 from ``gguf.quants``, small and 1-D tensors kept in F32
+as city96's converter keeps them).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ ENCODER_FILES = {
     "flux": {"text_encoder": ("clip_l", "clip_l.safetensors"), "text_encoder_2": ("t5xxl", "t5xxl_fp16.safetensors")},
     "sd3": {"text_encoder": ("clip_l", "clip_l.safetensors"), "text_encoder_2": ("clip_g", "clip_g.safetensors"),
             "text_encoder_3": ("t5xxl", "t5xxl_fp16.safetensors")},
+    "chroma": {"text_encoder": ("t5xxl", "t5xxl_fp16.safetensors")},
 }
 
 

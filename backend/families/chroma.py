@@ -6,8 +6,11 @@ It is de-distilled: the request's CFG scale is real CFG (the pipeline's ``guidan
 acts whenever CFG is above 1, as on SD; there is no distilled guidance. Refused by field name: clip skip, DeepCache,
 the DiT block cache, skip CFG after, distilled CFG, ControlNet (``control_type``: diffusers has no Chroma ControlNet
 pipeline), samplers outside its table (Euler and UniPC: ChromaPipeline forces its sigmas on the scheduler), latent
-hires upscalers (packed latents), LoRAs and embeddings. Eta is accepted and ignored, as on FLUX. diffusers'
+hires upscalers (packed latents) and embeddings. LoRAs load through its pipelines' ``load_lora_weights`` (diffusers'
+FLUX loader, FluxLoraLoaderMixin) into the transformer. Eta is accepted and ignored, as on FLUX. diffusers'
 AutoPipeline has no Chroma img2img or inpaint entry, so those pipelines are named here; inpainting blends latents.
+Single files (Chroma1-HD.safetensors, chroma-unlocked-v*, fp8, GGUF) are FLUX's layout with the approximator
+(``backend.models.dit_keys``), paired with a T5 file and FLUX's VAE (``backend.models.dit_files``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from backend.families.base import LATENT_BLENDING, Family
 FAMILY = Family(
     name="chroma",
     label="Chroma",
-    model_types={},  # single-file detection belongs to backend.models.checkpoints: folders and hub ids here
+    # Single files in the original layout (backend.models.dit_keys: FLUX's blocks with distilled_guidance_layer).
+    model_types={"chroma": False},
     single_file_pipeline="ChromaPipeline",
     default_prediction="flow_prediction",
     supports=frozenset(),
@@ -32,6 +36,5 @@ FAMILY = Family(
     transformer_config={"guidance_embeds": False},  # de-distilled: no guidance embedding
     packed_latents=True,
     latent_hires=False,
-    networks=False,
-    embeddings=False,
+    embeddings=False,  # LoRAs yes; textual inversion has no Chroma (T5-only) form in diffusers
 )

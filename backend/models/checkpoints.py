@@ -43,8 +43,8 @@ class Checkpoint:
     family: str  # a family name of backend.families
     inpainting: bool = False
     prediction_type: str = "epsilon"  # or v_prediction (SD 2.x 768-v models)
-    # FLUX / SD3 files (backend.models.dit_files): the variant's label, the config folder's name when it is not the
-    # family's, what the file holds itself (clip_l, clip_g, t5xxl, vae) and the files found for what it lacks.
+    # FLUX / SD3 / Chroma files (backend.models.dit_files): the variant's label, the config folder's name when it is
+    # not the family's, what the file holds itself (clip_l, clip_g, t5xxl, vae) and the files found for what it lacks.
     variant: str = ""
     config: str = ""
     holds: tuple[str, ...] = ()
@@ -159,9 +159,10 @@ def detect(path: Path) -> Checkpoint:
             f"{path.name}: a {model_type} model, which SD Studio does not run; it runs {families.labels()} "
             "checkpoints."
         )
-    if found[0].name in dit_keys.FAMILIES:  # dit_checkpoint found no complete FLUX / SD3 transformer in it
+    if found[0].name in dit_keys.FAMILIES:  # dit_checkpoint found no complete FLUX / SD3 / Chroma transformer in it
+        marker = dit_keys.MARKERS["flux" if found[0].name == "chroma" else found[0].name]  # Chroma's blocks are FLUX's
         raise CheckpointError(
-            f"{path.name}: looks like a {model_type} model but lacks {dit_keys.MARKERS[found[0].name]}; an "
+            f"{path.name}: looks like a {model_type} model but lacks {marker}; an "
             "incomplete file or another layout, which SD Studio does not run. Download it again."
         )
     return checkpoint_of(path, *found)
@@ -177,7 +178,7 @@ DIT_PARTS = {
 
 
 def dit_checkpoint(path: Path, tensors: dict[str, Shape]) -> Checkpoint | None:
-    """A FLUX / SD3 file (original key layout, all-in-one or transformer only), None for any other file."""
+    """A FLUX / SD3 / Chroma file (original key layout, all-in-one or transformer only), None for any other."""
     found = dit_keys.identify(dit_keys.strip_prefix(tensors))
     if found is None:
         return None

@@ -1,14 +1,15 @@
-"""FLUX and SD3 single files: transformer-only files, their text encoders and VAE, and loading them offline.
+"""FLUX, SD3 and Chroma single files: transformer-only files, their text encoders and VAE, and loading them offline.
 
-ComfyUI and Forge users keep a FLUX / SD3 transformer alone (``models/unet``, ``models/diffusion_models``: original
-BFL / SAI key names, ``.safetensors`` in bf16/fp16/fp8 or a ``.gguf`` quantization as city96's conversions) and its
-text encoders (``clip_l``, ``clip_g``, ``t5xxl*``) in ``models/text_encoders`` or ``models/clip``, the VAE
-(``ae.safetensors``, the SD3 VAE) in ``models/vae``. All-in-one checkpoints (``models/checkpoints``) hold every part
-under ComfyUI's prefixes. Detection reads headers only (``checkpoints.dit_checkpoint``); a file lacking a part is
-paired with the first file of that kind in the folders (by name), and is skipped with a message naming the folder
-and files when there is none. Loading builds each module from the family's config folder: the transformer's config
-is derived from its shapes (``dit_keys``), fp8 weights are upcast to the compute dtype, and GGUF weights stay
-quantized through diffusers' ``GGUFQuantizationConfig`` (dequantized per layer at compute time).
+ComfyUI and Forge users keep a FLUX / SD3 / Chroma transformer alone (``models/unet``, ``models/diffusion_models``:
+original BFL / SAI key names, ``.safetensors`` in bf16/fp16/fp8 or a ``.gguf`` quantization as city96's conversions)
+and its text encoders (``clip_l``, ``clip_g``, ``t5xxl*``; Chroma takes T5 alone) in ``models/text_encoders`` or
+``models/clip``, the VAE (``ae.safetensors``, the SD3 VAE) in ``models/vae``. All-in-one checkpoints
+(``models/checkpoints``) hold every part under ComfyUI's prefixes. Detection reads headers only
+(``checkpoints.dit_checkpoint``); a file lacking a part is paired with the first file of that kind in the folders (by
+name), and is skipped with a message naming the folder and files when there is none. Loading builds each module from
+the family's config folder: the transformer's config is derived from its shapes (``dit_keys``), fp8 weights are
+upcast to the compute dtype, and GGUF weights stay quantized through diffusers' ``GGUFQuantizationConfig``
+(dequantized per layer at compute time).
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ DEFAULT_UNET_DIRS = (PROJECT_ROOT / "models" / "unet", PROJECT_ROOT / "models" /
 DEFAULT_TEXT_ENCODER_DIRS = (PROJECT_ROOT / "models" / "text_encoders", PROJECT_ROOT / "models" / "clip")
 SUFFIXES = (".safetensors", ".gguf")
 # What each family's pipeline needs besides the transformer; SD3 runs without T5 (as sd3_medium_incl_clips does).
-NEEDS = {"flux": ("clip_l", "t5xxl", "vae"), "sd3": ("clip_l", "clip_g", "vae")}
-OPTIONAL = {"flux": (), "sd3": ("t5xxl",)}
+NEEDS = {"flux": ("clip_l", "t5xxl", "vae"), "sd3": ("clip_l", "clip_g", "vae"), "chroma": ("t5xxl", "vae")}
+OPTIONAL = {"flux": (), "sd3": ("t5xxl",), "chroma": ()}
 EXAMPLES = {"clip_l": "clip_l.safetensors", "clip_g": "clip_g.safetensors", "t5xxl": "t5xxl_fp16.safetensors",
-            "vae": "ae.safetensors (FLUX) or the SD3 VAE"}
+            "vae": "ae.safetensors (FLUX) or the SD3 VAE", "chroma vae": "ae.safetensors (FLUX's VAE)"}
 CLIP_KEY = "text_model.encoder.layers.0.self_attn.q_proj.weight"
 T5_KEY = "encoder.block.0.layer.0.SelfAttention.q.weight"
 
@@ -90,7 +91,8 @@ def describe(path: Path, tensors: dict[str, Shape]) -> str:
 
 
 def scan_transformers(dirs: list[Path]) -> ScanResult:
-    """Every FLUX / SD3 transformer file (.safetensors, .gguf) in the UNet folders, and why others were skipped."""
+    """Every FLUX / SD3 / Chroma transformer file (.safetensors, .gguf) in the UNet folders, and why others were
+    skipped."""
     result = ScanResult()
     seen: set[str] = set()
     for folder in dirs:
@@ -167,14 +169,15 @@ def scan_parts(te_dirs: list[Path], vaes: dict[str, Path]) -> tuple[dict[str, li
     return found, problems
 
 
-VAE_NAMES = {"flux": ("flux",), "sd3": ("sd3", "sd_3", "sd35")}  # words of a VAE file name that say its family
+# Words of a VAE file name that say its family; Chroma decodes with FLUX's VAE.
+VAE_NAMES = {"flux": ("flux",), "sd3": ("sd3", "sd_3", "sd35"), "chroma": ("flux", "chroma")}
 
 
 def fits(family: str, part: Part, transformer: dict[str, Shape]) -> bool:
     """Whether a part file fits the transformer: T5's width is its text input, FLUX's CLIP-L width its pooled input,
     SD3's CLIPs pool through their projections."""
     if part.kind == "t5xxl":
-        key = "txt_in.weight" if family == "flux" else "context_embedder.weight"
+        key = "context_embedder.weight" if family == "sd3" else "txt_in.weight"
         return key not in transformer or part.width == transformer[key].shape[1]
     if part.kind == "vae":
         return True
@@ -188,14 +191,14 @@ def _preferred(family: str, kind: str, parts: list[Part]) -> Part:
     """The first file of a kind; for the VAE, the first whose name says the family (FLUX's ae.safetensors and the
     SD3 VAE have the same shapes but differ in weights and scaling)."""
     if kind == "vae":
-        named = [p for p in parts if (family == "flux" and p.path.stem.lower() == "ae")  # BFL's name for it
+        named = [p for p in parts if (family != "sd3" and p.path.stem.lower() == "ae")  # BFL's name for it
                  or any(n in p.path.stem.lower() for n in VAE_NAMES[family])]
         return (named or parts)[0]
     return parts[0]
 
 
 def pair(checkpoints: list[Checkpoint], parts: dict[str, list[Part]]) -> tuple[list[Checkpoint], list[str]]:
-    """Each FLUX / SD3 file with the files of the parts it lacks; a file missing a needed part is skipped."""
+    """Each FLUX / SD3 / Chroma file with the files of the parts it lacks; a file missing a needed part is skipped."""
     paired: list[Checkpoint] = []
     problems: list[str] = []
     for c in checkpoints:
@@ -208,7 +211,7 @@ def pair(checkpoints: list[Checkpoint], parts: dict[str, list[Part]]) -> tuple[l
         chosen = {p: _preferred(c.family, p, files).path for p, files in usable.items() if files}
         missing = [p for p in NEEDS[c.family] if p not in c.holds and p not in chosen]
         if missing:
-            names = ", ".join(EXAMPLES[p] for p in missing)
+            names = ", ".join(EXAMPLES.get(f"{c.family} {p}", EXAMPLES[p]) for p in missing)
             where = "models/vae" if missing == ["vae"] else "models/text_encoders (or models/clip)"
             unfit = [f.path.name for p in missing for f in parts.get(p, [])]
             problems.append(
@@ -263,11 +266,15 @@ def _transformer_state(path: Path, family: str, dtype: torch.dtype) -> tuple[dic
     return dit_keys.to_diffusers(family, state), state, False
 
 
+TRANSFORMERS = {"flux": "FluxTransformer2DModel", "sd3": "SD3Transformer2DModel",
+                "chroma": "ChromaTransformer2DModel"}
+
+
 def load_transformer(path: Path, family: str, config: str, dtype: torch.dtype) -> Any:
     """The file's transformer, its config read from the shapes over the family's config folder."""
     import diffusers
 
-    cls = diffusers.FluxTransformer2DModel if family == "flux" else diffusers.SD3Transformer2DModel
+    cls = getattr(diffusers, TRANSFORMERS[family])
     converted, shapes, quantized = _transformer_state(path, family, dtype)
     head_dim = cls.load_config(config, subfolder="transformer", local_files_only=True)["attention_head_dim"]
     derived = dit_keys.transformer_config(family, shapes, head_dim)
@@ -322,6 +329,7 @@ def load_vae(path: Path, config: str, dtype: torch.dtype) -> Any:
 
 # family → (pipeline class, [(pipeline component, part, transformers class, config subfolder)])
 ENCODERS = {
+    "chroma": ("ChromaPipeline", [("text_encoder", "t5xxl", "T5EncoderModel")]),
     "flux": ("FluxPipeline", [("text_encoder", "clip_l", "CLIPTextModel"),
                               ("text_encoder_2", "t5xxl", "T5EncoderModel")]),
     "sd3": ("StableDiffusion3Pipeline", [("text_encoder", "clip_l", "CLIPTextModelWithProjection"),
@@ -331,7 +339,7 @@ ENCODERS = {
 
 
 def load_pipeline(source: str, family: str, config: str, parts: dict[str, str], dtype: torch.dtype) -> Any:
-    """The text2img pipeline of a FLUX / SD3 single file: its own parts, the paired files for the others."""
+    """The text2img pipeline of a FLUX / SD3 / Chroma single file: its own parts, the paired files for the others."""
     import diffusers
 
     path = Path(source)

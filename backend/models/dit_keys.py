@@ -1,12 +1,14 @@
-"""FLUX and SD3 transformer files in their original key layout (BFL's ``double_blocks.*``, SAI's ``joint_blocks.*``).
+"""FLUX, SD3 and Chroma transformer files in their original key layout (BFL's ``double_blocks.*``, SAI's
+``joint_blocks.*``; Chroma is FLUX's layout without the modulation linears, plus its ``distilled_guidance_layer``).
 
 One table per family maps the original names to diffusers' names, both ways: ``to_diffusers`` reads a file's
 tensors (plain, fp8-upcast or GGUF-quantized) into a diffusers state dict, ``to_original`` writes one (tests build
-single files from the tiny models with it). diffusers' own FLUX converter hard-codes FLUX.1's inner width 3072 when
-it splits a single block's fused ``linear1``; here every split reads the width from the file, so fine-tunes of other
-sizes and the tiny test models load too. ``identify`` names the variant and ``transformer_config`` derives the
-transformer's config (blocks, widths, guidance embedding, qk-norm, dual attention) from the tensor shapes alone, so
-one shipped config folder per family serves every variant. Pure functions of names and shapes: no file access.
+single files from the tiny models with it). diffusers' own FLUX and Chroma converters hard-code FLUX.1's inner width
+3072 when they split a single block's fused ``linear1``; here every split reads the width from the file, so
+fine-tunes of other sizes and the tiny test models load too. ``identify`` names the variant and
+``transformer_config`` derives the transformer's config (blocks, widths, guidance embedding, qk-norm, dual
+attention, Chroma's approximator) from the tensor shapes alone, so one shipped config folder per family serves every
+variant. Pure functions of names and shapes: no file access.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import torch
 
 PREFIX = "model.diffusion_model."  # all-in-one ComfyUI / Forge checkpoints keep the transformer under this prefix
-FAMILIES = ("flux", "sd3")
+FAMILIES = ("flux", "sd3", "chroma")
 
 # (kind, original name, diffusers name(s)). kind: "r" rename, "s" scale/shift halves swapped (the original
 # AdaLayerNorm output is shift, scale; diffusers' is scale, shift), "c" swapped only when the tensor has 2×width
@@ -59,6 +61,18 @@ FLUX_SINGLE: Table = (
     ("r", "norm.key_norm.scale", "attn.norm_k.weight"),
     ("r", "linear2", "proj_out"),
 )
+# Chroma: FLUX without the time / pooled-text / guidance embedders and per-block modulation linears (its
+# "approximator", distilled_guidance_layer, computes every block's modulation from the timestep).
+APPROXIMATOR = "distilled_guidance_layer."
+CHROMA_TOP: Table = (
+    ("r", APPROXIMATOR + "in_proj", APPROXIMATOR + "in_proj"),
+    ("r", APPROXIMATOR + "out_proj", APPROXIMATOR + "out_proj"),
+    ("r", "txt_in", "context_embedder"),
+    ("r", "img_in", "x_embedder"),
+    ("r", "final_layer.linear", "proj_out"),
+)
+CHROMA_APPROXIMATOR: Table = (("r", "in_layer", "linear_1"), ("r", "out_layer", "linear_2"))
+CHROMA_NORMS: Table = (("r", "scale", "weight"),)
 SD3_TOP: Table = (
     ("r", "pos_embed", "pos_embed.pos_embed"),
     ("r", "x_embedder.proj", "pos_embed.proj"),
@@ -95,12 +109,20 @@ LAYOUTS: dict[str, tuple[Table, list[tuple[str, str, Table]]]] = {
     "flux": (FLUX_TOP, [("double_blocks.", "transformer_blocks.", FLUX_DOUBLE),
                         ("single_blocks.", "single_transformer_blocks.", FLUX_SINGLE)]),
     "sd3": (SD3_TOP, [("joint_blocks.", "transformer_blocks.", SD3_JOINT)]),
+    # FLUX's block tables less their first entries, the modulation linears Chroma's blocks do not have.
+    "chroma": (CHROMA_TOP, [("double_blocks.", "transformer_blocks.", FLUX_DOUBLE[2:]),
+                            ("single_blocks.", "single_transformer_blocks.", FLUX_SINGLE[1:]),
+                            (APPROXIMATOR + "layers.", APPROXIMATOR + "layers.", CHROMA_APPROXIMATOR),
+                            (APPROXIMATOR + "norms.", APPROXIMATOR + "norms.", CHROMA_NORMS)]),
 }
-# A tensor every file of the family has (original names), and the one whose rows are the inner width.
-MARKERS = {"flux": "double_blocks.0.img_attn.qkv.weight", "sd3": "joint_blocks.0.x_block.attn.qkv.weight"}
+# A tensor every file of the family has (original names; Chroma's is besides FLUX's), and the one whose rows are the
+# inner width.
+MARKERS = {"flux": "double_blocks.0.img_attn.qkv.weight", "sd3": "joint_blocks.0.x_block.attn.qkv.weight",
+           "chroma": "distilled_guidance_layer.in_proj.weight"}
 WIDTH_KEYS = {
     "flux": ("img_in.weight", "x_embedder.weight"),
     "sd3": ("x_embedder.proj.weight", "pos_embed.proj.weight"),
+    "chroma": ("img_in.weight", "x_embedder.weight"),
 }
 
 
@@ -112,8 +134,9 @@ def strip_prefix(shapes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def family_of(keys: Mapping[str, Any]) -> str | None:
-    """``flux`` or ``sd3`` when the (prefix-stripped) tensor names are an original-layout transformer."""
-    return next((name for name, marker in MARKERS.items() if marker in keys), None)
+    """``flux``, ``sd3`` or ``chroma`` when the (prefix-stripped) tensor names are an original-layout transformer."""
+    found = next((name for name in ("flux", "sd3") if MARKERS[name] in keys), None)
+    return "chroma" if found == "flux" and MARKERS["chroma"] in keys else found
 
 
 def width(family: str, shapes: Mapping[str, Any]) -> int:
@@ -213,11 +236,11 @@ def _blocks(keys: Mapping[str, Any], prefix: str) -> list[int]:
 
 
 def identify(shapes: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(diffusers model type, label) of an original-layout FLUX/SD3 transformer (prefix-stripped names)."""
+    """(diffusers model type, label) of an original-layout FLUX/SD3/Chroma transformer (prefix-stripped names)."""
     family = family_of(shapes)
+    if family == "chroma":  # Chroma1-HD, -Base, chroma-unlocked-v*; Radiance works on pixels (no img_in patches)
+        return ("chroma", "Chroma") if "img_in.weight" in shapes else ("chroma-radiance", "Chroma Radiance")
     if family == "flux":
-        if "distilled_guidance_layer.in_proj.weight" in shapes:
-            return "chroma", "Chroma"
         in_ch, out_ch = tuple(shapes["img_in.weight"].shape)[1], tuple(shapes["final_layer.linear.weight"].shape)[0]
         if in_ch != out_ch:  # Fill / Depth / Canny: the conditioning is packed beside the latents
             return "flux-fill", f"FLUX.1 Fill/Depth/Canny ({in_ch} input channels)"
@@ -240,6 +263,8 @@ def transformer_config(family: str, shapes: Mapping[str, Any], head_dim: int) ->
         return tuple(shapes[key].shape)
 
     inner = width(family, shapes)
+    if family == "chroma":
+        return _chroma_config(shapes, inner)
     if family == "flux":
         head = shape("double_blocks.0.img_attn.norm.query_norm.scale")[0]
         return {
@@ -270,4 +295,24 @@ def transformer_config(family: str, shapes: Mapping[str, Any], head_dim: int) ->
         "pos_embed_max_size": round(shape("pos_embed")[1] ** 0.5),
         "qk_norm": "rms_norm" if qk_norm else None,
         "dual_attention_layers": dual,
+    }
+
+
+def _chroma_config(shapes: Mapping[str, Any], inner: int) -> dict[str, Any]:
+    """ChromaTransformer2DModel's config from the shapes; the RoPE axes come from the config folder."""
+    def shape(key: str) -> tuple[int, ...]:
+        return tuple(shapes[key].shape)
+
+    head = shape("double_blocks.0.img_attn.norm.query_norm.scale")[0]
+    return {
+        "num_layers": len(_blocks(shapes, "double_blocks.")),
+        "num_single_layers": len(_blocks(shapes, "single_blocks.")),
+        "in_channels": shape("img_in.weight")[1],
+        "out_channels": shape("final_layer.linear.weight")[0],
+        "attention_head_dim": head,
+        "num_attention_heads": inner // head,
+        "joint_attention_dim": shape("txt_in.weight")[1],
+        "approximator_num_channels": shape("distilled_guidance_layer.in_proj.weight")[1],
+        "approximator_hidden_dim": shape("distilled_guidance_layer.in_proj.weight")[0],
+        "approximator_layers": len(_blocks(shapes, "distilled_guidance_layer.layers.")),
     }

@@ -194,7 +194,7 @@ class ModelRegistry:
     def scan_checkpoints(self, settings: Settings) -> None:
         """Scan the checkpoint, UNet, text-encoder and VAE folders (at start and on Refresh).
 
-        FLUX / SD3 files are paired with the text encoders and VAE they lack (``backend.models.dit_files``).
+        FLUX / SD3 / Chroma files are paired with the text encoders and VAE they lack (``backend.models.dit_files``).
         """
         self.vaes, vae_problems = scan_vaes(vae_dirs(settings))
         result = scan(checkpoint_dirs(settings), settings.allow_pickle)
