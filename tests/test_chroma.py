@@ -89,7 +89,7 @@ def test_sampler_grid_cell_equals_its_txt2img_run(engine):
     "changes,field",
     [
         ({"enable_hr": True, "hr_upscaler": "Latent"}, "hr_upscaler"),
-        ({"prompt": "a cat <lora:style:0.8>"}, "prompt"),
+        ({"prompt": "a cat embedding:style"}, "prompt"),  # embeddings; LoRAs it takes (test_chroma_files.py)
         ({"distilled_cfg_scale": 5.0}, "distilled_cfg_scale"),
         ({"sampler": "Heun"}, "sampler"),
         ({"sampler": "DPM++ 2M"}, "sampler"),  # its scheduler takes no given sigmas
