@@ -5,22 +5,37 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from gradio_client import Client
 from PIL import Image
 
+from api.routes import mount_api
 from backend.generation.engine import Engine
 from backend.library import history as history_module
-from backend.library.history import INDEX_NAME, TRASH_NAME, History, Query, owner_digest
+from backend.library.history import (
+    INDEX_NAME,
+    TRASH_NAME,
+    UNOWNED,
+    History,
+    Query,
+    login_owner,
+    owner_digest,
+)
 from backend.library.infotext import parse_infotext
 from backend.library.outputs import OutputWriter, write_png_atomic
 from backend.schema.requests import Txt2ImgRequest
+from backend.serving.logins import Brake, Logins
 from backend.settings import Settings
+from ui.studio import Studio, history_owner
 from ui.tab_history import load_picture
 
 from .apphost import serve
+from .conftest import TINY
 from .test_browser import browser, generate, set_number  # noqa: F401  (the shared Chromium fixture)
 
 DEMO = "Demo shapes (offline)"
@@ -246,3 +261,40 @@ def test_the_tab_shows_sends_and_deletes_in_the_page(browser, tmp_path, cache_di
         page.wait_for_function(f"() => {summary}.includes('No saved pictures')", timeout=60_000)
         assert [p.name for p in (out / TRASH_NAME).rglob("*.png")] == ["00001-4242.png"]
         assert not list(out.glob("2*/*.png"))
+
+
+def test_the_a1111_api_claims_a_logged_in_callers_pictures_for_the_same_login(tmp_path, cache_dir):
+    """Pictures saved through /sdapi/v1 by a login are that login's in the History tab (the page's owner key), not
+    another login's; without logins they stay unclaimed (shown only at the server's own machine)."""
+    for auth in (Logins({"ann": "s3cret", "bob": "pw"}, Brake(attempts=10**6)), None):
+        out = tmp_path / ("with" if auth else "without")
+        engine = Engine(Settings(offline=True, output_dir=out, cache_dir=cache_dir))
+        history = History(out)
+        engine.writer.on_saved.append(history.add)  # as the page's History tab hooks it
+        app = FastAPI()
+        mount_api(app, engine, auth)
+        body = {"prompt": "a red circle", "seed": 3, "steps": 1, "width": 64, "height": 64, "save_images": True,
+                "override_settings": {"sd_model_checkpoint": TINY}}  # fmt: skip
+        answer = TestClient(app).post("/sdapi/v1/txt2img", json=body, auth=("ann", "s3cret") if auth else None)
+        assert answer.status_code == 200, answer.text
+        ann = history.search([owner_digest(login_owner("ann"))], Query("circle")).entries
+        everyone = history.search(None, Query("circle")).entries
+        assert len(everyone) == 1
+        if auth:
+            assert [e.path for e in ann] == [everyone[0].path]
+            assert history.search([owner_digest(login_owner("bob")), UNOWNED]).entries == []
+            # The page's own key for the login is the same one.
+            assert history_owner(SimpleNamespace(username="ann")) == login_owner("ann")
+        else:
+            assert ann == [] and everyone[0].owner == UNOWNED
+
+
+def test_every_z_sheet_of_an_xyz_plot_is_claimed(folder):
+    """An X/Y/Z plot saves one sheet per Z value: the caller owns all of them, not only the first."""
+    history = History(folder)
+    history.scan()
+    sheets = [folder / "2026-01-02/00001-3.png", folder / "2026-01-02/00002-4.png"]
+    result = SimpleNamespace(paths=[folder / "2026-01-01/00001-1.png"], grid_paths=sheets, grid_path=sheets[0])
+    studio = Studio(engine=None, cancels=None, history=history)  # type: ignore[arg-type]
+    studio.claim(result, SimpleNamespace(username="alice"))
+    assert paths(history.search([ALICE])) == ["00002-4.png", "00001-3.png", "00001-1.png"]

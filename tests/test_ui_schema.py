@@ -135,6 +135,7 @@ def test_the_page_shows_only_the_options_a_family_honours(shared_engine):
         "dit_cache": False,
         "eta": True,
         "distilled_cfg_scale": False,
+        "text_encoders": False,  # a model with its own text encoders (only single DiT files take files)
     }
     flux = family_options(shared_engine, "Tiny FLUX (offline test model)")
     assert flux == {
@@ -143,6 +144,7 @@ def test_the_page_shows_only_the_options_a_family_honours(shared_engine):
         "dit_cache": True,
         "eta": False,
         "distilled_cfg_scale": True,
+        "text_encoders": False,  # a folder model: its own
     }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from backend.generation.engine import Engine
-from backend.library.history import UNOWNED, History, owner_digest
+from backend.library.history import UNOWNED, History, login_owner, owner_digest
 
 from .session import CancelRegistry
 
@@ -26,8 +26,10 @@ class Studio:
     history: History | None = None  # the saved pictures' index (ui/tab_history.py), when the server saves them
 
     def claim(self, result: Any, caller: gr.Request) -> None:
-        """A run's saved pictures (a grid's sheet too) belong to its caller, for the History tab."""
-        paths: list[Path] = [*getattr(result, "paths", ()), *filter(None, [getattr(result, "grid_path", None)])]
+        """A run's saved pictures (a grid's sheet too, every Z sheet of an X/Y/Z plot) belong to its caller, for the
+        History tab."""
+        sheets = getattr(result, "grid_paths", None) or [getattr(result, "grid_path", None)]
+        paths: list[Path] = [*getattr(result, "paths", ()), *filter(None, sheets)]
         if self.history is not None and paths:
             self.history.claim(paths, history_owner(caller))
 
@@ -37,7 +39,7 @@ def history_owner(caller: gr.Request) -> str:
     address (as ``ui.session.owner_key`` keys runs)."""
     login = getattr(caller, "username", None)
     if login:
-        return f"login\x00{login}"
+        return login_owner(login)
     client = getattr(caller, "client", None)
     return f"session\x00{caller.session_hash or ''}\x00{getattr(client, 'host', '') or ''}"
 

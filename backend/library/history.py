@@ -8,8 +8,8 @@ whose path and mtime are indexed is not read, so pictures another tool drops in 
 
 Who owns a picture (a login, or a page session) is not in the PNG: ``claim`` records it in the index and appends it
 to ``<output_dir>/.owners.log`` (path, mtime, owner digest), which a rebuild reads back. Pictures nobody claimed
-(written by another tool, or by the A1111 API) have the owner ``""``. Delete moves the file to
-``<output_dir>/.trash/`` (same relative path), never unlinks it.
+(written by another tool, or by the A1111 API on a server without logins) have the owner ``""``. Delete moves the
+file to ``<output_dir>/.trash/`` (same relative path), never unlinks it.
 """
 
 from __future__ import annotations
@@ -62,6 +62,11 @@ def _logged(errors: type[BaseException], what: str) -> Iterator[None]:
         yield
     except errors as err:
         log.warning("History index: %s (%s)", what, err)
+
+
+def login_owner(login: str) -> str:
+    """The owner key of a login: the same from the page and from the A1111 API, so a user sees both's pictures."""
+    return f"login\x00{login}"
 
 
 def owner_digest(key: str) -> str:
