@@ -11,10 +11,13 @@ from typing import Any
 
 from backend.schema.choices import RESIZE_MODES
 from backend.schema.errors import ValidationError
+from backend.schema.inpaint_control import CONTROLNET_INPAINT, INPAINT_MODULE
 from backend.schema.requests import ControlUnit
 
 from .codec import Limits, decode_image
 from .models import GenerationBody
+
+IP_MODULE = "ip-adapter"  # the extension's IP-Adapter modules: ip-adapter_clip_sd15, ip-adapter_clip_sdxl, …
 
 # ControlUnit's fields → the extension's names (a refusal names what the caller sent).
 CONTROL_FIELDS = {
@@ -55,6 +58,10 @@ def _control_args(body: GenerationBody) -> list[Any]:
     return [unit for unit in args if not (isinstance(unit, dict) and unit.get("enabled", True) is False)]
 
 
+def _is_ip_adapter(unit: Any) -> bool:
+    return isinstance(unit, dict) and str(unit.get("module", "")).lower().startswith(IP_MODULE)
+
+
 def _unit_field(index: int, name: str) -> str:
     return f"alwayson_scripts.controlnet.args[{index}].{name}"
 
@@ -69,6 +76,9 @@ def _number(unit: dict[str, Any], key: str, default: float, index: int) -> float
 def _control_type(unit: dict[str, Any], index: int) -> tuple[str, str]:
     """(module, control type): the model's name says the type, else the module's."""
     module = str(unit.get("module") or "none").lower()
+    if module == INPAINT_MODULE:
+        raise ValidationError(_unit_field(index, "module"), f"{INPAINT_MODULE} works in img2img with a mask (the "
+                              "body's mask, or the unit's), alone: it is SD Studio's ControlNet inpaint strategy")
     model = str(unit.get("model") or "None").lower()
     if module != "none" and module not in MODULES:
         raise ValidationError(
@@ -111,7 +121,8 @@ def _unit(unit: Any, index: int, limits: Limits) -> ControlUnit:
 
 def control_units(body: GenerationBody, limits: Limits) -> tuple[ControlUnit, ...]:
     """The enabled units of ``alwayson_scripts.controlnet`` (none: no ControlNet)."""
-    return tuple(_unit(unit, index, limits) for index, unit in enumerate(_control_args(body)))
+    units = enumerate(_control_args(body))
+    return tuple(_unit(unit, index, limits) for index, unit in units if not _is_ip_adapter(unit))
 
 
 def guess_mode(body: GenerationBody) -> bool:
@@ -137,3 +148,41 @@ def control_field(field: str) -> str:
     index = int(number) - 1 if number.isdigit() and base else 0
     name = base if number.isdigit() and base else field
     return _unit_field(index, CONTROL_FIELDS.get(name, name))
+
+
+def inpaint_only(body: GenerationBody, limits: Limits) -> tuple[dict[str, Any], Any]:
+    """The ControlNet extension's ``inpaint_only`` unit as the inpaint request's fields, and the unit's own mask
+    (None: none sent). ({}, None) when no enabled unit has that module."""
+    units = [unit for unit in _control_args(body) if not _is_ip_adapter(unit)]
+    found = [i for i, u in enumerate(units) if isinstance(u, dict) and str(u.get("module")).lower() == INPAINT_MODULE]
+    if not found:
+        return {}, None
+    if len(units) > 1:
+        raise ValidationError(_unit_field(found[0], "module"), f"{INPAINT_MODULE} runs alone: send no other unit")
+    mask = units[0].get("mask", units[0].get("mask_image"))
+    if isinstance(mask, dict):  # the extension's {"image": …, "mask": …} form
+        mask = mask.get("mask")
+    if mask not in (None, ""):
+        mask = decode_image(mask, _unit_field(0, "mask"), limits.max_bytes, limits.max_pixels).convert("L")
+    return {"inpaint_strategy": CONTROLNET_INPAINT}, mask or None
+
+
+def ip_adapter(body: GenerationBody, limits: Limits) -> dict[str, Any]:
+    """The request's IP-Adapter fields from the extension's ``ip-adapter_*`` unit ({} without one): its model
+    ("ip-adapter_sd15 [hash]" names models/ipadapter/ip-adapter_sd15.safetensors), weight and picture(s)."""
+    found = [(i, u) for i, u in enumerate(_control_args(body)) if _is_ip_adapter(u)]
+    if not found:
+        return {}
+    index, unit = found[0]
+    if len(found) > 1:
+        raise ValidationError(_unit_field(found[1][0], "module"), "one IP-Adapter unit at a time")
+    model = str(unit.get("model") or "").split(" [")[0].strip()
+    if model in ("", "none", "None"):
+        raise ValidationError(_unit_field(index, "model"), "name the IP-Adapter model (a file in models/ipadapter)")
+    pictures = unit.get("image", unit.get("input_image"))
+    pictures = pictures if isinstance(pictures, list) else [pictures]
+    if not pictures or any(p in (None, "") for p in pictures):
+        raise ValidationError(_unit_field(index, "image"), "the IP-Adapter unit needs a reference picture")
+    where = _unit_field(index, "image")
+    images = tuple(decode_image(p, where, limits.max_bytes, limits.max_pixels).convert("RGB") for p in pictures)
+    return {"ip_adapter": model, "ip_adapter_weight": _number(unit, "weight", 1.0, index), "ip_adapter_image": images}

@@ -31,7 +31,15 @@ from backend.schema.seeds import batch_seeds
 
 from .adetailer import adetailer_fields
 from .codec import Limits, decode_image, encode_png
-from .controlnet_units import CONTROL_FIELDS, control_field, control_resize, control_units, guess_mode
+from .controlnet_units import (
+    CONTROL_FIELDS,
+    control_field,
+    control_resize,
+    control_units,
+    guess_mode,
+    inpaint_only,
+    ip_adapter,
+)
 from .models import ExtrasBody, GenerationBody, Img2ImgBody, Txt2ImgBody
 
 # Our field names → the caller's, so a refusal from the backend's validator names the field the caller sent.
@@ -148,7 +156,7 @@ def _check_hires(body: Txt2ImgBody) -> None:
 
 
 def txt2img_request(body: Txt2ImgBody, model: str, limits: Limits) -> GenerationRequest:
-    common = _common(body, model)
+    common = {**_common(body, model), **ip_adapter(body, limits)}  # an ip-adapter_* ControlNet unit's fields
     units = control_units(body, limits)
     if units:
         if body.enable_hr:
@@ -163,7 +171,7 @@ def txt2img_request(body: Txt2ImgBody, model: str, limits: Limits) -> Generation
 
 
 def img2img_request(body: Img2ImgBody, model: str, limits: Limits) -> GenerationRequest:
-    common = _common(body, model)
+    common = {**_common(body, model), **ip_adapter(body, limits)}  # an ip-adapter_* ControlNet unit's fields
     if not body.init_images:
         raise ValidationError("init_images", "init_images must hold one base64 picture")
     image = decode_image(body.init_images[0], "init_images", limits.max_bytes, limits.max_pixels).convert("RGB")
@@ -172,17 +180,22 @@ def img2img_request(body: Img2ImgBody, model: str, limits: Limits) -> Generation
             "resize_mode", "resize_mode must be 0 (just resize), 1 (crop and resize), 2 (resize and fill)"
         )
     resize_mode = RESIZE_BY_NUMBER[body.resize_mode]
-    units = control_units(body, limits)
-    if body.mask is not None:
+    strategy, unit_mask = inpaint_only(body, limits)  # the extension's inpaint_only unit: ControlNet inpaint
+    units = () if strategy else control_units(body, limits)
+    if body.mask is not None or unit_mask is not None:
         if units:
             raise ValidationError("alwayson_scripts.controlnet", "ControlNet with an inpaint mask is not available yet")
-        mask = decode_image(body.mask, "mask", limits.max_bytes, limits.max_pixels).convert("L")
+        mask = unit_mask if body.mask is None else decode_image(body.mask, "mask", limits.max_bytes, limits.max_pixels)
+        mask = mask.convert("L")
         if body.inpainting_mask_invert:
             mask = ImageOps.invert(mask)
         blur = body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x, body.mask_blur_y)
         area = "Only masked" if body.inpaint_full_res else "Whole picture"
-        own = {"image": image, "mask": mask, "resize_mode": resize_mode, "mask_blur": blur, "inpaint_area": area}
+        own = {"image": image, "mask": mask, "resize_mode": resize_mode, "mask_blur": blur, "inpaint_area": area,
+               **strategy}
         return _request(InpaintRequest, body, common, **own)
+    if strategy:
+        raise ValidationError("mask", "the inpaint_only ControlNet unit needs a mask: send mask (white = repaint)")
     if units:
         own = {"init_image": image, "resize_mode": resize_mode, "units": units, "guess_mode": guess_mode(body)}
         return _request(ControlNetRequest, body, common, **own)

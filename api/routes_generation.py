@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from backend.images.annotators import PreprocessError
+from backend.library.history import History, login_owner
 from backend.models.pipelines import ModelUnavailable
 from backend.schema.errors import ValidationError
 from backend.schema.requests import GenerationRequest
@@ -25,19 +26,27 @@ from .state import ERRORS, SD, ApiState, error_body, refusal
 
 
 def _iterations(first: GenerationRequest, body: GenerationBody, runs: int) -> list[GenerationRequest]:
-    """n_iter: iteration n starts at seed + n × batch_size, as in A1111."""
-    if runs > 1 and first.seed == -1:
-        first = first.replace(seed=resolve_seed(first.seed, body.batch_size * runs))
-    return [first] + [first.replace(seed=first.seed + n * first.batch_size) for n in range(1, runs)]
+    """n_iter: iteration n starts at seed + n × batch_size, and so does its variation seed, as in A1111."""
+    if runs > 1:
+        total = body.batch_size * runs
+        first = first.replace(seed=resolve_seed(first.seed, total), subseed=resolve_seed(first.subseed, total))
+    step = first.batch_size
+    later = [first.replace(seed=first.seed + n * step, subseed=first.subseed + n * step) for n in range(1, runs)]
+    return [first, *later]
 
 
 def generate(state: ApiState, body, make: Callable[..., GenerationRequest], login: str | None, http: Request):
     """One A1111 generation call: the options' defaults, the conversion, the queue, the response or refusal."""
-    # The options' clip skip, unless the request overrides it.
+    # The options' clip skip and VAE, unless the request overrides them.
     overrides = body.override_settings
+    sent = dict(overrides) if isinstance(overrides, dict) else {}
     if overrides is None or isinstance(overrides, dict):
-        body.override_settings = {"CLIP_stop_at_last_layers": state.clip_skip, **(overrides or {})}
+        body.override_settings = {"CLIP_stop_at_last_layers": state.clip_skip, "sd_vae": state.vae, **sent}
     try:
+        try:
+            body.override_settings["sd_vae"] = state.vae_name(body.override_settings.get("sd_vae"))
+        except ValidationError as err:
+            raise ValidationError("override_settings.sd_vae", str(err)) from None
         first = make(body, state.model, state.limits())
         runs = convert.iterations(body)
     except ValidationError as err:
@@ -55,7 +64,32 @@ def generate(state: ApiState, body, make: Callable[..., GenerationRequest], logi
         return refusal("override_settings.sd_model_checkpoint", str(err))
     except PreprocessError as err:
         return refusal("alwayson_scripts.controlnet", str(err))
+    if not body.override_settings_restore_afterwards:
+        keep_overrides(state, sent, first)
+    if login is not None:
+        claim(state, [path for result in results for path in result.paths], login)
     return convert.response(results, body, interrupted)
+
+
+def claim(state: ApiState, paths: list, login: str) -> None:
+    """A logged-in caller's saved pictures are theirs in the History tab, as the page's are (the same owner key).
+    Without logins they stay unclaimed: an address is no identity, and the page shows unclaimed pictures only at
+    the server's own machine."""
+    hooks = getattr(getattr(state.engine, "writer", None), "on_saved", [])
+    for history in {getattr(hook, "__self__", None) for hook in hooks}:
+        if isinstance(history, History) and paths:
+            history.claim(paths, login_owner(login))
+
+
+def keep_overrides(state: ApiState, sent: dict[str, Any], ran: GenerationRequest) -> None:
+    """``override_settings_restore_afterwards: false``: the options the request overrode keep its values (as the
+    request ran them) for later requests, as after ``POST options``."""
+    if "sd_model_checkpoint" in sent:
+        state.model = ran.model
+    if "CLIP_stop_at_last_layers" in sent:
+        state.clip_skip = ran.clip_skip
+    if "sd_vae" in sent:
+        state.vae = ran.vae
 
 
 def add_generation(router: APIRouter, state: ApiState) -> None:
@@ -70,7 +104,10 @@ def add_generation(router: APIRouter, state: ApiState) -> None:
         return generate(state, body, convert.img2img_request, login, http)
 
 
-def _progress(job: Job | None, count: int, skip_current_image: bool) -> ProgressResponse:
+def _progress(job: Job | None, skip_current_image: bool) -> ProgressResponse:
+    """A1111's progress of the caller's job: ``job_count`` its n_iter iterations (0 without a job), ``job_no`` those
+    done, ``sampling_step`` of ``sampling_steps`` in the current pass, ``progress`` over the whole job (0..1) and
+    ``eta_relative`` the seconds left at the pace so far."""
     running = job is not None and bool(job.started)
     elapsed = time.monotonic() - job.started if running else 0.0
     done = job.progress if job else 0.0
@@ -85,7 +122,7 @@ def _progress(job: Job | None, count: int, skip_current_image: bool) -> Progress
             "skipped": bool(job and job.skip.is_set()),
             "interrupted": bool(job and job.interrupt.is_set()),
             "job": "txt2img" if running else "",
-            "job_count": count,
+            "job_count": job.total_runs if job else 0,
             "job_timestamp": "0",
             "job_no": job.runs_done if job else 0,
             "sampling_step": job.step if job else 0,
@@ -108,8 +145,8 @@ def add_progress(router: APIRouter, state: ApiState) -> None:
         login: str | None = Depends(login_of),
     ):
         caller = owner(login, http) if login is not None or not id_task else None
-        job, count = state.jobs.progress(caller, id_task)
-        return _progress(job, count, skip_current_image)
+        job, _ = state.jobs.progress(caller, id_task)
+        return _progress(job, skip_current_image)
 
     def stop(http: Request, body: TaskBody | None, login: str | None, skip: bool) -> dict[str, Any]:
         task = (body.id_task if body else None) or http.query_params.get("id_task")

@@ -7,6 +7,7 @@ import gradio as gr
 from backend.images.ops import mask_overlay
 from backend.schema.choices import INPAINT_AREAS
 from backend.schema.fields import field_default
+from backend.schema.inpaint_control import INPAINT_STRATEGIES
 from backend.schema.requests import InpaintRequest, field_limits
 
 from .common import build_common_controls
@@ -103,6 +104,10 @@ def build_tab(studio: Studio) -> TabHandle:
             pictures = build_pictures(studio)
             options = build_options(studio)
             outpaint = build_outpaint(studio)
+            strategy = {"inpaint_strategy": FieldRadio(
+                list(INPAINT_STRATEGIES), value=field_default(InpaintRequest, "inpaint_strategy"),
+                elem_id="inpaint-strategy", **words("inpaint_strategy", InpaintRequest),
+            )}
             controls = build_common_controls(studio, "inpaint", size_from_image=True, prompt_section=section)
         with gr.Column(scale=1):
             out = build_output_block("inpaint")
@@ -127,8 +132,8 @@ def build_tab(studio: Studio) -> TabHandle:
             return (None,)
         return (mask_overlay(result.images[0], result.extras["mask"]),)
 
-    # The pictures and options are required parameters; the outpainting ones optional (0 = no outpainting).
-    own = pictures | options | outpaint
-    handler = tab_handler(inpaint, InpaintRequest, controls.fields, (*pictures, *options), tuple(outpaint))
+    # The pictures and options are required parameters; the outpainting ones and the strategy optional.
+    own = pictures | options | outpaint | strategy
+    handler = tab_handler(inpaint, InpaintRequest, controls.fields, (*pictures, *options), (*outpaint, *strategy))
     wire_generation(studio, controls, out, handler, own, api_name="inpaint", extra_outputs=[mask_used])
     return TabHandle("inpaint", controls, out, pictures["image"], sent_fields(InpaintRequest, own))

@@ -15,6 +15,8 @@ from typing import Any
 
 from backend.schema.choices import CONTROL_TYPES
 from backend.schema.fields import field_default
+from backend.schema.inpaint_control import CONTROLNET_INPAINT, INPAINT_STRATEGIES
+from backend.schema.ip_adapter import is_on as ip_adapter_on
 from backend.schema.requests import GenerationRequest
 from backend.schema.samplers import SAMPLER_TABLES, supported_schedules
 
@@ -51,6 +53,8 @@ TASKS = frozenset({"txt2img", "img2img", "inpaint", "controlnet"})  # the reques
 # or a plain UNet whose latents outside the mask are blended back at every step (diffusers' 4-channel path).
 INPAINTING_UNET = "inpainting UNet"
 LATENT_BLENDING = "latent blending"
+# A third, chosen by the request's ``inpaint_strategy``: the plain UNet steered by the family's inpaint ControlNet.
+SD_INPAINT_STRATEGIES = (INPAINTING_UNET, LATENT_BLENDING, CONTROLNET_INPAINT)
 
 # Like the big web UIs we do not run the SD 1.x/2.x safety checker (documented in docs/models.md).
 NO_SAFETY_CHECKER = MappingProxyType({"safety_checker": None, "requires_safety_checker": False})
@@ -102,6 +106,7 @@ class Family:
     # the model's config lacks them (diffusers 0.42's ChromaInpaintPipeline reads ``guidance_embeds``).
     transformer_config: Mapping[str, Any] = field(default_factory=dict)
     inpaint_strategies: tuple[str, ...] = (INPAINTING_UNET, LATENT_BLENDING)
+    ip_adapter: bool = False  # IP-Adapter files (backend.generation.ip_adapter) fit its UNet
     # The sampler table its models run (``backend.schema.samplers.SAMPLER_TABLES``): "sd" or a flow-matching one.
     sampler_table: str = "sd"
     # A1111 emphasis and BREAK through compel (CLIP-only prompt encoders). Without it the prompt goes to the
@@ -152,6 +157,13 @@ class Family:
             return "hr_upscaler", (
                 f"{self.label} models have no latent hires upscaling yet; pick a picture upscaler such as Lanczos"
             )
+        if ip_adapter_on(request) and not self.ip_adapter:
+            return "ip_adapter", f"{self.label} models take no IP-Adapter; set it to None"
+        strategy = getattr(request, "inpaint_strategy", None)
+        if strategy is not None and strategy not in INPAINT_STRATEGIES:
+            return "inpaint_strategy", f"inpaint_strategy must be one of: {', '.join(INPAINT_STRATEGIES)}"
+        if strategy == CONTROLNET_INPAINT and CONTROLNET_INPAINT not in self.inpaint_strategies:
+            return "inpaint_strategy", f"{self.label} models have no ControlNet inpaint; pick auto"
         units = getattr(request, "units", ()) or ()
         if units and not self.guess_mode and getattr(request, "guess_mode", False):
             return "guess_mode", f"{self.label} ControlNets have no guess mode; turn it off"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.families.base import NO_SAFETY_CHECKER, Family
+from backend.families.base import NO_SAFETY_CHECKER, SD_INPAINT_STRATEGIES, Family
 
 FAMILY = Family(
     name="sd15",
@@ -11,4 +11,6 @@ FAMILY = Family(
     single_file_pipeline="StableDiffusionPipeline",
     pretrained_kwargs=NO_SAFETY_CHECKER,
     grid_batching=True,  # StableDiffusionPipeline's loop is what the grid's batched denoising mirrors
+    ip_adapter=True,
+    inpaint_strategies=SD_INPAINT_STRATEGIES,  # the inpaint ControlNet too (controlnets.inpaint)
 )

@@ -7,7 +7,7 @@ SDXL has no safety checker to turn off.
 
 from __future__ import annotations
 
-from backend.families.base import SD_OPTIONS, Family
+from backend.families.base import SD_INPAINT_STRATEGIES, SD_OPTIONS, Family
 
 FAMILY = Family(
     name="sdxl",
@@ -17,4 +17,6 @@ FAMILY = Family(
     dual_text_encoders=True,
     supports=SD_OPTIONS - {"clip_skip"},
     ignores=frozenset({"clip_skip"}),
+    ip_adapter=True,
+    inpaint_strategies=SD_INPAINT_STRATEGIES,  # the inpaint ControlNet too (controlnets.inpaint)
 )

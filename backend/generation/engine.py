@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from backend.families import Family, family
-from backend.generation import detail, noise
+from backend.generation import detail, ip_adapter, noise
 from backend.generation.interrupt import Cancelled, stoppable
 from backend.generation.networks import EMBEDDING_REF, Networks, parse_lora_tags
 from backend.generation.pipeline_call import StepCallback, StepEvent, call_pipeline, step_callback
@@ -31,6 +31,7 @@ from backend.images.upscalers import upscale as upscale_image
 from backend.library.infotext import format_infotext
 from backend.library.outputs import PARAMETERS_KEY, OutputWriter
 from backend.library.presets import PresetStore, apply_styles
+from backend.models import encoder_choice, openvino_unet
 from backend.models.detectors import Detectors
 from backend.models.devices import describe_plan, tile_vae_for, weight_sizes
 from backend.models.pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
@@ -63,6 +64,7 @@ class Engine:
         default = self.registry.get(self.default_model)
         sizes = weight_sizes(default.source, (file for _, file in default.parts))
         self.precision = describe_plan(settings, self.cache.plan, sizes)  # shown on the page and logged at start
+        self.precision += openvino_unet.describe(settings, self.cache.plan)  # --backend
         self.run_lock = threading.Lock()  # one pipeline run at a time per engine
 
     def _choose_default_model(self) -> tuple[str, str]:
@@ -116,14 +118,18 @@ class Engine:
         with self.run_lock:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("generation stopped")
+            # Checked before loading: a file that does not fit is refused without loading the model first.
+            encoders = encoder_choice.chosen(self.registry.get(request.model), request.text_encoders, self.settings)
             loaded = self.load_for(request.model, request.task)
             self.use_vae(request.model, request.vae)
+            self.cache.use_text_encoders(request.model, encoders)
             context = {}
             if isinstance(request, ControlNetRequest):
                 self._check_controlnets(loaded, request)
                 context["maps"] = self._control_maps(request)
             prepared = prepare(request, **context)
             pipe = self.cache.pipeline(request.model, *pipeline_key(request))
+            prepared.kwargs.update(ip_adapter.apply(pipe, request))  # in for this run, or taken out
             # LoRA tags and embeddings: applied to the model, taken out of the text it encodes; the infotext keeps them.
             networks = self.networks.apply(pipe, request.prompt, request.negative_prompt)
             prepared.kwargs.update(prompt=networks.prompt, negative_prompt=networks.negative_prompt or None)

@@ -11,8 +11,10 @@ from typing import Any
 
 from PIL import Image
 
+from backend.generation import inpaint_control
 from backend.images import outpaint
 from backend.images.ops import blend_back, blur_mask, resize
+from backend.schema.inpaint_control import INPAINT_CONTROL_TYPE
 from backend.schema.requests import (
     ControlNetRequest,
     ControlUnit,
@@ -66,29 +68,32 @@ def prepare_inpaint(request: InpaintRequest) -> Prepared:
     image = resize(request.image, *size, request.resize_mode)
     mask = resize(request.mask, *size, request.resize_mode).point(lambda v: 255 if v > 127 else 0)
     soft = blur_mask(mask, request.mask_blur)
-    kwargs = _inpaint_kwargs(request, image, soft)
+    kwargs = _inpaint_kwargs(request, image, soft, mask)
 
     def finish(images: list[Image.Image]) -> list[Image.Image]:
         return [blend_back(image, out, soft) for out in images]
 
-    return Prepared(kwargs, finish, extras={"mask": soft})
+    return Prepared(kwargs, finish, inpaint_control.infotext(request), extras={"mask": soft})
 
 
 def prepare_outpaint(request: InpaintRequest) -> Prepared:
     """Inpaint on the grown canvas (its size is the validated width × height), then crop to the grown picture."""
     canvas = outpaint.extend(request.image, request.mask, request.margins, request.outpaint_fill, request.seed)
     soft = outpaint.blend_mask(canvas, request.mask_blur)
-    kwargs = _inpaint_kwargs(request, canvas.image, soft)
+    kwargs = _inpaint_kwargs(request, canvas.image, soft, canvas.mask)
     kwargs["mask_image"] = canvas.mask  # hard: the whole new area is generated
 
     def finish(images: list[Image.Image]) -> list[Image.Image]:
         return [blend_back(canvas.image, out, soft).crop(canvas.box) for out in images]
 
-    return Prepared(kwargs, finish, extras={"mask": soft.crop(canvas.box)})
+    return Prepared(kwargs, finish, inpaint_control.infotext(request), extras={"mask": soft.crop(canvas.box)})
 
 
-def _inpaint_kwargs(request: InpaintRequest, image: Image.Image, soft: Image.Image) -> dict[str, Any]:
+def _inpaint_kwargs(
+    request: InpaintRequest, image: Image.Image, soft: Image.Image, hard: Image.Image
+) -> dict[str, Any]:
     kwargs = {**_common(request), "image": image, "mask_image": soft, "strength": request.strength}
+    kwargs.update(inpaint_control.control_kwargs(request, image, hard))  # the ControlNet inpaint strategy's
     if request.inpaint_area == "Only masked":
         kwargs["padding_mask_crop"] = request.padding
     return kwargs
@@ -144,6 +149,8 @@ def pipeline_key(request: GenerationRequest) -> tuple[str, tuple[str, ...]]:
     if isinstance(request, ControlNetRequest):
         task = "img2img" if request.init_image is not None else "txt2img"
         return task, tuple(unit.control_type for unit in request.units)
+    if inpaint_control.uses_controlnet(request):
+        return request.task, (INPAINT_CONTROL_TYPE,)  # diffusers' ControlNet inpaint pipeline, with the model's UNet
     return request.task, ()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image
 
 from backend.families import family
+from backend.generation import ip_adapter
 from backend.generation.engine import Engine
 from backend.generation.interrupt import Cancelled, stoppable
 from backend.generation.pipeline_call import StepCallback
@@ -107,6 +108,7 @@ class GridRunner:
         loaded = engine.load_for(first.model, "txt2img")
         engine.use_vae(first.model, first.vae)
         pipe = engine.cache.pipeline(first.model, "txt2img")
+        ip_adapter.unload(pipe)  # an earlier request's IP-Adapter: the grid's cells run without one
         chunks = _chunks(cells, self._batchable(cells, loaded, pipe), engine.settings.max_batch)
         model_family = family(loaded.spec.family)
         table = model_family.sampler_table

@@ -208,3 +208,50 @@ def ensure(path: Path, seed: int = TINY_SEED, *, inpaint: bool = False) -> Path:
     if not (path / "model_index.json").exists():
         save(path, seed, inpaint=inpaint)
     return path
+
+
+# IP-Adapter (issue #29): a tiny CLIP vision encoder and a random adapter in the ip-adapter_sd15 layout, for tests.
+TINY_IMAGE_EMBED = 16  # the tiny encoder's projection size: the adapter's image_proj input
+IP_TOKENS = 4  # ImageProjection's tokens per picture (what diffusers infers from ``image_proj.proj.weight``)
+
+
+def save_image_encoder(path: Path, seed: int = 5) -> Path:
+    """A random ``CLIPVisionModelWithProjection`` (32-pixel pictures) with its image processor, in ``path``."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=32, patch_size=8, projection_dim=TINY_IMAGE_EMBED)
+    CLIPVisionModelWithProjection(config).save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    return Path(path)
+
+
+def ip_adapter_state(unet, seed: int = 6, image_embed: int = TINY_IMAGE_EMBED) -> dict[str, torch.Tensor]:
+    """A random adapter for ``unet`` under the keys of ``ip-adapter_sd15.safetensors``: ``image_proj.*`` (diffusers'
+    ImageProjection) and ``ip_adapter.<n>.to_k_ip/to_v_ip.weight``, n = 1, 3, 5… over the cross-attention layers."""
+    generator = torch.Generator().manual_seed(seed)
+    cross = unet.config.cross_attention_dim
+    state = {
+        "image_proj.proj.weight": torch.randn(cross * IP_TOKENS, image_embed, generator=generator) * 0.5,
+        "image_proj.proj.bias": torch.zeros(cross * IP_TOKENS),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    key_id = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        to_k = unet.get_submodule(name.removesuffix(".processor")).to_k.weight
+        for part in ("to_k_ip", "to_v_ip"):
+            state[f"ip_adapter.{key_id}.{part}.weight"] = torch.randn(to_k.shape, generator=generator) * 0.5
+        key_id += 2
+    return state
+
+
+def save_ip_adapter(path: Path, unet, seed: int = 6) -> Path:
+    """``ip_adapter_state`` saved as one .safetensors file at ``path``."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in ip_adapter_state(unet, seed).items()}, str(path))
+    return Path(path)

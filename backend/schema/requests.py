@@ -16,38 +16,25 @@ from backend.schema.choices import DISTILLED_CFG, MAX_SEED, MIN_DETECT_RESOLUTIO
 from backend.schema.detail import detailed_dataclass
 from backend.schema.fields import Limit, collect_limits, spec
 from backend.schema.geometry import Margins
+from backend.schema.infotext_codecs import (
+    NOT_READ,
+    hires_only,
+    only_masked,
+    read_hires_resize,
+    read_seed_resize,
+    read_size,
+    seed_resize_text,
+    size_text,
+)
+from backend.schema.inpaint_control import inpaint_dataclass
+from backend.schema.ip_adapter import ip_adapter_fields
 from backend.schema.samplers import DEFAULT_SAMPLER, DEFAULT_SCHEDULE, SAMPLERS
 from backend.settings import Settings
 
-
-def _size(request: Any) -> str:
-    return f"{request.width}x{request.height}"
-
-
-def _read_size(text: str) -> dict[str, Any]:
-    width, _, height = text.partition("x")
-    return {"width": int(width), "height": int(height)} if width.isdigit() and height.isdigit() else {}
-
-
-def NOT_READ(text: str) -> dict[str, Any]:  # noqa: N802 - a marker the infotext reader checks for
-    """A key written for people and A1111, which no request field takes back."""
-    return {}
-
-
-def _seed_resize(request: Any) -> str | None:
-    w, h = request.seed_resize_from_w, request.seed_resize_from_h
-    return f"{w}x{h}" if w > 0 and h > 0 else None
-
-
-def _read_seed_resize(text: str) -> dict[str, Any]:
-    size = _read_size(text)
-    return {"seed_resize_from_w": size["width"], "seed_resize_from_h": size["height"]} if size else {}
-
-
 EXTRA = dict(common=True, send=True, absent_means_default=True)  # the "Extra" seed row's fields
 # Width and height: shared by every request (image tasks start at 0 = "the input image's size").
-WIDTH = dict(label="Width", limit=lambda s: Limit(64, s.max_width, SIZE_MULTIPLE), infotext="Size", written=_size,
-             read=_read_size, common=True, preset=True)
+WIDTH = dict(label="Width", limit=lambda s: Limit(64, s.max_width, SIZE_MULTIPLE), infotext="Size", written=size_text,
+             read=read_size, common=True, preset=True)
 HEIGHT = dict(label="Height", limit=lambda s: Limit(64, s.max_height, SIZE_MULTIPLE), common=True, preset=True)
 STRENGTH_LIMIT = dict(limit=lambda s: Limit(0.0, 1.0, 0.01), infotext="Denoising strength", preset=True,
                       a1111="denoising_strength")
@@ -55,6 +42,7 @@ OUTPAINT = dict(limit=lambda s: Limit(0, max(s.max_width, s.max_height), SIZE_MU
 
 
 @detailed_dataclass  # the detail pass's (ADetailer) fields follow these: backend.schema.detail
+@ip_adapter_fields  # then the IP-Adapter's: backend.schema.ip_adapter
 class GenerationRequest:
     """Fields every task shares. ``seed=-1`` asks for a random seed; ``model=""`` the default model."""
 
@@ -74,8 +62,8 @@ class GenerationRequest:
                                    written=lambda r: r.subseed_strength if r.subseed_strength > 0 else None, **EXTRA)
     seed_resize_from_w: int = spec(0, label="Resize seed from width (0 = off)", infotext="Seed resize from",
                                    info="The seed's noise as made at this size, pasted centred: its composition kept.",
-                                   limit=lambda s: Limit(0, s.max_width, SIZE_MULTIPLE), written=_seed_resize,
-                                   read=_read_seed_resize, **EXTRA)
+                                   limit=lambda s: Limit(0, s.max_width, SIZE_MULTIPLE), written=seed_resize_text,
+                                   read=read_seed_resize, **EXTRA)
     seed_resize_from_h: int = spec(0, label="Resize seed from height (0 = off)",
                                    limit=lambda s: Limit(0, s.max_height, SIZE_MULTIPLE), **EXTRA)
     steps: int = spec(20, label="Steps", limit=lambda s: Limit(1, s.max_steps), infotext="Steps", common=True,
@@ -115,6 +103,11 @@ class GenerationRequest:
     save: bool = True  # write the pictures to the output folder (when the server saves at all)
     # "" = the model's own VAE; else a file of the VAE folders by name (backend.models.checkpoints).
     vae: str = spec("", label="VAE", infotext="VAE", common=True, send=True, absent_means_default=True)
+    # "" = the automatic pairing; else file names of the text-encoder folders, comma-separated
+    # (backend.models.encoder_choice). Not an A1111 body field: Forge's forge_additional_modules is server paths.
+    text_encoders: str = spec("", label="Text encoders", info="FLUX / SD3 / Chroma files without their own: the "
+                              "text-encoder files to use (none chosen = the first fitting file of each kind)",
+                              infotext="Text encoders", common=True, send=True, absent_means_default=True)
     # A1111's: 2 = the text encoder's last layer left out. Written only when set, as A1111 does.
     clip_skip: int = spec(1, label="Clip skip", limit=lambda s: Limit(1, 12), infotext="Clip skip",
                           written=lambda r: r.clip_skip if r.clip_skip > 1 else None)
@@ -204,11 +197,6 @@ class GenerationRequest:
         return dataclasses.replace(self, **changes)
 
 
-def _hires(value: Any) -> Any:
-    """A hires key's value, written only when the hires fix ran."""
-    return lambda r: value(r) if r.enable_hr else None
-
-
 @dataclass
 class Txt2ImgRequest(GenerationRequest):
     """``enable_hr``: A1111's hires fix. Generate at width×height, upscale by ``hr_scale`` with ``hr_upscaler``
@@ -221,20 +209,21 @@ class Txt2ImgRequest(GenerationRequest):
 
     enable_hr: bool = spec(False, label="Hires. fix", absent_means_default=True)  # no Hires keys: no hires fix
     # The hires pass's denoising strength (A1111 writes it only with the hires fix).
-    strength: float = spec(0.7, label="Denoising strength", written=_hires(lambda r: r.strength),
+    strength: float = spec(0.7, label="Denoising strength", written=hires_only(lambda r: r.strength),
                            **STRENGTH_LIMIT)
     # A1111 writes one of the two: the resize size as sent (a side may be 0), or the scale.
     hr_resize_x: int = spec(0, infotext="Hires resize",
-                            written=_hires(lambda r: f"{r.hr_resize_x}x{r.hr_resize_y}" if r.hires_resize else None),
-                            read=lambda text: _read_hires_resize(text))
+                            written=hires_only(lambda r: f"{r.hr_resize_x}x{r.hr_resize_y}" if r.hires_resize
+                                               else None),
+                            read=lambda text: read_hires_resize(text))
     hr_resize_y: int = 0
     hr_scale: float = spec(2.0, label="Hires upscale", infotext="Hires upscale",
-                           written=_hires(lambda r: None if r.hires_resize else f"{r.hr_scale:g}"),
+                           written=hires_only(lambda r: None if r.hires_resize else f"{r.hr_scale:g}"),
                            read=lambda text: {"hr_scale": float(text), "enable_hr": True})
     hr_steps: int = spec(0, label="Hires steps", limit=lambda s: Limit(0, s.max_steps), infotext="Hires steps",
-                         written=_hires(lambda r: r.hr_steps or None), a1111="hr_second_pass_steps")
+                         written=hires_only(lambda r: r.hr_steps or None), a1111="hr_second_pass_steps")
     hr_upscaler: str = spec("Lanczos", label="Hires upscaler", infotext="Hires upscaler",
-                            written=_hires(lambda r: r.hr_upscaler))
+                            written=hires_only(lambda r: r.hr_upscaler))
 
     task: ClassVar[str] = "txt2img"
 
@@ -275,14 +264,6 @@ class Txt2ImgRequest(GenerationRequest):
         return tuple((c - s) // SIZE_MULTIPLE // 2 * SIZE_MULTIPLE for c, s in zip(cover, size, strict=True))
 
 
-def _read_hires_resize(text: str) -> dict[str, Any]:
-    """A1111's "Hires resize: 1024x0": the hires size instead of a scale."""
-    x, _, y = text.partition("x")
-    if not (x.isdigit() and y.isdigit() and len(x) <= 6 and len(y) <= 6):
-        return {}
-    return {"enable_hr": True, "hr_resize_x": int(x), "hr_resize_y": int(y)}
-
-
 @dataclass
 class Img2ImgRequest(GenerationRequest):
     """``width``/``height`` 0 = the input image's size rounded to multiples of 8."""
@@ -296,20 +277,16 @@ class Img2ImgRequest(GenerationRequest):
     task: ClassVar[str] = "img2img"
 
 
-def _only_masked(value: Any) -> Any:
-    return lambda r: value(r) if r.inpaint_area == "Only masked" else None
-
-
-@dataclass
+@inpaint_dataclass  # its inpaint_strategy follows these fields: backend.schema.inpaint_control
 class InpaintRequest(Img2ImgRequest):
     """``mask`` white = repaint. ``inpaint_area`` "Only masked" works on a padded crop around the mask."""
 
     mask: Any = None  # PIL image
     mask_blur: int = spec(4, label="Mask blur", limit=lambda s: Limit(0, 64), infotext="Mask blur", preset=True)
     inpaint_area: str = spec("Whole picture", label="Inpaint area", infotext="Inpaint area",
-                             written=_only_masked(lambda r: r.inpaint_area), read=NOT_READ, a1111="inpaint_full_res")
+                             written=only_masked(lambda r: r.inpaint_area), read=NOT_READ, a1111="inpaint_full_res")
     padding: int = spec(32, label="Masked area padding", limit=lambda s: Limit(0, 256), infotext="Masked area padding",
-                        written=_only_masked(lambda r: r.padding), read=NOT_READ, a1111="inpaint_full_res_padding")
+                        written=only_masked(lambda r: r.padding), read=NOT_READ, a1111="inpaint_full_res_padding")
     # Outpainting: grow the picture by these many pixels per side (backend.images.outpaint). The output is the grown
     # picture at its own size (width/height are set from it), the old pixels unchanged; the mask may then be empty.
     outpaint_left: int = spec(0, **OUTPAINT)
