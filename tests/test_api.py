@@ -37,10 +37,20 @@ ARGS = dict(
     model=TINY,
     styles=[],
     vae="",
+    text_encoders=[],
     skip_cfg_after=1.0,
     deep_cache=1,
+    dit_cache=0.0,
     eta=0.0,
     distilled_cfg_scale=3.5,
+    combinatorial_prompts=False,
+    ad_model="None",
+    ad_prompt="",
+    ad_negative_prompt="",
+    ad_confidence=0.3,
+    ad_denoising_strength=0.4,
+    ad_mask_blur=4,
+    ad_inpaint_only_masked_padding=32,
 )
 
 

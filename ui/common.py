@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import gradio as gr
 
 from backend.families import family
 from backend.families.base import OPTIONS
 from backend.generation.engine import Engine
+from backend.models import encoder_choice
 from backend.schema.catalog import common_fields
 from backend.schema.fields import Limit, field_default
 from backend.schema.requests import GenerationRequest, field_limits
@@ -35,7 +37,7 @@ Component = gr.components.Component
 COMMON_FIELDS = common_fields()
 # The common fields laid out by hand below; the others are built from the schema (``field_control``).
 LAID_OUT = (
-    *("prompt", "negative_prompt", "styles", "model", "vae", "sampler", "schedule"),
+    *("prompt", "negative_prompt", "styles", "model", "vae", "text_encoders", "sampler", "schedule"),
     *("steps", "guidance_scale", "width", "height", "batch_size", "seed"),
     *("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h"),
     *DETAIL_FIELDS,  # the ADetailer accordion (ui/detail.py)
@@ -142,7 +144,9 @@ def family_options(engine: Engine, model: str) -> dict[str, bool]:
     skip CFG, eta …): the page shows only those; what a family refuses or ignores would be a control doing nothing."""
     spec = engine.registry.models.get(model)
     honoured = family(spec.family).supports if spec else OPTIONS.keys()
-    return {name: name in honoured for name in COMMON_FIELDS if name in OPTIONS}
+    shown = {name: name in honoured for name in COMMON_FIELDS if name in OPTIONS}
+    shown["text_encoders"] = spec is not None and encoder_choice.takes_choice(spec)  # files without their own
+    return shown
 
 
 def _build_sampling(studio: Studio, prefix: str, limits: dict[str, Limit]) -> dict[str, Component]:
@@ -206,6 +210,15 @@ def build_model_row(studio: Studio, prefix: str) -> dict[str, Component]:
             **words("vae"),
         )
         refresh = tool_button("Refresh", f"{prefix}-refresh-models")
+    # The text-encoder files of the folders; none chosen = the automatic pairing. Shown for DiT files only.
+    encoders = TextEncoderDropdown(
+        text_encoder_choices(engine),
+        value=encoder_choice.names(field_default(GenerationRequest, "text_encoders")),  # [] = automatic pairing
+        multiselect=True,
+        allow_custom_value=True,
+        elem_id=control_id(prefix, "text_encoders"),
+        **words("text_encoders"),
+    )
 
     def refresh_models(current: str, current_vae: str):
         problems = engine.refresh_models()
@@ -215,12 +228,13 @@ def build_model_row(studio: Studio, prefix: str) -> dict[str, Component]:
         return (
             gr.Dropdown(choices=model_choices(engine), value=current if current in names else engine.default_model),
             gr.Dropdown(choices=vae_choices(engine), value=current_vae if current_vae in engine.registry.vaes else ""),
+            gr.Dropdown(choices=text_encoder_choices(engine)),
         )
 
     # One public endpoint (txt2img's) is enough for API clients; the other tabs' buttons stay private.
     api = {"api_name": "refresh_models"} if prefix == "txt2img" else {"api_visibility": "private"}
-    refresh.click(refresh_models, inputs=[model, vae], outputs=[model, vae], queue=False, **api)
-    return {"model": model, "vae": vae}
+    refresh.click(refresh_models, inputs=[model, vae], outputs=[model, vae, encoders], queue=False, **api)
+    return {"model": model, "vae": vae, "text_encoders": encoders}
 
 
 def model_choices(engine: Engine) -> list[tuple[str, str]]:
@@ -239,6 +253,22 @@ def needs_download_message(name: str) -> str:
 
 def vae_choices(engine: Engine) -> list[tuple[str, str]]:
     return [("Model's own", ""), *((name, name) for name in engine.registry.vaes)]
+
+
+def text_encoder_choices(engine: Engine) -> list[str]:
+    return [part.path.name for part in encoder_choice.candidates(engine.settings)]
+
+
+class TextEncoderDropdown(FieldDropdown):
+    """A multiselect whose value is the field's comma-separated file names (what the request and infotext hold)."""
+
+    def preprocess(self, payload: Any) -> str:
+        if isinstance(payload, str):  # an API client's "a.safetensors, b.safetensors"
+            payload = encoder_choice.names(payload)
+        return ", ".join(super().preprocess(payload) or [])
+
+    def postprocess(self, value: Any) -> Any:
+        return super().postprocess(encoder_choice.names(value) if isinstance(value, str) else value)
 
 
 def tool_button(text: str, elem_id: str) -> gr.Button:
