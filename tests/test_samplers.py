@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from backend.generation.samplers import build_scheduler, scheduler_class
-from backend.schema.samplers import SAMPLERS, SCHEDULES, split_legacy_name, supported_schedules
+from backend.schema.errors import ValidationError
+from backend.schema.samplers import FLOW_ONLY, SAMPLERS, SCHEDULES, split_legacy_name, supported_schedules
 
 from .conftest import pixels
 
@@ -27,7 +28,7 @@ def test_declared_schedules_are_the_ones_the_scheduler_accepts(sampler):
     scheduler class accepts, so no sampler promises a flag its scheduler would silently ignore."""
     params = inspect.signature(scheduler_class(sampler).__init__).parameters
     accepted = [name for name, flags in SCHEDULES.items() if all(key in params for key in flags)]
-    assert supported_schedules(sampler) == accepted
+    assert supported_schedules(sampler) == [name for name in accepted if name not in FLOW_ONLY]
     assert SAMPLERS[sampler].eta == ("eta" in inspect.signature(scheduler_class(sampler).step).parameters)
 
 
@@ -57,12 +58,25 @@ def test_every_sampler_generates(shared_engine, tiny_request, sampler):
     assert f"Sampler: {sampler}, Schedule type: Automatic" in result.infotext
 
 
-@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("schedule", [name for name in SCHEDULES if name not in FLOW_ONLY])
 def test_every_schedule_generates_differently(shared_engine, tiny_request, schedule):
     base = pixels(shared_engine.run(tiny_request.replace(sampler="DPM++ 2M", schedule="Automatic")).images[0])
     result = shared_engine.run(tiny_request.replace(sampler="DPM++ 2M", schedule=schedule))
     assert f"Schedule type: {schedule}" in result.infotext
     assert (schedule == "Automatic") == np.array_equal(base, pixels(result.images[0]))
+
+
+def test_simple_is_forges_name_for_a_flow_models_own_schedule(shared_engine, tiny_request):
+    """Forge writes "Schedule type: Simple" on FLUX pictures: the model's own schedule, the same pixels as Automatic,
+    written back as Simple; SD samplers refuse it by field name (A1111's SD "Simple" is another schedule)."""
+    flux = tiny_request.replace(model="Tiny FLUX (offline test model)", sampler="Euler", steps=2, batch_size=1)
+    automatic = shared_engine.run(flux.replace(schedule="Automatic"))
+    simple = shared_engine.run(flux.replace(schedule="Simple"))
+    assert np.array_equal(pixels(automatic.images[0]), pixels(simple.images[0]))
+    assert "Schedule type: Simple" in simple.infotext
+    with pytest.raises(ValidationError) as caught:
+        shared_engine.run(tiny_request.replace(sampler="DPM++ 2M", schedule="Simple"))
+    assert caught.value.field == "schedule"
 
 
 def test_all_a1111_names_are_registered():

@@ -51,6 +51,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
 # Schedule type → the scheduler config flags that select it. "Automatic" keeps the model's own.
 SCHEDULES: dict[str, dict[str, Any]] = {
     "Automatic": {},
+    "Simple": {},  # flow samplers: the model's own shifted schedule under Forge's name (Forge writes it in infotexts)
     "Karras": {"use_karras_sigmas": True},
     "Exponential": {"use_exponential_sigmas": True},
     "Beta": {"use_beta_sigmas": True},
@@ -59,22 +60,24 @@ SCHEDULES: dict[str, dict[str, Any]] = {
 DEFAULT_SAMPLER = "DPM++ 2M"
 DEFAULT_SCHEDULE = "Karras"
 
-# Flow-matching samplers (FLUX, SD 3.x), named as Forge names them. "Automatic" is the model's own shifted schedule
-# (what Forge calls "Simple"); Karras, Exponential and Beta reshape its sigmas where the scheduler class does that in
+# Flow-matching samplers (FLUX, SD 3.x), named as Forge names them. "Automatic" and "Simple" (Forge's name) are the
+# model's own shifted schedule; Karras, Exponential and Beta reshape its sigmas where the scheduler class does that in
 # flow space (FlowMatchEuler and UniPC do; DPM-Solver's Karras/Exponential/Beta branches read SD's noise schedule,
 # so its flow variant has the model's schedule only). ``flow_shift`` comes from the model's ``shift``
 # (``backend.generation.samplers``).
-FLOW_ALL = ("Automatic", "Karras", "Exponential", "Beta")
+FLOW_ALL = ("Automatic", "Simple", "Karras", "Exponential", "Beta")
+FLOW_OWN = ("Automatic", "Simple")  # the model's schedule only
+FLOW_ONLY = ("Simple",)  # SD's samplers do not offer it: A1111's SD "Simple" is another schedule, not the model's own
 _FLOW = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
 FLOW_SAMPLERS: dict[str, SamplerSpec] = {
     "Euler": SamplerSpec("FlowMatchEulerDiscreteScheduler", schedules=FLOW_ALL),
-    "Heun": SamplerSpec("FlowMatchHeunDiscreteScheduler", schedules=("Automatic",)),
+    "Heun": SamplerSpec("FlowMatchHeunDiscreteScheduler", schedules=FLOW_OWN),
     "DPM++ 2M": SamplerSpec(
         "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, **_FLOW},
-        schedules=("Automatic",),
+        schedules=FLOW_OWN,
     ),
     # UniPC's flow Exponential and Beta sigmas end at 0 and give NaN pictures (diffusers 0.42): not offered.
-    "UniPC": SamplerSpec("UniPCMultistepScheduler", dict(_FLOW), schedules=("Automatic", "Karras")),
+    "UniPC": SamplerSpec("UniPCMultistepScheduler", dict(_FLOW), schedules=(*FLOW_OWN, "Karras")),
 }
 # Which samplers a family's models run: a family names its table (``Family.sampler_table``). "flow_sigmas": the
 # pipelines hand the scheduler their own sigmas (FLUX), which FlowMatchHeunDiscreteScheduler does not take.
