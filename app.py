@@ -48,6 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(SDSTUDIO_DTYPE)",
     )
     p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "openvino"),
+        default=None,
+        help="CPU inference: torch, openvino (UNet and VAE decoder), or auto (see docs/performance.md) "
+        "(SDSTUDIO_BACKEND)",
+    )
+    p.add_argument(
         "--annotators",
         default=None,
         help="ControlNet preprocessor weights: a local folder or a hub repository (SDSTUDIO_ANNOTATORS)",
@@ -106,6 +113,7 @@ def build_settings(args: argparse.Namespace) -> tuple[Settings, str]:
         offline=args.offline,
         device=args.device,
         dtype=args.dtype,
+        backend=args.backend,
         annotators=args.annotators,
         workers=args.workers,
         ray_address=args.ray_address,

@@ -34,6 +34,7 @@ from backend.library.presets import PresetStore, apply_styles
 from backend.models import encoder_choice, openvino_unet
 from backend.models.detectors import Detectors
 from backend.models.devices import describe_plan, tile_vae_for, weight_sizes
+from backend.models.flux_fill import is_fill_transformer
 from backend.models.pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
 from backend.models.registry import ModelRegistry
 from backend.schema.errors import ValidationError
@@ -289,7 +290,8 @@ class Engine:
     def load_for(self, model: str, task: str) -> LoadedModel:
         """The loaded model, refused with a clear message when it cannot do ``task`` (call under run_lock)."""
         loaded = self.cache.model(model)
-        if task != "inpaint" and is_inpainting_unet(getattr(loaded.base, "unet", None)):
+        unet, transformer = getattr(loaded.base, "unet", None), getattr(loaded.base, "transformer", None)
+        if task != "inpaint" and (is_inpainting_unet(unet) or is_fill_transformer(transformer)):  # inpainting-only
             raise ValidationError("model", f"{model} is an inpainting model: use it in the inpaint tab")
         return loaded
 

@@ -1,0 +1,141 @@
+"""Benchmark: the OpenVINO backend (``--backend openvino``) against torch on the CPU.
+
+    python -m bench openvino [--model sd15|demo|tiny] [--size 256] [--steps 4] [--batches 1 2] [--rounds 2]
+
+Rows, in one run, in alternating rounds (load drift hits every row alike), medians of wall and CPU time per
+txt2img call (text encoder + steps + VAE decode): plain diffusers fp32; SD Studio's CPU default precision (bf16 where
+the CPU has native bf16, else fp32; a bare call, the engine's own overhead is measured by bench_speed); OpenVINO
+f32; and OpenVINO bf16 where the CPU has bf16. The OpenVINO rows patch the same pipeline the app's way
+(backend/models/openvino_unet.attach); their conversion + compile time and first call are reported apart. Each row's
+mean pixel difference (0-255) against diffusers fp32 is printed beside it. ``--model sd15`` is SD 1.5's
+architecture with random weights (bench_speed.build_sd15); ``--model demo`` the shipped demo model; ``--model tiny``
+the built-in test model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import copy
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+
+from backend.generation.samplers import build_scheduler
+from backend.models import openvino_unet, tiny
+from backend.models.devices import DevicePlan, cpu_bf16_flags
+from backend.settings import Settings
+from bench.bench_speed import RESULTS, build_demo, build_sd15
+
+PROMPT, SEED = "a red circle on a blue background", 1234
+
+
+def build_tiny() -> StableDiffusionPipeline:
+    """The built-in tiny test model (builtin:tiny), as plain diffusers loads it."""
+    folder = Path(tempfile.mkdtemp(prefix="ov-bench-tiny-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    folder = tiny.ensure(folder / "tiny")
+    return StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None)
+
+
+def timed(call: Callable[[], object]) -> tuple[float, float, object]:
+    """Wall and CPU seconds (all the process's threads: torch's and OpenVINO's) of one call, and its result."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = call()
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+def make_call(pipe, args, batch: int) -> Callable[[], np.ndarray]:
+    def call() -> np.ndarray:
+        generator = torch.Generator("cpu").manual_seed(SEED)
+        with torch.inference_mode():
+            images = pipe(
+                [PROMPT] * batch,
+                num_inference_steps=args.steps,
+                guidance_scale=7.0,
+                width=args.size,
+                height=args.size,
+                generator=generator,
+                output_type="np",
+            ).images
+        return (np.asarray(images) * 255).round()
+
+    return call
+
+
+def variants(base, args) -> dict[str, dict]:
+    """Row name → {pipe, convert_s (wall, cpu)}; the OpenVINO rows are converted here, each timed."""
+    bf16 = bool(cpu_bf16_flags())
+    rows = {"diffusers fp32": {"pipe": base}}
+    default = "bf16" if bf16 else "fp32"
+    rows[f"SD Studio default ({default})"] = {"pipe": copy.deepcopy(base).to(torch.bfloat16 if bf16 else torch.float32)}
+    for name, dtype in [("OpenVINO f32", torch.float32), ("OpenVINO bf16", torch.bfloat16)][: 2 if bf16 else 1]:
+        pipe = copy.deepcopy(base).to(dtype)
+        cache = Path(tempfile.mkdtemp(prefix="ov-bench-"))
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)  # converted models are GBs for SD 1.5
+        settings = Settings(backend="openvino", cache_dir=cache)
+        wall, cpu, notes = timed(lambda p=pipe, s=settings, d=dtype: openvino_unet.attach(p, s, DevicePlan("cpu", d)))
+        print(f"{name}: converted + compiled in {wall:.1f} s wall, {cpu:.1f} s CPU ({', '.join(notes)})", flush=True)
+        rows[name] = {"pipe": pipe, "convert_s": (wall, cpu)}
+    for row in rows.values():
+        row["pipe"].scheduler = build_scheduler(dict(base.scheduler.config), "Euler", "Automatic")
+        row["pipe"].set_progress_bar_config(disable=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="OpenVINO vs torch on the CPU")
+    parser.add_argument("--model", choices=("sd15", "demo", "tiny"), default="sd15")
+    parser.add_argument("--size", type=int, default=None, help="256 for sd15, 64 for demo")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+    args.size = args.size or {"sd15": 256, "demo": 64, "tiny": 64}[args.model]
+    builders = {"sd15": build_sd15, "demo": build_demo, "tiny": build_tiny}
+    base = builders[args.model]().to(torch.float32)
+    rows = variants(base, args)
+    report: dict[str, dict] = {}
+    for batch in args.batches:
+        calls = {name: make_call(row["pipe"], args, batch) for name, row in rows.items()}
+        first = {name: timed(call) for name, call in calls.items()}  # warm-up: OpenVINO's first inference
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
+        for _ in range(args.rounds):
+            for name, call in calls.items():
+                wall, cpu, _ = timed(call)
+                times[name].append((wall, cpu))
+        reference = first["diffusers fp32"][2]
+        torch_bf16 = next(first[name][2] for name in first if name.startswith("SD Studio default"))
+        print(f"\n{args.model} {args.size}x{args.size}, {args.steps} steps, batch {batch}, median of {args.rounds}:")
+        base_wall = statistics.median(w for w, _ in times["diffusers fp32"])
+        for name in calls:
+            wall = statistics.median(w for w, _ in times[name])
+            cpu = statistics.median(c for _, c in times[name])
+            diff = float(np.abs(first[name][2] - reference).mean())
+            same = torch_bf16 if "bf16" in name else reference  # torch at the same precision
+            same_diff = float(np.abs(first[name][2] - same).mean())
+            print(
+                f"  {name:26s} {wall:7.2f} s wall {cpu:7.2f} s CPU  x{base_wall / wall:4.2f} vs fp32  "
+                f"first call {first[name][0]:6.2f} s  mean pixel diff {diff:5.2f} "
+                f"(vs torch at the same precision {same_diff:4.2f})"
+            )
+            report[f"{name} batch {batch}"] = {
+                "wall": wall,
+                "cpu": cpu,
+                "first": first[name][0],
+                "diff": diff,
+                "same_precision_diff": same_diff,
+            }
+    for name, row in rows.items():
+        if "convert_s" in row:
+            report[f"{name} conversion"] = {"wall": row["convert_s"][0], "cpu": row["convert_s"][1]}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"openvino-{args.model}.json").write_text(json.dumps(report, indent=1))
