@@ -89,11 +89,12 @@ def test_each_model_type_maps_to_one_family():
         "sd35_large": ("sd3", False),
         "flux-dev": ("flux", False),
         "flux-schnell": ("flux", False),
+        "flux-fill": ("flux", False),  # an inpainting model, but no 9-channel UNet (backend.models.flux_fill)
         "chroma": ("chroma", False),
     }
     family, inpainting = families.for_model_type("inpainting_v2")
     assert (family.name, inpainting) == ("sd2", True)
-    assert families.for_model_type("flux-fill") is None
+    assert families.for_model_type("flux-control") is None  # FLUX.1 Depth/Canny files; Fill runs (test_flux_fill)
     with pytest.raises(ValueError, match="claimed by sd15"):
         families.register(dataclasses.replace(FAKE, model_types={"v1": False}))
     with pytest.raises(ValueError, match="twice"):

@@ -10,18 +10,23 @@ skip CFG after, ControlNets but canny and depth (``control_type``), samplers out
 upscalers (packed latents) and embeddings. LoRAs load through FluxPipeline's ``load_lora_weights`` (diffusers
 converts Kohya, XLabs and BFL keys). Eta is
 accepted and ignored, as A1111 does for every sampler whose step takes none (no flow sampler does; A1111 clients
-send eta by default). Inpainting blends latents (FluxInpaintPipeline); the grid runs one pipeline call per cell.
+send eta by default). Inpainting blends latents (FluxInpaintPipeline), or, where the transformer is a FLUX.1 Fill
+one (``backend.models.flux_fill``), runs FluxFillPipeline, which sees the mask and the masked picture; a Fill model
+runs the inpaint tab only. The grid runs one pipeline call per cell.
 """
 
 from __future__ import annotations
 
 from backend.families.base import LATENT_BLENDING, Family
 
+FILL_MODEL = "Fill model"  # the inpaint strategy of a FLUX.1 Fill transformer (chosen by the model, as SD's UNet)
+
 FAMILY = Family(
     name="flux",
     label="FLUX",
     # Single files in the original BFL layout (backend.models.dit_keys names the variant; schnell has no guidance).
-    model_types={"flux-dev": False, "flux-schnell": False},
+    # Fill files are inpainting models too, but with no 9-channel UNet: their transformer says it (flux_fill).
+    model_types={"flux-dev": False, "flux-schnell": False, "flux-fill": False},
     single_file_pipeline="FluxPipeline",
     default_prediction="flow_prediction",
     supports=frozenset({"distilled_cfg_scale", "dit_cache"}),
@@ -32,7 +37,8 @@ FAMILY = Family(
     control_image_argument="control_image",
     guess_mode=False,
     controlnet_img2img=False,  # no SD3 ControlNet img2img pipeline; FLUX's takes no negative prompt
-    inpaint_strategies=(LATENT_BLENDING,),
+    inpaint_strategies=(FILL_MODEL, LATENT_BLENDING),
+    task_pipelines={"fill": "FluxFillPipeline"},  # a Fill transformer's inpaint pipeline (flux_fill.FILL_TASK)
     sampler_table="flow_sigmas",  # FluxPipeline hands the scheduler its sigmas: no FlowMatch Heun
     prompt_weighting=False,
     pipeline_drops=frozenset({"eta"}),

@@ -164,7 +164,7 @@ def scan_parts(te_dirs: list[Path], vaes: dict[str, Path]) -> tuple[dict[str, li
             conv = next(s for k, s in read_header(path).items() if k.endswith("decoder.conv_in.weight"))
         except (CheckpointError, StopIteration, OSError):
             continue
-        if conv.shape[1] == 16:
+        if len(conv.shape) == 4 and conv.shape[1] == 16:  # a malformed file is no FLUX / SD3 VAE, not a crash
             found["vae"].append(Part(path, "vae", 16))
     return found, problems
 

@@ -235,6 +235,14 @@ def _blocks(keys: Mapping[str, Any], prefix: str) -> list[int]:
     return sorted({int(k[len(prefix):].split(".", 1)[0]) for k in keys if k.startswith(prefix)})
 
 
+def is_fill_channels(in_channels: int, out_channels: int | None) -> bool:
+    """Whether a FLUX transformer with these channels is a Fill one (``backend.models.flux_fill``; None out: as in).
+
+    Fill's input is latents + masked-picture latents + the mask, more than twice its output (384 against 64 for
+    FLUX.1 Fill dev); Depth/Canny's is latents + control latents, exactly twice."""
+    return in_channels > 2 * (out_channels or in_channels)
+
+
 def identify(shapes: Mapping[str, Any]) -> tuple[str, str] | None:
     """(diffusers model type, label) of an original-layout FLUX/SD3/Chroma transformer (prefix-stripped names)."""
     family = family_of(shapes)
@@ -242,8 +250,10 @@ def identify(shapes: Mapping[str, Any]) -> tuple[str, str] | None:
         return ("chroma", "Chroma") if "img_in.weight" in shapes else ("chroma-radiance", "Chroma Radiance")
     if family == "flux":
         in_ch, out_ch = tuple(shapes["img_in.weight"].shape)[1], tuple(shapes["final_layer.linear.weight"].shape)[0]
-        if in_ch != out_ch:  # Fill / Depth / Canny: the conditioning is packed beside the latents
-            return "flux-fill", f"FLUX.1 Fill/Depth/Canny ({in_ch} input channels)"
+        if is_fill_channels(in_ch, out_ch):  # the mask and the masked picture's latents beside the latents
+            return "flux-fill", "FLUX.1 Fill"
+        if in_ch != out_ch:  # Depth / Canny: the control picture's latents beside the latents
+            return "flux-control", f"FLUX.1 Depth/Canny ({in_ch} input channels)"
         if "guidance_in.in_layer.weight" in shapes:
             return "flux-dev", "FLUX.1 dev"
         return "flux-schnell", "FLUX.1 schnell"

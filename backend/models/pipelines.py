@@ -32,7 +32,7 @@ from diffusers import (
 from diffusers.models.controlnets.controlnet import ControlNetOutput
 
 from backend.families import family
-from backend.models import dit_files, dit_keys, tiny, tiny_dit
+from backend.models import dit_files, dit_keys, encoder_choice, flux_fill, openvino_unet, tiny, tiny_dit
 from backend.models.checkpoints import config_dir
 from backend.models.devices import DevicePlan, apply_memory_options, plan_device
 from backend.models.nan_guard import guard_vae_nans
@@ -62,6 +62,7 @@ class LoadedModel:
     controlnets: dict[str, ControlNetModel] = field(default_factory=dict)  # source → model, loaded once
     vaes: dict[str, Any] = field(default_factory=dict)  # VAE name ("" = the model's own) → AutoencoderKL
     vae: str = ""  # the VAE its pipelines use now
+    encoders: dict[str, Path] = field(default_factory=dict)  # text-encoder files chosen (encoder_choice; {} = paired)
 
 
 def is_cached(repo_id: str, marker: str = "model_index.json") -> bool:
@@ -79,6 +80,7 @@ BUILTIN_MODELS: dict[str, Callable[[Path], Path]] = {
     "tiny-controlnet-canny": lambda path: tiny.ensure_controlnet(path, seed=1),
     "tiny-controlnet-depth": lambda path: tiny.ensure_controlnet(path, seed=2),
     "tiny-controlnet-pose": lambda path: tiny.ensure_controlnet(path, seed=3),
+    "tiny-controlnet-inpaint": lambda path: tiny.ensure_controlnet(path, seed=4),
     **tiny_dit.BUILTINS,  # the tiny FLUX, SD3 and Chroma models and the FLUX/SD3 ControlNets
 }
 
@@ -134,9 +136,9 @@ def load_pipeline(spec: ModelSpec, settings: Settings, plan: DevicePlan) -> Diff
             if spec.prediction_type and pipe.scheduler.config.get("prediction_type") != spec.prediction_type:
                 pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, prediction_type=spec.prediction_type)
             return pipe
-        return AutoPipelineForText2Image.from_pretrained(
-            source, use_safetensors=True, local_files_only=local_only, **kwargs
-        )
+        saved = DiffusionPipeline.load_config(source, local_files_only=local_only).get("_class_name", "")
+        cls = getattr(diffusers, flux_fill.text2img_class(saved), AutoPipelineForText2Image)  # "": AutoPipeline's
+        return cls.from_pretrained(source, use_safetensors=True, local_files_only=local_only, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         if isinstance(err, ModelUnavailable):
             raise
@@ -291,6 +293,7 @@ class PipelineCache:
             base.set_progress_bar_config(disable=True)  # progress goes through the step callback
             guard_vae_nans(base.vae, spec.name)  # derived pipelines share this VAE, so they are guarded too
             options = apply_memory_options(base, self.settings, self.plan, spec.defaults.width)
+            options += openvino_unet.attach(base, self.settings, self.plan)  # --backend openvino
             loaded = LoadedModel(spec, base, dict(base.scheduler.config), options, vaes={"": base.vae})
             self._models[name] = loaded
             return loaded
@@ -323,13 +326,14 @@ class PipelineCache:
             if key not in loaded.derived:
                 components: dict[str, Any] = {}
                 unet = getattr(loaded.base, "unet", None)  # None: a transformer model (FLUX, SD3)
-                if task == "inpaint" and loaded.spec.inpaint and not is_inpainting_unet(unet):
+                if task == "inpaint" and loaded.spec.inpaint and not is_inpainting_unet(unet) and not controlnets:
                     components["unet"] = load_inpaint_unet(loaded.spec, self.settings, self.plan)
                 if controlnets:
                     components["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
                 # AutoPipeline.from_pipe reuses the base modules as they are: no copy and no dtype cast.
-                named = family(loaded.spec.family).task_pipelines.get(task)  # where AutoPipeline has none
-                task_cls = getattr(diffusers, named) if named else TASK_PIPELINES[task]
+                fill = task == "inpaint" and flux_fill.is_fill_transformer(getattr(loaded.base, "transformer", None))
+                named = family(loaded.spec.family).task_pipelines.get(flux_fill.FILL_TASK if fill else task)
+                task_cls = flux_fill.task_class(named) if named else TASK_PIPELINES[task]  # where AutoPipeline has none
                 pipe = task_cls.from_pipe(loaded.base, **components)
                 pipe.set_progress_bar_config(disable=True)
                 if components:
@@ -351,6 +355,15 @@ class PipelineCache:
             for pipe in (loaded.base, *loaded.derived.values()):
                 pipe.vae = module
             loaded.vae = vae
+
+    def use_text_encoders(self, name: str, files: dict[str, Path]) -> None:
+        """Give the model's pipelines the text-encoder files ``files`` (part → file; {} = the automatic pairing's):
+        only the encoders that change are loaded, and those they replace freed."""
+        loaded = self.model(name)
+        with self._lock:
+            if encoder_choice.swap(loaded, files, self.plan.dtype):
+                gc.collect()
+                release_freed_memory()
 
     def unload(self, name: str) -> None:
         with self._lock:

@@ -1,5 +1,5 @@
-"""The offline tiny FLUX, SD3 and Chroma models and the FLUX/SD3 ControlNets: transformer (DiT) pipelines built
-from configs with random weights.
+"""The offline tiny FLUX, FLUX Fill, SD3 and Chroma models and the FLUX/SD3 ControlNets: transformer (DiT)
+pipelines built from configs with random weights.
 
 Like ``backend.models.tiny`` (the tiny SD 1.x model) they have the real structure at a size that runs in well under
 a second on a CPU: FLUX's ``FluxTransformer2DModel`` with guidance embedding (a "dev"-like, guidance-distilled
@@ -76,15 +76,23 @@ def _vae():
     )
 
 
-def build_flux(seed: int = TINY_SEED):
-    """A tiny guidance-distilled FLUX pipeline (FLUX.1 dev's structure)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+# FluxFillPipeline packs beside the latents the masked picture's latents and the mask at full picture resolution:
+# each 2×2 latent patch carries (2 · VAE scale)² mask pixels. The tiny VAE scales by 2 (FLUX.1 Fill dev's by 8:
+# 64 + 64 + 256 = 384 channels).
+FILL_IN_CHANNELS = 2 * LATENT_CHANNELS * 4 + (2 * 2) ** 2
+
+
+def build_flux(seed: int = TINY_SEED, fill: bool = False):
+    """A tiny guidance-distilled FLUX pipeline (FLUX.1 dev's structure; ``fill``: FLUX.1 Fill dev's, saved as its
+    hub copy is, a FluxFillPipeline)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxPipeline, FluxTransformer2DModel
 
     tokenizer, tokenizer_2 = build_tokenizer(), build_t5_tokenizer()
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
         patch_size=1,
-        in_channels=LATENT_CHANNELS * 4,  # 2×2 packed latent patches
+        in_channels=FILL_IN_CHANNELS if fill else LATENT_CHANNELS * 4,  # 2×2 packed latent patches (and more)
+        out_channels=LATENT_CHANNELS * 4,
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,
@@ -102,7 +110,7 @@ def build_flux(seed: int = TINY_SEED):
         shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
         max_image_seq_len=4096,
     )
-    return FluxPipeline(
+    return (FluxFillPipeline if fill else FluxPipeline)(
         transformer=transformer,
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
@@ -233,7 +241,8 @@ def build_sd3_controlnet(seed: int):
     return controlnet
 
 
-BUILDERS = {"flux": build_flux, "sd3": build_sd3, "chroma": build_chroma}
+BUILDERS = {"flux": build_flux, "sd3": build_sd3, "chroma": build_chroma,
+            "flux-fill": lambda seed: build_flux(seed, fill=True)}
 CONTROLNET_BUILDERS = {"flux": build_flux_controlnet, "sd3": build_sd3_controlnet}
 
 
@@ -251,7 +260,7 @@ def _write(path: Path, marker: str, build) -> Path:
 
 
 def ensure(path: Path, kind: str, seed: int = TINY_SEED) -> Path:
-    """The saved tiny ``kind`` ("flux", "sd3" or "chroma") model at ``path``, built and written if missing."""
+    """The saved tiny ``kind`` (a ``BUILDERS`` key) model at ``path``, built and written if missing."""
     path = Path(path)
     if (path / "model_index.json").exists():
         return path
@@ -271,6 +280,7 @@ def ensure_controlnet(path: Path, kind: str, seed: int) -> Path:
 # The built-in names (``builtin:<name>`` in presets/models.json) → how to build each into a folder.
 BUILTINS = {
     "tiny-flux": lambda path: ensure(path, "flux"),
+    "tiny-flux-fill": lambda path: ensure(path, "flux-fill"),
     "tiny-sd3": lambda path: ensure(path, "sd3"),
     "tiny-chroma": lambda path: ensure(path, "chroma"),
     "tiny-flux-controlnet-canny": lambda path: ensure_controlnet(path, "flux", seed=1),
