@@ -1,18 +1,20 @@
 """Variation seeds and seed resize (A1111's "Extra" seed row): the noise as A1111 makes it, the pictures it gives on
-every family's tiny model, batches, the grid, the infotext round trip and the refusals of image-to-image runs."""
+every family's tiny model, batches, the grid, the infotext round trip, and the runs that start from a picture (img2img,
+inpaint, ControlNet with an init image)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from diffusers import EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
+from PIL import Image
 
 from backend.generation import noise
 from backend.grid.plan import GridRequest
 from backend.grid.runner import GridRunner
 from backend.library.infotext import format_infotext, parse_infotext
-from backend.schema.errors import ValidationError
-from backend.schema.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, Txt2ImgRequest
+from backend.schema.requests import ControlNetRequest, ControlUnit, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 
 from .conftest import TINY, pixels
 
@@ -92,14 +94,73 @@ def test_batch_subseeds_advance_like_seeds_and_infotext_round_trips(shared_engin
     assert parse_infotext(text).to_request(Txt2ImgRequest).subseed_strength == 0.0
 
 
-def test_image_to_image_runs_refuse_the_fields_by_name(shared_engine, test_image):
-    img2img = Img2ImgRequest(prompt="x", image=test_image, steps=3, model=TINY, subseed_strength=0.5)
-    with pytest.raises(ValidationError) as err:
-        shared_engine.run(img2img)
-    assert err.value.field == "subseed_strength"
-    with pytest.raises(ValidationError) as err:
-        shared_engine.run(img2img.replace(subseed_strength=0.0, seed_resize_from_w=64, seed_resize_from_h=64))
-    assert err.value.field == "seed_resize_from_w"
+def picture_request(kind: type, image, **changes):
+    values = dict(prompt="a red circle", image=image, seed=21, steps=4, width=64, height=64, sampler="Euler",
+                  schedule="Automatic", model=TINY, strength=0.75)
+    if kind is InpaintRequest:
+        mask = Image.new("L", (64, 64), 0)
+        mask.paste(255, (16, 16, 48, 48))
+        values.update(mask=mask, mask_blur=0)
+    return kind(**{**values, **changes})
+
+
+@pytest.mark.parametrize("kind", [Img2ImgRequest, InpaintRequest], ids=["img2img", "inpaint"])
+def test_image_to_image_runs_take_the_noise(shared_engine, kind, monkeypatch):
+    # Every noising of the picture (img2img's start, inpaint's re-noising of the kept latents each step) uses the
+    # variation noise, as A1111 noises the init latents with it.
+    noised: list[torch.Tensor] = []
+    add_noise = EulerDiscreteScheduler.add_noise
+    spy = lambda self, x, n, t: noised.append(n) or add_noise(self, x, n, t)  # noqa: E731
+    monkeypatch.setattr(EulerDiscreteScheduler, "add_noise", spy)
+
+    def run(**changes):
+        noised.clear()
+        result = shared_engine.run(picture_request(kind, picture, **changes))
+        return result, torch.stack(noised)
+
+    picture = Image.new("RGB", (64, 64), (40, 90, 200))
+    (plain, plain_noise), (_, other_noise) = run(), run(seed=8)
+    assert len(plain_noise) == (3 if kind is InpaintRequest else 1)  # the start, then inpaint's re-noisings
+    assert same(run(subseed=8, subseed_strength=0.0)[0].images[0], plain.images[0])
+    # Strength 1: the subseed's noise exactly. The picture's VAE latents stay the seed's sample (diffusers draws them
+    # from the seed's generator), so the pixels are the seed's encoding noised as seed = subseed noises it.
+    full, full_noise = run(subseed=8, subseed_strength=1.0)
+    assert torch.equal(full_noise, other_noise) and not same(full.images[0], plain.images[0])
+    half, half_noise = run(subseed=8, subseed_strength=0.5)
+    blend = noise.slerp(0.5, plain_noise[0, 0].float(), other_noise[0, 0].float())  # one picture's, as A1111
+    assert torch.allclose(half_noise[:, 0], blend.expand_as(half_noise[:, 0]))
+    assert not same(half.images[0], plain.images[0]) and not same(half.images[0], full.images[0])
+    assert not same(run(seed_resize_from_w=32, seed_resize_from_h=48)[0].images[0], plain.images[0])
+    if kind is InpaintRequest:  # what the mask keeps stays exactly the picture's
+        assert np.array_equal(pixels(half.images[0])[:8, :], pixels(picture)[:8, :])
+    assert "Variation seed: 8, Variation seed strength: 0.5" in half.infotext
+    fields = parse_infotext(half.infotext).request_fields()
+    assert (fields["subseed"], fields["subseed_strength"]) == (8, 0.5)
+    assert parse_infotext(half.infotext).to_request(kind).subseed_strength == 0.5
+
+
+@pytest.mark.parametrize("kind", [Img2ImgRequest, InpaintRequest], ids=["img2img", "inpaint"])
+def test_flux_image_to_image_takes_the_noise(shared_engine, kind, monkeypatch):
+    # FLUX draws its noise unpacked and noises with the flow scheduler's scale_noise: the same draw is replaced.
+    noised: list[torch.Tensor] = []
+    scale_noise = FlowMatchEulerDiscreteScheduler.scale_noise
+    spy = lambda self, x, t, n: noised.append(n) or scale_noise(self, x, t, n)  # noqa: E731
+    monkeypatch.setattr(FlowMatchEulerDiscreteScheduler, "scale_noise", spy)
+
+    def run(**changes):
+        noised.clear()
+        image = shared_engine.run(picture_request(kind, picture, model=FLUX, guidance_scale=1.0, **changes)).images[0]
+        return image, list(noised)  # the start (unpacked), then inpaint's re-noisings (packed)
+
+    picture = Image.new("RGB", (64, 64), (40, 90, 200))
+    (plain, _), (other, other_noise) = run(), run(seed=8)
+    assert same(run(subseed=8, subseed_strength=0.0)[0], plain) and other_noise
+    full_noise = run(subseed=8, subseed_strength=1.0)[1]
+    assert len(full_noise) == len(other_noise) and all(map(torch.equal, full_noise, other_noise))
+    half = run(subseed=8, subseed_strength=0.5)[0]
+    assert not same(half, plain) and not same(half, other)
+    if kind is InpaintRequest:
+        assert np.array_equal(pixels(half)[:8, :], pixels(picture)[:8, :])
 
 
 @pytest.mark.slow
@@ -132,6 +193,8 @@ def test_controlnet_from_noise_takes_the_noise(shared_engine, test_image):
     other = run(seed=8)
     assert same(run(subseed=8, subseed_strength=1.0), other)
     assert not same(run(subseed=8, subseed_strength=0.5), other)
-    with pytest.raises(ValidationError) as err:
-        run(subseed_strength=0.5, init_image=test_image)
-    assert err.value.field == "subseed_strength"
+    # With an init image, the noise added to its latents is the variation noise (its VAE latents stay the seed's
+    # sample, as in img2img, so strength 1 is not seed = subseed's pixels there).
+    pictured = run(subseed=8, subseed_strength=0.5, init_image=test_image)
+    assert not same(pictured, run(init_image=test_image)) and not same(pictured, run(seed=8, init_image=test_image))
+    assert same(run(subseed=8, subseed_strength=0.0, init_image=test_image), run(init_image=test_image))

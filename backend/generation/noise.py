@@ -7,12 +7,19 @@ a plain run: one CPU generator per picture, the pipeline's dtype, the same shape
 generators the pipeline then goes on with (its ancestral noise is the plain run's). So strength 0 is the plain run's
 picture and strength 1 the picture of seed = subseed, on deterministic samplers.
 
-The noise reaches the pipeline as its ``latents`` (FLUX's packed), which only pipelines that start from noise take:
-image-to-image runs are refused by name (``refusal``).
+The noise reaches a pipeline that starts from noise as its ``latents`` (FLUX's packed). Image-to-image pipelines
+(img2img, inpaint, ControlNet with an init image, every family) draw theirs once, with ``randn_tensor`` in
+``prepare_latents``, and use that tensor for every noising of the picture (``add_noise``, inpaint's re-noising of
+the kept latents each step, the flow schedulers' ``scale_noise``): ``picture_draws`` makes that one draw give the
+variation noise, as A1111 noises the init latents with it. Their generators first sample the VAE latents, so the
+variation's draws are made at the same place in the seed's and the subseed's streams (``draws_made``).
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -22,6 +29,8 @@ from backend.schema.requests import GenerationRequest
 from backend.schema.seeds import batch_seeds
 
 FROM_NOISE = ("txt2img", "controlnet")  # the tasks whose pipelines take prepared start noise (``latents``)
+FROM_PICTURE = ("img2img", "inpaint", "controlnet")  # those whose pipelines' own draw ``picture_draws`` replaces
+MAX_DRAWS = 8  # picture-sized draws looked through for the start noise's place in a generator's stream
 
 
 def resizes(request: GenerationRequest) -> bool:
@@ -37,13 +46,12 @@ def refusal(request: GenerationRequest) -> tuple[str, str] | None:
     """(field, message) when the request asks for variation noise its pipeline cannot take, else None."""
     if not active(request):
         return None
-    from_noise = request.task in FROM_NOISE and getattr(request, "init_image", None) is None
-    if from_noise:
+    if request.task in FROM_NOISE + FROM_PICTURE:
         return None
     name = "subseed_strength" if request.subseed_strength > 0 else "seed_resize_from_w"
     return name, (
-        "variation seeds and seed resize act on the start noise of txt2img and ControlNet runs without an init "
-        f"image; this {request.task} run starts from a picture: set the variation strength and seed resize to 0"
+        f"variation seeds and seed resize act on the start noise of txt2img, img2img, inpaint and ControlNet runs, "
+        f"not on {request.task} runs: set the variation strength and seed resize to 0"
     )
 
 
@@ -95,6 +103,39 @@ def _paste(noise: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _replay(seed: int, draws: int, shape: tuple, last: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """Draw number ``draws`` (at size ``last``) of a fresh generator of ``seed`` whose earlier draws were ``shape``."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    for _ in range(draws - 1):
+        _draw(generator, shape, dtype)
+    return _draw(generator, last, dtype)
+
+
+def draws_made(seed: int, generator: torch.Generator, shape: tuple, dtype: torch.dtype) -> int:
+    """How many ``shape`` draws ``generator`` (seeded ``seed``) has made: its last was the start noise (before it, an
+    image-to-image pipeline samples the VAE latents, the same size). 1 when the stream does not match."""
+    if generator.device.type != "cpu":
+        return 1
+    target, replay = generator.get_state(), torch.Generator("cpu").manual_seed(seed)
+    for count in range(1, MAX_DRAWS + 1):
+        _draw(replay, shape, dtype)
+        if torch.equal(replay.get_state(), target):
+            return count
+    return 1
+
+
+def _blend(
+    request: GenerationRequest, own: torch.Tensor, seed: int, subseed: int, draws: int, from_shape: tuple
+) -> torch.Tensor:
+    """The variation noise of a picture whose seed's own start noise is ``own``, draw number ``draws``."""
+    shape, dtype = tuple(own.shape), own.dtype
+    noise = own if from_shape == shape else _replay(seed, draws, shape, from_shape, dtype)
+    if request.subseed_strength > 0:
+        other = _replay(subseed, draws, shape, from_shape, dtype)
+        noise = slerp(request.subseed_strength, noise.float(), other.float()).to(dtype)
+    return noise if from_shape == shape else _paste(noise, own)
+
+
 def picture_noise(
     request: GenerationRequest, generator: torch.Generator, seed: int, subseed: int, shape: tuple, from_shape: tuple,
     dtype: torch.dtype,
@@ -102,11 +143,44 @@ def picture_noise(
     """One picture's start noise (channels × h × w). ``generator``: the picture's seed generator, which the pipeline
     goes on using; the from-size and variation draws use generators of their own."""
     own = _draw(generator, shape, dtype)  # first, as in a plain run: the generator then goes on as there
-    noise = own if from_shape == shape else _draw(torch.Generator("cpu").manual_seed(seed), from_shape, dtype)
-    if request.subseed_strength > 0:
-        other = _draw(torch.Generator("cpu").manual_seed(subseed), from_shape, dtype)
-        noise = slerp(request.subseed_strength, noise.float(), other.float()).to(dtype)
-    return noise if from_shape == shape else _paste(noise, own)
+    return _blend(request, own, seed, subseed, 1, from_shape)
+
+
+def _from_shape(pipe: Any, request: GenerationRequest, packed: bool, shape: tuple) -> tuple:
+    if not resizes(request):
+        return shape
+    return latent_shape(pipe, packed, request.seed_resize_from_w, request.seed_resize_from_h)
+
+
+@contextmanager
+def picture_draws(pipe: Any, request: GenerationRequest, packed: bool = False) -> Iterator[None]:
+    """For one call of an image-to-image pipeline: its start-noise draw (``randn_tensor`` in its module, with its
+    per-picture generators) gives the variation noise; the generators advance as in a plain run."""
+    module = sys.modules[type(pipe).__module__]
+    original = getattr(module, "randn_tensor", None)
+    if original is None:  # not a diffusers pipeline that draws so: nothing to replace
+        yield
+        return
+
+    def varied(shape: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        drawn = original(shape, *args, **kwargs)
+        gens = kwargs.get("generator", args[0] if args else None)
+        if not isinstance(gens, list) or drawn.dim() != 4 or len(gens) != drawn.shape[0]:
+            return drawn
+        own_noise = drawn.cpu()
+        from_shape = _from_shape(pipe, request, packed, tuple(own_noise.shape[1:]))
+        seeds, subseeds = batch_seeds(request.seed, len(gens)), batch_seeds(request.subseed, len(gens))
+        pictures = [
+            _blend(request, own, seed, sub, draws_made(seed, gen, tuple(own.shape), own.dtype), from_shape)
+            for own, gen, seed, sub in zip(own_noise, gens, seeds, subseeds, strict=True)
+        ]
+        return torch.stack(pictures).to(drawn.device)
+
+    module.randn_tensor = varied
+    try:
+        yield
+    finally:
+        module.randn_tensor = original
 
 
 def start_noise(
@@ -114,9 +188,7 @@ def start_noise(
 ) -> torch.Tensor:
     """The batch's start noise, drawn from the pipeline's ``generators`` (one per picture) as its ``latents``."""
     shape = latent_shape(pipe, packed, request.width, request.height)
-    from_shape = shape
-    if resizes(request):
-        from_shape = latent_shape(pipe, packed, request.seed_resize_from_w, request.seed_resize_from_h)
+    from_shape = _from_shape(pipe, request, packed, shape)
     dtype = draw_dtype(pipe)
     seeds, subseeds = batch_seeds(request.seed, len(generators)), batch_seeds(request.subseed, len(generators))
     latents = torch.stack(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,9 +99,12 @@ def call_pipeline(
                         call_kwargs.update(embeddings)
                 call_kwargs = model_family.pipeline_kwargs(request, call_kwargs)
                 gens = generators(request.seed, request.batch_size)
-                if noise.active(request) and "strength" not in kwargs:  # from noise (a hires pass starts from pictures)
+                variation = nullcontext()
+                if noise.active(request) and "strength" not in kwargs:  # from noise
                     call_kwargs["latents"] = noise.start_noise(pipe, request, gens, model_family.packed_latents)
-                with seeded_global_rng(request.seed):
+                elif noise.active(request) and request.task != "txt2img":  # from a picture (not a hires pass)
+                    variation = noise.picture_draws(pipe, request, model_family.packed_latents)
+                with variation, seeded_global_rng(request.seed):
                     output = pipe(
                         **call_kwargs,
                         generator=gens,
