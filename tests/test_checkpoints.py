@@ -265,9 +265,10 @@ def test_refresh_finds_new_files_and_keeps_serving(engine, client, folders):
     try:
         with pytest.raises(AppError, match="added-later"):
             client.predict(**{**ARGS, "model": "added-later"}, api_name="/txt2img")
-        update, vae_update = client.predict(CKPT, "other-vae", api_name="/refresh_models")
+        update, vae_update, encoders_update = client.predict(CKPT, "other-vae", api_name="/refresh_models")
         assert update["value"] == CKPT and ["added-later", "added-later"] in update["choices"]
         assert vae_update["value"] == "other-vae" and ["Model's own", ""] in vae_update["choices"]
+        assert encoders_update["choices"] == []  # no text-encoder files in these folders
         _, infotext, _ = client.predict(**{**ARGS, "model": "added-later"}, api_name="/txt2img")
         assert "Model: added-later" in infotext
     finally:
