@@ -14,6 +14,7 @@ from api.models import Txt2ImgBody
 from backend.generation import detail
 from backend.generation.engine import Engine
 from backend.library.infotext import parse_infotext
+from backend.models import detectors
 from backend.models.detectors import Detector, Detectors, load_detector, save_detector
 from backend.schema.errors import ValidationError
 from backend.schema.requests import Img2ImgRequest, Txt2ImgRequest
@@ -163,7 +164,7 @@ def test_missing_and_broken_detectors_are_refused_naming_the_folder(engine):
 
 
 def tiny_yolo():
-    from ultralytics.nn.tasks import DetectionModel
+    DetectionModel = detectors._ultralytics().tasks.DetectionModel  # noqa: N806 - imported as the app does
 
     torch.manual_seed(0)
     model = DetectionModel(TINY_YOLO, nc=1, verbose=False).eval()
@@ -241,3 +242,17 @@ def test_every_tab_has_the_adetailer_accordion_listing_the_folder(engine):
         accordions = [b for b in page.blocks.values() if isinstance(b, gr.Accordion) and b.label == "ADetailer"]
         assert len(accordions) == 1
         assert handle.controls["ad_denoising_strength"].maximum == 1.0
+
+
+def test_loading_a_detector_leaves_pil_and_torch_as_they_were(tmp_path):
+    """ultralytics patches Image.open (a non-picture then tries to pip-install pi-heif) and torch.save on import."""
+    import PIL.Image
+    import torch as torch_module
+
+    before = PIL.Image.open, torch_module.save
+    detectors._ultralytics()
+    assert (PIL.Image.open, torch_module.save) == before
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    with pytest.raises(PIL.UnidentifiedImageError):
+        PIL.Image.open(notes)

@@ -101,11 +101,20 @@ def _clip(box: tuple[float, ...], size: tuple[int, int]) -> Box:
 
 
 def _ultralytics() -> Any:
-    """The ultralytics modules the detectors use, imported on first use (no settings file, no update check)."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    import ultralytics.nn.tasks as tasks  # noqa: PLC0415 - third-party and heavy: only when a detector loads
-    import ultralytics.utils.nms as nms  # noqa: PLC0415
+    """The ultralytics modules the detectors use, imported on first use (no settings file, no update check).
 
+    Importing ultralytics replaces ``PIL.Image.open`` and ``torch.save`` process-wide; its ``Image.open`` answers a
+    file that is not a picture by trying to pip-install ``pi-heif``, which turned the app's "this file is not a
+    picture" message into a crash. Both are put back at once: the detectors need neither patch.
+    """
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    image_open, torch_save = Image.open, torch.save
+    try:
+        import ultralytics.nn.tasks as tasks  # noqa: PLC0415 - third-party and heavy: only when a detector loads
+        import ultralytics.utils.nms as nms  # noqa: PLC0415
+    finally:
+        Image.open, torch.save = image_open, torch_save
     return type("Ultralytics", (), {"tasks": tasks, "nms": nms})
 
 
