@@ -27,6 +27,17 @@ import torch
 from backend.models.tiny import TINY_SEED, build_text_encoder, build_tokenizer
 
 LATENT_CHANNELS = 16  # as the real FLUX and SD3 VAEs (so the families' preview colours apply)
+# The tiny FLUX transformer's blocks; its ControlNet must match them (the same widths, heads and RoPE axes).
+FLUX_BLOCKS = dict(
+    num_layers=1,
+    num_single_layers=1,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=32,
+    pooled_projection_dim=32,
+    guidance_embeds=True,
+    axes_dims_rope=[4, 4, 8],
+)
 T5_TOKENIZER = Path(__file__).resolve().parent.parent / "configs" / "t5"
 
 
@@ -93,14 +104,7 @@ def build_flux(seed: int = TINY_SEED, fill: bool = False):
         patch_size=1,
         in_channels=FILL_IN_CHANNELS if fill else LATENT_CHANNELS * 4,  # 2×2 packed latent patches (and more)
         out_channels=LATENT_CHANNELS * 4,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        guidance_embeds=True,
-        axes_dims_rope=[4, 4, 8],
+        **FLUX_BLOCKS,
     )
     text_encoder = build_text_encoder(tokenizer, 32)
     text_encoder_2 = build_t5_encoder(tokenizer_2, 32)
@@ -205,14 +209,7 @@ def build_flux_controlnet(seed: int):
     controlnet = FluxControlNetModel(
         patch_size=1,
         in_channels=LATENT_CHANNELS * 4,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        guidance_embeds=True,
-        axes_dims_rope=[4, 4, 8],
+        **FLUX_BLOCKS,
     )
     layers = [controlnet.controlnet_x_embedder, *controlnet.controlnet_blocks, *controlnet.controlnet_single_blocks]
     _randomise(layers, seed, 0.3)
