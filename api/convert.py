@@ -244,7 +244,7 @@ def _info(results: list[GenerationResult], body: GenerationBody, interrupted: bo
         "index_of_first_image": 0,
         "infotexts": [text for result in results for text in result.infotexts],
         "styles": list(body.styles or []),
-        "clip_skip": 1,
+        "clip_skip": ran.clip_skip if ran else 1,
         "interrupted": interrupted,
         "warnings": [w for result in results for w in result.warnings],
         "saved": [p.name for result in results for p in result.paths],

@@ -289,6 +289,7 @@ def test_clip_skip_per_request_and_as_an_option(server):
     plain = api.txt2img(**args)
     skipped = api.txt2img(**args, override_settings={"CLIP_stop_at_last_layers": 2})
     assert "Clip skip: 2" in skipped.info["infotexts"][0] and "Clip skip" not in plain.info["infotexts"][0]
+    assert skipped.info["clip_skip"] == 2 and plain.info["clip_skip"] == 1  # info says what ran
     assert skipped.image.tobytes() != plain.image.tobytes()
     try:
         api.set_options({"CLIP_stop_at_last_layers": 2})  # later requests, as A1111's setting
