@@ -1,26 +1,50 @@
 """``python -m bench.memory_table``: what fits per GPU size, computed by ``backend.models.devices.plan_memory``.
 
-For each model (its weight files' sizes: a folder given on the command line, or the sizes its hub repository states,
-``devices.STATED_SIZES``) and each card size, the plan SD Studio picks at bf16, and the one for a checkpoint whose
-transformer and T5 are 8-bit. A card's free memory is taken as its size less the CUDA context (``devices.CONTEXT``).
+For each model (its weight files' sizes: a folder or file given on the command line, or the sizes its hub repository
+states, ``devices.STATED_SIZES``) and each card size, the plan SD Studio picks: at bf16 without torchao ("bf16"),
+with torchao installed, where the plan may load the transformer in 8 bits ("bf16 + torchao": "8-bit + offload" is
+an int8 transformer with model CPU offload), and for a checkpoint whose transformer and T5 are already 8-bit (a Q8
+GGUF with an fp8 T5, "8-bit files"). A card's free memory is taken as its size less the CUDA context
+(``devices.CONTEXT``). Sizes are the files' (or the stated) sizes, not measured GPU memory.
 """
 
 from __future__ import annotations
 
 import sys
 
-from backend.models.devices import CONTEXT, GIB, STATED_SIZES, plan_memory, quantized_parts, weight_sizes
+from backend.models.devices import (
+    CONTEXT,
+    GIB,
+    STATED_SIZES,
+    MemoryPlan,
+    plan_memory,
+    quantized_parts,
+    weight_sizes,
+)
+from backend.models.quantize import NO_TORCHAO
 
 CARDS = (8, 12, 16, 24, 48, 80)  # GB (GiB) of GPU memory
 SHORT = {"whole model on the GPU": "full", "model CPU offload": "model offload", "sequential CPU offload": "sequential"}
+
+
+def cell(plan: MemoryPlan) -> str:
+    short = SHORT[plan.mode]
+    return ("8-bit + offload" if plan.mode != "whole model on the GPU" else "8-bit full") if plan.quantized else short
 
 
 def rows(models: dict[str, dict[str, int]]) -> list[str]:
     head = "| model | weights (GB) | largest part (GB) | " + " | ".join(f"{c} GB" for c in CARDS) + " |"
     lines = [head, "|" + " --- |" * (3 + len(CARDS))]
     for name, parts in models.items():
-        for label, sizes in ((f"{name} bf16", parts), (f"{name} 8-bit", quantized_parts(parts))):
-            plans = [SHORT[plan_memory(card * GIB - CONTEXT, sizes).mode] for card in CARDS]
+        variants = (
+            (f"{name} bf16", parts, NO_TORCHAO),
+            (f"{name} bf16 + torchao", parts, ""),
+            (f"{name} 8-bit files", quantized_parts(parts), NO_TORCHAO),
+        )
+        for label, sizes, blocker in variants:
+            if label.endswith("torchao") and "transformer" not in sizes:
+                continue  # a UNet model: nothing to quantize, the same row as bf16
+            plans = [cell(plan_memory(card * GIB - CONTEXT, sizes, blocker)) for card in CARDS]
             total, largest = sum(sizes.values()) / GIB, max(sizes.values()) / GIB
             lines.append(f"| {label} | {total:.1f} | {largest:.1f} | " + " | ".join(plans) + " |")
     return lines

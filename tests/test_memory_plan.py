@@ -3,15 +3,18 @@ free-memory numbers and a fake pipeline that records what was asked of it (no GP
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from backend.models import devices
+from backend.models import devices, loaders
 from backend.models.devices import (
     FULL,
     GIB,
     MODEL_OFFLOAD,
+    QUANTIZED_TRANSFORMER,
     SEQUENTIAL,
     STATED_SIZES,
     DevicePlan,
@@ -21,6 +24,8 @@ from backend.models.devices import (
     quantized_parts,
     weight_sizes,
 )
+from backend.models.quantize import NO_TORCHAO
+from backend.models.registry import ModelRegistry
 from backend.settings import Settings
 from bench.memory_table import rows
 
@@ -31,7 +36,63 @@ FLUX_DEV = STATED_SIZES["black-forest-labs/FLUX.1-dev"]
     "free_gib, mode", [(79.5, FULL), (47.5, FULL), (23.5, MODEL_OFFLOAD), (15.5, SEQUENTIAL), (7.5, SEQUENTIAL)]
 )
 def test_flux_dev_at_bf16_fits_whole_only_above_24_gb(free_gib, mode):
-    assert plan_memory(free_gib * GIB, FLUX_DEV).mode == mode
+    plan = plan_memory(free_gib * GIB, FLUX_DEV, blocker=NO_TORCHAO)
+    assert plan.mode == mode and not plan.quantized
+
+
+@pytest.mark.parametrize(
+    "free_gib, mode, quantized",
+    [(23.5, MODEL_OFFLOAD, False), (15.5, MODEL_OFFLOAD, True), (12.5, MODEL_OFFLOAD, True), (11.5, SEQUENTIAL, False)],
+)
+def test_an_8_bit_transformer_is_chosen_only_where_bf16_needs_sequential_offload(free_gib, mode, quantized):
+    """FLUX.1 dev's transformer is 22.2 GB in bf16, 11.1 GB in 8 bits; T5-XXL (8.9 GB) then is the largest part."""
+    plan = plan_memory(free_gib * GIB, FLUX_DEV, blocker="")
+    assert (plan.mode, plan.quantized) == (mode, quantized)
+    if quantized:
+        assert plan.need_gib == pytest.approx(FLUX_DEV["transformer"] / 2 / GIB + 1)  # the 8-bit transformer, at once
+        assert "model CPU offload with an 8-bit transformer (int8 weight-only (torchao))" in plan.line()
+
+
+def test_without_torchao_the_plan_says_why_it_did_not_quantize(monkeypatch):
+    find_spec = importlib.util.find_spec
+    hidden = lambda name, *args: find_spec(name, *args) if name != "torchao" else None  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", hidden)
+    plan = plan_memory(15.5 * GIB, FLUX_DEV)
+    assert plan.mode == SEQUENTIAL and not plan.quantized
+    assert "an 8-bit transformer would fit but torchao is not installed (pip install torchao)" in plan.line()
+    assert not plan_memory(7.5 * GIB, FLUX_DEV).why_not  # nothing would have fitted: nothing to explain
+
+
+def test_a_unet_model_is_never_quantized():
+    sdxl = STATED_SIZES["stabilityai/stable-diffusion-xl-base-1.0"]
+    plan = plan_memory(4 * GIB, sdxl, blocker="")
+    assert plan.mode == SEQUENTIAL and not plan.quantized and not plan.why_not
+
+
+def test_the_loader_plans_before_loading_from_the_files_sizes(monkeypatch):
+    """The plan that decides the 8-bit load runs before the weights are read (quantization happens on load)."""
+    registry = ModelRegistry.load(Settings().models_file)
+    flux = next(spec for spec in registry.models.values() if spec.source == "black-forest-labs/FLUX.1-dev")
+    cuda, settings = DevicePlan("cuda", torch.bfloat16), Settings()
+    monkeypatch.setattr(devices, "quantize_blocker", lambda parts: "")  # as with torchao installed
+    plan = loaders.memory_plan(flux, flux.source, settings, cuda, free_bytes=15.5 * GIB)
+    assert plan is not None and plan.quantized
+    assert not loaders.memory_plan(flux, flux.source, settings, cuda, free_bytes=23.5 * GIB).quantized
+    assert loaders.memory_plan(flux, flux.source, settings, DevicePlan("cpu", torch.float32), 0) is None
+    assert loaders.memory_plan(flux, flux.source, Settings(cpu_offload=True), cuda, 0) is None
+
+
+def test_a_single_files_parts_come_from_its_header(tmp_path):
+    """An all-in-one FLUX file splits into its transformer and the parts it holds (2 bytes a weight: fp8 weights
+    are upcast on load); an SD file stays whole."""
+    path = tmp_path / "flux-aio.safetensors"
+    fp8 = torch.zeros(30, 10, dtype=torch.float8_e4m3fn)
+    save_file({"model.diffusion_model.double_blocks.0.img_attn.qkv.weight": fp8,
+               "text_encoders.t5xxl.transformer.shared.weight": torch.zeros(20, 10),
+               "first_stage_model.decoder.conv_in.weight": torch.zeros(5)}, path)
+    assert weight_sizes(path) == {"transformer": 600, "t5xxl": 400, "vae": 10}
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8)}, tmp_path / "sd.safetensors")
+    assert set(weight_sizes(tmp_path / "sd.safetensors")) == {"checkpoint"}
 
 
 def test_the_plan_follows_the_largest_part_and_the_total():
@@ -39,7 +100,7 @@ def test_the_plan_follows_the_largest_part_and_the_total():
     assert plan_memory(17.0 * GIB, parts).mode == FULL  # 16 GiB of weights + 1 GiB of activations
     assert plan_memory(16.9 * GIB, parts).mode == MODEL_OFFLOAD
     assert plan_memory(11.0 * GIB, parts).mode == MODEL_OFFLOAD  # the transformer alone + activations
-    assert plan_memory(10.9 * GIB, parts).mode == SEQUENTIAL
+    assert plan_memory(10.9 * GIB, parts, blocker=NO_TORCHAO).mode == SEQUENTIAL
     plan = plan_memory(12 * GIB, parts)
     assert (plan.model_gib, plan.need_gib, plan.free_gib) == (16, 11, 12) and "model CPU offload" in plan.line()
 
@@ -69,10 +130,15 @@ def test_weight_sizes_come_from_the_files(tmp_path):
 
 
 class FakePipe:
-    """Records the placement calls; its components weigh what ``sizes`` says (float32 parameters)."""
+    """Records the placement calls; its components weigh what ``sizes`` says (float32 parameters); ``quantized``:
+    its transformer says it was loaded through torchao, as diffusers marks a quantized model."""
 
-    def __init__(self, sizes: dict[str, int]):
+    def __init__(self, sizes: dict[str, int], quantized: bool = False):
         self.components = {name: torch.nn.Linear(size // 4, 1, bias=False) for name, size in sizes.items()}
+        if quantized:
+            config = type("Config", (), {"quant_method": "torchao"})()
+            self.components["transformer"].hf_quantizer = type("Quantizer", (), {"quantization_config": config})()
+        self.transformer = self.components.get("transformer")
         self.calls: list[str] = []
 
     def to(self, device):
@@ -93,6 +159,15 @@ def test_place_does_what_the_plan_says(free, call):
     assert (said == "") == (call == "to cuda") and (call in said or call == "to cuda")
 
 
+def test_place_says_the_transformer_is_8_bit_and_does_not_plan_it_again():
+    pipe = FakePipe({"transformer": 2000, "text_encoder": 1000}, quantized=True)
+    assert QUANTIZED_TRANSFORMER in devices.module_sizes(pipe)
+    said = place(pipe, DevicePlan("cuda", torch.float16), Settings(), free_bytes=GIB + 2500)
+    assert pipe.calls == [MODEL_OFFLOAD] and "with an 8-bit transformer" in said
+    plain = FakePipe({"transformer": 2000, "text_encoder": 1000})
+    assert "8-bit" not in place(plain, DevicePlan("cuda", torch.float16), Settings(), free_bytes=GIB + 2500)
+
+
 def test_cpu_offload_setting_and_the_cpu_bypass_the_plan():
     pipe = FakePipe({"transformer": 2000})
     place(pipe, DevicePlan("cuda", torch.float16), Settings(cpu_offload=True), free_bytes=100 * GIB)
@@ -111,4 +186,7 @@ def test_the_table_is_computed_from_the_sizes():
     table = rows({"FLUX.1-dev": FLUX_DEV})
     assert table[2].startswith("| FLUX.1-dev bf16 | 31.4 |") and table[2].endswith(
         "| sequential | sequential | sequential | model offload | full | full |"
+    )
+    assert table[3].startswith("| FLUX.1-dev bf16 + torchao | 31.4 |") and table[3].endswith(
+        "| sequential | sequential | 8-bit + offload | model offload | full | full |"
     )

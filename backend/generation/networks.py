@@ -6,9 +6,13 @@ of the text before it is encoded and stay in the prompt the infotext records. An
 name as a word of either prompt (``embedding:name`` also works, ComfyUI's form, and insists the file exists).
 
 Loading is diffusers' own: ``load_lora_weights`` (Kohya/A1111 keys are converted by diffusers, adapters live in
-peft) and ``set_adapters``. The same goes for the DiT families: FluxPipeline's and StableDiffusion3Pipeline's
-``load_lora_weights`` convert Kohya, XLabs, BFL and diffusers files into the transformer (the "unet" weight of a
-tag applies to it) and the CLIP text encoders. Embeddings: ``load_textual_inversion``
+peft) and ``set_adapters``. The same goes for the DiT families: FluxPipeline's (and Chroma's, the same loader) and
+StableDiffusion3Pipeline's ``load_lora_weights`` convert Kohya, XLabs, ComfyUI, BFL control and diffusers files into
+the transformer (the "unet" weight of a tag applies to it) and the CLIP text encoders. One layout diffusers passes
+by: FLUX / Chroma LoRAs in the original key names with PEFT's ``lora_A`` / ``lora_B`` (ai-toolkit's, the Chroma
+trainers'): it matches nothing and diffusers only warns, so they are renamed to ComfyUI's ``lora_down`` / ``lora_up``
+form first (``bfl_as_comfyui``). A LoRA that matched no weight of the model is refused, naming the file.
+Embeddings: ``load_textual_inversion``
 (``backend.generation.embeddings``: SD 1.x/2.x and SDXL files).
 Adapters stay loaded in the model (a cache: the next run with the same LoRA loads nothing) and are disabled when the
 prompt no longer names them, so the model computes exactly what it computed before any LoRA was loaded. Embeddings
@@ -24,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file
+
 from backend.generation import embeddings
 from backend.models.checkpoints import LORA_MARKERS, PROJECT_ROOT, CheckpointError, folders, read_header
 from backend.schema.errors import ValidationError
@@ -38,6 +44,10 @@ SUFFIX = ".safetensors"
 DENOISERS = ("unet", "transformer")
 PARTS = (*DENOISERS, "text_encoder", "text_encoder_2", "text_encoder_3")
 MAX_CACHED_ADAPTERS = 8  # LoRAs kept loaded per model beyond those a run uses (each costs its own weights)
+# FLUX / Chroma original (BFL) key names with PEFT's lora_A / lora_B, "diffusion_model." prefix or none.
+BFL_PEFT_KEY = re.compile(r"^(diffusion_model\.)?(double_blocks|single_blocks)\.\d+\..+\.lora_[AB]\.weight$")
+# XLabs' FLUX LoRAs name their matrices after the attention processor (double_blocks.0.processor.qkv_lora1.down.weight).
+XLABS_KEY = re.compile(r"\.processor\.\w*lora\d*\.(down|up)\.weight$")
 LORA_TAG = re.compile(r"<lora:([^:<>]+)((?::[^:<>]*){0,2})>", re.IGNORECASE)
 EMBEDDING_REF = re.compile(r"\bembedding:([\w.\-]+)", re.IGNORECASE)
 
@@ -273,7 +283,7 @@ class Networks:
             keys = read_header(path)
         except (CheckpointError, OSError) as err:
             raise ValidationError("prompt", f"LoRA {name!r}: {err}") from None
-        if not any(marker in key for key in keys for marker in LORA_MARKERS):
+        if not any(marker in key for key in keys for marker in LORA_MARKERS) and not any(map(XLABS_KEY.search, keys)):
             raise ValidationError(
                 "prompt", f"{where} is not a LoRA (no LoRA weights in it); move it out of the LoRA folder"
             )
@@ -284,12 +294,18 @@ class Networks:
                 state, alphas = pipe.lora_state_dict(str(path))
                 pipe.load_lora_into_unet(state, network_alphas=alphas, unet=pipe.unet, adapter_name=adapter)
             else:
-                pipe.load_lora_weights(str(path), adapter_name=adapter)
+                pipe.load_lora_weights(bfl_as_comfyui(path, keys) or str(path), adapter_name=adapter)
         except (ValueError, KeyError, RuntimeError, OSError) as err:
             self._delete(pipe, adapter)  # a half-loaded adapter must not linger in the model
             raise ValidationError(
                 "prompt", f"{where} cannot be used as a LoRA on this model ({type(err).__name__}: {err})"[:600]
             ) from None
+        if adapter not in _adapters(pipe):  # diffusers only warns when no key matched: say it, never run without
+            raise ValidationError(
+                "prompt",
+                f"{where}: none of its weights matched this model ({type(pipe).__name__}); it is a LoRA for another "
+                f"model family (its keys look like {next(iter(keys), '')!r})",
+            )
 
     def _evict(self, pipe: Any, keep: set[str]) -> None:
         """Keep at most ``MAX_CACHED_ADAPTERS`` LoRAs loaded: unload the oldest ones this run does not use."""
@@ -314,6 +330,19 @@ class Networks:
         if not embeddings.is_loaded(pipe, name):
             embeddings.load(pipe, name, path)
         return digest
+
+
+def bfl_as_comfyui(path: Path, keys: Any) -> dict[str, Any] | None:
+    """A FLUX / Chroma LoRA in the original key names with ``lora_A`` / ``lora_B`` renamed to ComfyUI's
+    ``diffusion_model.*.lora_down`` / ``lora_up``, which diffusers' Kohya converter reads (None: another layout, read
+    by diffusers as it is). BFL's control LoRAs (``query_norm.scale`` keys) have a converter of their own."""
+    if not any(BFL_PEFT_KEY.match(key) for key in keys) or any("query_norm.scale" in key for key in keys):
+        return None
+    renamed = {}
+    for key, value in load_file(str(path)).items():
+        key = key if key.startswith("diffusion_model.") else f"diffusion_model.{key}"
+        renamed[key.replace(".lora_A.weight", ".lora_down.weight").replace(".lora_B.weight", ".lora_up.weight")] = value
+    return renamed
 
 
 def _adapters(pipe: Any) -> dict[str, list[str]]:

@@ -29,7 +29,8 @@ VAE_KEYS = ("decoder.conv_in.weight", "first_stage_model.decoder.conv_in.weight"
 INPAINT_SUFFIX = re.compile(r"[-_.]?inpainting$", re.IGNORECASE)
 
 UNET_PREFIX = "model.diffusion_model."
-LORA_MARKERS = ("lora_down", "lora_up", "lora_A", "lora_B", "lora_unet_", "lora_te")
+# XLabs FLUX LoRAs name theirs processor.qkv_lora1 / proj_lora2 (down/up without the lora_ prefix)
+LORA_MARKERS = ("lora_down", "lora_up", "lora_A", "lora_B", "lora_unet_", "lora_te", "qkv_lora", "proj_lora")
 
 
 class CheckpointError(ValueError):

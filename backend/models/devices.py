@@ -1,17 +1,27 @@
-"""Device and dtype choice, the memory plan (whole model on the GPU, model CPU offload or sequential offload, by
-the GPU's free memory and the model's weight sizes), and the memory options applied to a loaded pipeline."""
+"""Device and dtype choice, the memory plan (whole model on the GPU, model CPU offload, an 8-bit transformer or
+sequential offload, by the GPU's free memory and the model's weight sizes), and the memory options applied to a
+loaded pipeline."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from backend.models import zerogpu
+from backend.models.quantize import (
+    QUANTIZED_TRANSFORMER,
+    QUANTIZER,
+    file_parts,
+    quantization,
+    quantization_note,
+    quantize_blocker,
+    tensor_bytes,
+)
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -147,6 +157,8 @@ def apply_memory_options(pipe, settings: Settings, plan: DevicePlan, size: int =
     placed = place(pipe, plan, settings)
     if placed:
         enabled.append(placed)
+    elif quantization_note(pipe):
+        enabled.append(quantization_note(pipe))
     unet = getattr(pipe, "unet", None)  # transformer models (FLUX, SD3) have none: these UNet options pass them by
     if settings.channels_last and unet is not None:
         pipe.unet.to(memory_format=torch.channels_last)
@@ -216,15 +228,19 @@ STATED_SIZES: dict[str, dict[str, int]] = {
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    mode: str  # FULL, MODEL_OFFLOAD or SEQUENTIAL
-    model_gib: float  # all the weights
+    mode: str  # FULL, MODEL_OFFLOAD or SEQUENTIAL: where the weights go
+    model_gib: float  # all the weights (the transformer at 8 bits when quantized)
     need_gib: float  # what the mode needs on the GPU at once (largest part or whole model, activations included)
     free_gib: float
+    quantized: bool = False  # the transformer loads as 8-bit (QUANTIZER)
+    why_not: str = ""  # why it is not quantized where that would have fit (no torchao, ...)
 
     def line(self) -> str:
+        mode = f"{self.mode} with an 8-bit transformer ({QUANTIZER})" if self.quantized else self.mode
+        note = f"; an 8-bit transformer would fit but {self.why_not}" if self.why_not else ""
         return (
-            f"{self.mode} ({self.model_gib:.1f} GB of weights, {self.need_gib:.1f} GB needed at once, "
-            f"{self.free_gib:.1f} GB free on the GPU)"
+            f"{mode} ({self.model_gib:.1f} GB of weights, {self.need_gib:.1f} GB needed at once, "
+            f"{self.free_gib:.1f} GB free on the GPU{note})"
         )
 
 
@@ -232,17 +248,32 @@ def needed(weight_bytes: float) -> float:
     return weight_bytes + ACTIVATIONS
 
 
-def plan_memory(free_bytes: float, parts: Mapping[str, int]) -> MemoryPlan:
-    """The plan for a model of ``parts`` (component → weight bytes) on a GPU with ``free_bytes`` free: everything on
-    the GPU when it fits; else model CPU offload (one component on the GPU at a time: the largest must fit); else
-    sequential offload (layer by layer: slow, fits any model)."""
+def _placement(free_bytes: float, parts: Mapping[str, int]) -> tuple[str, float]:
     total, largest = sum(parts.values()), max(parts.values(), default=0)
     if needed(total) <= free_bytes:
-        mode, need = FULL, needed(total)
-    elif needed(largest) <= free_bytes:
-        mode, need = MODEL_OFFLOAD, needed(largest)
-    else:
-        mode, need = SEQUENTIAL, ACTIVATIONS
+        return FULL, needed(total)
+    if needed(largest) <= free_bytes:
+        return MODEL_OFFLOAD, needed(largest)
+    return SEQUENTIAL, ACTIVATIONS
+
+
+def plan_memory(free_bytes: float, parts: Mapping[str, int], blocker: str | None = None) -> MemoryPlan:
+    """The plan for a model of ``parts`` (component → weight bytes) on a GPU with ``free_bytes`` free: everything on
+    the GPU when it fits; else model CPU offload (one component on the GPU at a time: the largest must fit); else,
+    when that fits, the same with the transformer in 8 bits (half its bf16 size; the quality cost is small, sequential
+    offload's slowness is not); else sequential offload (layer by layer: slow, fits any model).
+
+    ``blocker``: why the transformer may not be quantized ("" = it may; None = ``quantize_blocker(parts)``)."""
+    mode, need = _placement(free_bytes, parts)
+    total = sum(parts.values())
+    if mode == SEQUENTIAL and "transformer" in parts:
+        small = {**parts, "transformer": parts["transformer"] // 2}
+        small_mode, small_need = _placement(free_bytes, small)
+        blocker = quantize_blocker(parts) if blocker is None else blocker
+        if small_mode != SEQUENTIAL and not blocker:
+            return MemoryPlan(small_mode, sum(small.values()) / GIB, small_need / GIB, free_bytes / GIB, True)
+        if small_mode != SEQUENTIAL:
+            return MemoryPlan(mode, total / GIB, need / GIB, free_bytes / GIB, why_not=blocker)
     return MemoryPlan(mode, total / GIB, need / GIB, free_bytes / GIB)
 
 
@@ -265,7 +296,7 @@ def weight_sizes(source: str | Path, extra_files: Iterable[str | Path] = ()) -> 
             if total:
                 sizes[folder.name] = total
     elif path.is_file():
-        sizes["checkpoint"] = path.stat().st_size
+        sizes.update(file_parts(path))
     else:
         sizes.update(STATED_SIZES.get(str(source), {}))
     for extra in extra_files:
@@ -275,11 +306,13 @@ def weight_sizes(source: str | Path, extra_files: Iterable[str | Path] = ()) -> 
 
 
 def module_sizes(pipe) -> dict[str, int]:
-    """Component → bytes of a loaded pipeline's weights at their dtype (what goes to the GPU)."""
+    """Component → bytes of a loaded pipeline's weights at their dtype (what goes to the GPU); a quantized
+    transformer as ``QUANTIZED_TRANSFORMER``."""
     sizes = {}
     for name, part in getattr(pipe, "components", {}).items():
         if isinstance(part, torch.nn.Module):
-            sizes[name] = sum(t.numel() * t.element_size() for t in (*part.parameters(), *part.buffers()))
+            name = QUANTIZED_TRANSFORMER if name == "transformer" and quantization(part) else name
+            sizes[name] = sum(tensor_bytes(t) for t in (*part.parameters(), *part.buffers()))
     return sizes
 
 
@@ -295,7 +328,10 @@ def place(pipe, plan: DevicePlan, settings: Settings, free_bytes: float | None =
     if settings.cpu_offload:
         pipe.enable_model_cpu_offload()
         return MODEL_OFFLOAD
-    memory = plan_memory(gpu_free_bytes() if free_bytes is None else free_bytes, module_sizes(pipe))
+    sizes = module_sizes(pipe)
+    memory = plan_memory(gpu_free_bytes() if free_bytes is None else free_bytes, sizes)
+    if quantization(getattr(pipe, "transformer", None)) == "torchao":  # the loader's plan quantized it
+        memory = replace(memory, quantized=True)
     log.info("memory plan: %s", memory.line())
     if memory.mode == MODEL_OFFLOAD:
         pipe.enable_model_cpu_offload()

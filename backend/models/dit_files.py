@@ -270,8 +270,9 @@ TRANSFORMERS = {"flux": "FluxTransformer2DModel", "sd3": "SD3Transformer2DModel"
                 "chroma": "ChromaTransformer2DModel"}
 
 
-def load_transformer(path: Path, family: str, config: str, dtype: torch.dtype) -> Any:
-    """The file's transformer, its config read from the shapes over the family's config folder."""
+def load_transformer(path: Path, family: str, config: str, dtype: torch.dtype, quantizer: Any = None) -> Any:
+    """The file's transformer, its config read from the shapes over the family's config folder; ``quantizer``: the
+    memory plan's ``quantization_config`` (8-bit), never applied to a GGUF file (already quantized)."""
     import diffusers
 
     cls = getattr(diffusers, TRANSFORMERS[family])
@@ -281,6 +282,8 @@ def load_transformer(path: Path, family: str, config: str, dtype: torch.dtype) -
     extra: dict[str, Any] = {}
     if quantized:
         extra["quantization_config"] = diffusers.GGUFQuantizationConfig(compute_dtype=dtype)
+    elif quantizer is not None:
+        extra["quantization_config"] = quantizer
     return cls.from_single_file(
         converted, config=config, subfolder="transformer", dtype=dtype, local_files_only=True, **derived, **extra
     )
@@ -338,8 +341,11 @@ ENCODERS = {
 }
 
 
-def load_pipeline(source: str, family: str, config: str, parts: dict[str, str], dtype: torch.dtype) -> Any:
-    """The text2img pipeline of a FLUX / SD3 / Chroma single file: its own parts, the paired files for the others."""
+def load_pipeline(
+    source: str, family: str, config: str, parts: dict[str, str], dtype: torch.dtype, quantizer: Any = None
+) -> Any:
+    """The text2img pipeline of a FLUX / SD3 / Chroma single file: its own parts, the paired files for the others
+    (``quantizer``: the transformer's 8-bit ``quantization_config``, or None)."""
     import diffusers
 
     path = Path(source)
@@ -347,7 +353,7 @@ def load_pipeline(source: str, family: str, config: str, parts: dict[str, str], 
     tensors = header(path)
     holds = {p for p, prefixes in DIT_PARTS.items() if any(k.startswith(prefixes) for k in tensors)}
     pipeline_name, encoders = ENCODERS[family]
-    components: dict[str, Any] = {"transformer": load_transformer(path, family, config, dtype)}
+    components: dict[str, Any] = {"transformer": load_transformer(path, family, config, dtype, quantizer)}
     for component, part, cls_name in encoders:
         if part not in parts and part not in holds:  # SD3 without T5
             components[component] = None
