@@ -18,6 +18,9 @@ from .codec import Limits, decode_image
 from .models import GenerationBody
 
 IP_MODULE = "ip-adapter"  # the extension's IP-Adapter modules: ip-adapter_clip_sd15, ip-adapter_clip_sdxl, …
+# What /controlnet/module_list names of them: any module starting with IP_MODULE is taken as one (our one image
+# encoder folder serves every adapter file).
+IP_MODULES = ("ip-adapter_clip_sd15", "ip-adapter_clip_sdxl", "ip-adapter_clip_sdxl_plus_vith")
 
 # ControlUnit's fields → the extension's names (a refusal names what the caller sent).
 CONTROL_FIELDS = {

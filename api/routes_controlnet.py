@@ -1,18 +1,21 @@
-"""The ControlNet extension's own routes under ``/controlnet``: its version, models, preprocessor modules, and
-``detect`` (control maps from pictures, without generating)."""
+"""The ControlNet extension's own routes under ``/controlnet``: its version, models (the models' ControlNet types
+and the IP-Adapter files), preprocessor modules (the control maps', ``inpaint_only`` and the ``ip-adapter_*`` ones),
+and ``detect`` (control maps from pictures, without generating)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from backend.generation.ip_adapter import adapter_names
 from backend.images.annotators import PreprocessError
 from backend.schema.errors import ValidationError
 from backend.schema.geometry import size_from_image
+from backend.schema.inpaint_control import INPAINT_MODULE
 from backend.schema.requests import ControlNetRequest, ControlUnit
 
 from .codec import decode_image, encode_png
-from .controlnet_units import MODULES, control_field
+from .controlnet_units import IP_MODULES, MODULES, control_field
 from .models import DetectBody
 from .state import ERRORS, ApiState, refusal
 
@@ -66,11 +69,12 @@ def add_controlnet(router: APIRouter, state: ApiState) -> None:
     @router.get("/controlnet/model_list", tags=["controlnet"])
     def controlnet_model_list():
         registry = state.engine.registry
-        return {"model_list": sorted({t for name in registry.names for t, _ in registry.get(name).controlnets})}
+        types = sorted({t for name in registry.names for t, _ in registry.get(name).controlnets})
+        return {"model_list": [*types, *adapter_names()]}
 
     @router.get("/controlnet/module_list", tags=["controlnet"])
     def controlnet_module_list(alias_names: bool = False):
-        return {"module_list": ["none", *MODULES]}
+        return {"module_list": ["none", *MODULES, INPAINT_MODULE, *IP_MODULES]}
 
     @router.post("/controlnet/detect", responses=ERRORS, tags=["controlnet"])
     def controlnet_detect(body: DetectBody):

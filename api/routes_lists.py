@@ -1,7 +1,8 @@
 """Options and lists: A1111's ``options`` (the checkpoint and clip skip later requests use), and what the server
 offers: models, VAEs, samplers, schedulers, styles, upscalers, latent upscale modes, LoRAs and embeddings; and
 A1111's lists of what SD Studio does not have (hypernetworks, face restorers, Real-ESRGAN models), which are
-empty, and its scripts (only the ControlNet extension's units, taken through ``alwayson_scripts``)."""
+empty, and its scripts (the ControlNet and ADetailer extensions' always-on scripts, taken through
+``alwayson_scripts``)."""
 
 from __future__ import annotations
 
@@ -132,8 +133,11 @@ def add_networks(router: APIRouter, state: ApiState) -> None:
         return EmbeddingsResponse(loaded=state.engine.networks.embedding_list())
 
 
-# The ControlNet extension's script, as A1111 lists it (its title, lower-cased); its units go in alwayson_scripts.
+# The extensions' always-on scripts, as A1111 lists them (their titles, lower-cased: "ControlNet", "ADetailer");
+# their arguments go in alwayson_scripts, where the names are matched without case.
 CONTROLNET_SCRIPT = "controlnet"
+ADETAILER_SCRIPT = "adetailer"
+ALWAYSON_SCRIPTS = [CONTROLNET_SCRIPT, ADETAILER_SCRIPT]
 
 
 def add_absent(router: APIRouter, state: ApiState) -> None:
@@ -154,9 +158,13 @@ def add_absent(router: APIRouter, state: ApiState) -> None:
 
     @router.get(f"{SD}/scripts", response_model=ScriptsList, tags=["sdapi"])
     def scripts():
-        """No selectable scripts; the always-on ControlNet script on both."""
-        return ScriptsList(txt2img=[CONTROLNET_SCRIPT], img2img=[CONTROLNET_SCRIPT])
+        """No selectable scripts; the always-on ControlNet and ADetailer scripts on both."""
+        return ScriptsList(txt2img=ALWAYSON_SCRIPTS, img2img=ALWAYSON_SCRIPTS)
 
     @router.get(f"{SD}/script-info", response_model=list[ScriptInfo], tags=["sdapi"])
     def script_info():
-        return [ScriptInfo(name=CONTROLNET_SCRIPT, is_alwayson=True, is_img2img=img2img) for img2img in (False, True)]
+        return [
+            ScriptInfo(name=name, is_alwayson=True, is_img2img=img2img)
+            for name in ALWAYSON_SCRIPTS
+            for img2img in (False, True)
+        ]

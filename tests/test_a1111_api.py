@@ -561,12 +561,12 @@ def test_vaes_listed_and_every_refresh_rescans(server, tmp_path, monkeypatch):
 def test_what_sd_studio_has_none_of_is_an_empty_list(server):
     engine, url, client, api = server
     assert api.get_hypernetworks() == [] and api.get_face_restorers() == [] and api.get_realesrgan_models() == []
-    # The only script is the ControlNet extension's (always on, through alwayson_scripts).
-    assert api.get_scripts() == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
+    # The only scripts are the ControlNet and ADetailer extensions' (always on, through alwayson_scripts).
+    both = ["controlnet", "adetailer"]
+    assert api.get_scripts() == {"txt2img": both, "img2img": both}
     info = api.custom_get("script-info", baseurl=True)
     assert [(i["name"], i["is_alwayson"], i["is_img2img"], i["args"]) for i in info] == [
-        ("controlnet", True, False, []),
-        ("controlnet", True, True, []),
+        (name, True, img2img, []) for name in both for img2img in (False, True)
     ]
 
 

@@ -66,7 +66,8 @@ def test_txt2img_endpoint_keywords_and_png_images(app):
     params = [
         p["parameter_name"] for p in client.view_api(return_format="dict")["named_endpoints"]["/txt2img"]["parameters"]
     ]
-    assert params == [*ARGS, "enable_hr", "hr_upscaler", "hr_scale", "hr_steps", "strength"]
+    hires = ["enable_hr", "hr_upscaler", "hr_scale", "hr_steps", "strength"]
+    assert params == [*ARGS, *hires, "ip_adapter", "ip_adapter_weight", "ip_adapter_image"]
     gallery, infotext, seed = client.predict(**ARGS, api_name="/txt2img")
     assert seed == 77 and len(gallery) == 2
     assert parse_infotext(infotext).params["Sampler"] == "Euler a"

@@ -9,6 +9,8 @@ import io
 import numpy as np
 import pytest
 import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 from PIL import Image, ImageFilter
 
 from api.codec import Limits
@@ -21,7 +23,8 @@ from backend.schema.errors import ValidationError
 from backend.schema.inpaint_control import CONTROLNET_INPAINT
 from backend.schema.requests import InpaintRequest
 
-from .conftest import TINY, pixels
+from .apphost import serve
+from .conftest import TINY, endpoint_args, pixels
 
 
 @pytest.fixture
@@ -109,3 +112,28 @@ def test_the_a1111_inpaint_only_unit_reaches_it(shared_engine, request_, steered
     with pytest.raises(ValidationError) as err:
         img2img_request(without_mask, TINY, limits)
     assert err.value.field == "mask"
+
+
+def test_the_controlnet_tabs_inpaint_only_keeps_unmasked_pixels_and_needs_a_mask(shared_engine, test_image, mask,
+                                                                                   tmp_path):
+    """The ControlNet tab's control type inpaint (preprocessor inpaint_only) with its mask upload, through its
+    gradio_client endpoint: the ControlNet inpaint strategy's picture, the inpaint tab's request's pixels."""
+    test_image.save(tmp_path / "picture.png")
+    mask.save(tmp_path / "mask.png")
+    args = endpoint_args(seed=7, steps=4, width=0, height=0, guidance_scale=5.0)
+    picture = handle_file(str(tmp_path / "picture.png"))
+    unit = {"image": picture, "control_type": "inpaint", "preprocessor": "inpaint_only"}
+    with serve(shared_engine) as url:
+        client = Client(url, verbose=False)
+        gallery, infotext, _, shown, _ = client.predict(
+            **args, **unit, mask=handle_file(str(tmp_path / "mask.png")), api_name="/controlnet"
+        )
+        with pytest.raises(AppError, match="Mask: control type inpaint needs a mask"):
+            client.predict(**args, **unit, api_name="/controlnet")
+    out = pixels(Image.open(gallery[0]["image"]))
+    keep = outside(mask, 3 * 4)  # the default mask blur
+    assert np.array_equal(out[keep], pixels(test_image)[keep]) and not np.array_equal(out, pixels(test_image))
+    assert "Inpaint strategy: ControlNet inpaint" in infotext and shown is not None  # the mask used, shown
+    same = InpaintRequest(**{**args, "styles": ()}, image=test_image, mask=mask, strength=1.0,
+                          resize_mode="Crop and resize", inpaint_strategy=CONTROLNET_INPAINT)
+    assert np.array_equal(out, pixels(shared_engine.run(same).images[0]))

@@ -21,22 +21,9 @@ from backend.schema.requests import Img2ImgRequest, Txt2ImgRequest
 from backend.settings import Settings
 from tests.conftest import TINY, pixels
 from training.data import classify_picture
+from training.train_detector import NETWORK as TINY_YOLO  # the demo detector's layout: built in a second on the CPU
 
 BOX = (40, 40, 72, 72)
-# A YOLOv8 detection network at an eighth of the "n" width: ~0.3 M parameters, built in a second on the CPU.
-TINY_YOLO = {
-    "nc": 1, "depth_multiple": 0.33, "width_multiple": 0.125, "max_channels": 256,
-    "backbone": [
-        [-1, 1, "Conv", [64, 3, 2]], [-1, 1, "Conv", [128, 3, 2]], [-1, 1, "C2f", [128, True]],
-        [-1, 1, "Conv", [256, 3, 2]], [-1, 1, "C2f", [256, True]], [-1, 1, "Conv", [512, 3, 2]],
-        [-1, 1, "C2f", [512, True]], [-1, 1, "SPPF", [512, 5]],
-    ],
-    "head": [
-        [-1, 1, "nn.Upsample", [None, 2, "nearest"]], [[-1, 4], 1, "Concat", [1]], [-1, 1, "C2f", [256]],
-        [-1, 1, "Conv", [256, 3, 2]], [[-1, 7], 1, "Concat", [1]], [-1, 1, "C2f", [512]],
-        [[10, 13], 1, "Detect", ["nc"]],
-    ],
-}
 
 
 class FixedDetector(Detector):

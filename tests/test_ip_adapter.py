@@ -8,18 +8,26 @@ import io
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from gradio_client import Client, handle_file
 from PIL import Image
 
 from api.codec import Limits
 from api.convert import txt2img_request
 from api.models import Txt2ImgBody
+from api.routes import mount_api
 from backend.families import family
 from backend.generation import ip_adapter
+from backend.library.infotext import parse_infotext
 from backend.models import tiny
 from backend.schema.errors import ValidationError
 from backend.schema.requests import Img2ImgRequest, Txt2ImgRequest
+from ui.ip_adapter import FIELDS as IP_FIELDS
+from ui.send import sent_fields
 
-from .conftest import TINY, pixels
+from .apphost import serve
+from .conftest import TINY, endpoint_args, pixels
 
 NAME = "ip-adapter_tiny"
 
@@ -102,3 +110,57 @@ def test_the_a1111_ip_adapter_unit_sets_the_fields():
     assert isinstance(request, Txt2ImgRequest)  # not a ControlNet request: no other unit
     assert (request.ip_adapter, request.ip_adapter_weight) == ("ip-adapter_sd15", 0.6)
     assert np.array_equal(pixels(request.ip_adapter_image[0]), pixels(REFERENCE))
+
+
+@pytest.fixture(scope="module")
+def client(shared_engine, folder):
+    with serve(shared_engine) as url:
+        yield Client(url, verbose=False)
+
+
+def test_the_pages_controls_reach_the_pipeline_and_send_restores_them(shared_engine, client, tmp_path):
+    """The txt2img and ControlNet tabs' IP-Adapter accordion (ui/ip_adapter.py), through their gradio_client
+    endpoints: weight 1 steers, weight 0 is the base picture, and the picture is the engine's for the same request."""
+    endpoints = client.view_api(return_format="dict")["named_endpoints"]
+    for name in ("/txt2img", "/img2img", "/controlnet"):
+        assert [p["parameter_name"] for p in endpoints[name]["parameters"]][-3:] == list(IP_FIELDS)
+    reference = tmp_path / "reference.png"
+    REFERENCE.save(reference)
+    args = endpoint_args(seed=3, width=64, height=64, prompt="a red circle")
+    chosen = {"ip_adapter": NAME, "ip_adapter_image": [{"image": handle_file(str(reference)), "caption": None}]}
+    plain = Txt2ImgRequest(**{**args, "styles": ()})
+    base = pixels(shared_engine.run(plain).images[0])
+    gallery, infotext, _ = client.predict(**args, **chosen, ip_adapter_weight=1.0, api_name="/txt2img")
+    steered = pixels(Image.open(gallery[0]["image"]))
+    direct = shared_engine.run(plain.replace(ip_adapter=NAME, ip_adapter_image=(REFERENCE,)))
+    assert np.array_equal(steered, pixels(direct.images[0])) and not np.array_equal(steered, base)
+    gallery, _, _ = client.predict(**args, **chosen, ip_adapter_weight=0.0, api_name="/txt2img")
+    assert np.abs(pixels(Image.open(gallery[0]["image"])) - base).mean() < 1.0
+    # PNG info / Send: the adapter and its weight come back from the infotext; the pictures cannot.
+    read = parse_infotext(infotext).request_fields()
+    assert (read["ip_adapter"], read["ip_adapter_weight"]) == (NAME, 1.0)
+    assert set(sent_fields(Txt2ImgRequest, dict.fromkeys(IP_FIELDS))) == {"ip_adapter", "ip_adapter_weight"}
+    # The ControlNet tab's accordion reaches its pipeline too.
+    control = Image.new("RGB", (64, 64))
+    control.paste((255, 255, 255), (16, 16, 48, 48))
+    control.save(tmp_path / "control.png")
+    unit = {"image": handle_file(str(tmp_path / "control.png")), "control_type": "canny"}
+    runs = [client.predict(**args, **unit, **chosen, ip_adapter_weight=w, api_name="/controlnet")[0] for w in (0, 1)]
+    assert not np.array_equal(*(pixels(Image.open(run[0]["image"])) for run in runs))
+
+
+def test_the_a1111_lists_name_the_modules_models_and_scripts(shared_engine, folder):
+    """/controlnet/module_list has inpaint_only and the ip-adapter_* modules, model_list the adapter files; the
+    scripts lists have the ADetailer extension's always-on script beside ControlNet's (lower-cased, as A1111)."""
+    app = FastAPI()
+    mount_api(app, shared_engine)
+    with TestClient(app) as http:
+        modules = http.get("/controlnet/module_list").json()["module_list"]
+        models = http.get("/controlnet/model_list").json()["model_list"]
+        scripts = http.get("/sdapi/v1/scripts").json()
+        info = http.get("/sdapi/v1/script-info").json()
+    assert {"none", "canny", "inpaint_only", "ip-adapter_clip_sd15", "ip-adapter_clip_sdxl"} <= set(modules)
+    assert {"canny", "inpaint", NAME} <= set(models)
+    assert scripts == {"txt2img": ["controlnet", "adetailer"], "img2img": ["controlnet", "adetailer"]}
+    alwayson = {(i["name"], i["is_img2img"]) for i in info if i["is_alwayson"]}
+    assert alwayson >= {("adetailer", False), ("adetailer", True)}

@@ -14,6 +14,7 @@ import pytest
 from backend.generation.engine import Engine
 from backend.schema.catalog import common_fields
 from backend.schema.fields import Limit, field_default, field_spec, spec
+from backend.schema.ip_adapter import IP_ADAPTER_FIELDS
 from backend.schema.requests import REQUEST_CLASSES, GenerationRequest, Txt2ImgRequest, field_limits
 from backend.settings import Settings
 from ui import common, tab_grid, tab_img2img, tab_txt2img
@@ -23,6 +24,7 @@ from ui.session import CancelRegistry
 from ui.studio import Studio
 
 HIRES = ("enable_hr", "hr_upscaler", "hr_scale", "hr_steps", "strength")
+IP = tuple(IP_ADAPTER_FIELDS)  # the IP-Adapter accordion's fields follow (ui/ip_adapter.py)
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +64,22 @@ def test_txt2img_handler_is_the_common_fields_then_the_hires_fields(engine):
     demo, handle = build(engine, tab_txt2img)
     fn = event_fn(demo, "txt2img")
     parameters = inspect.signature(fn.fn).parameters
-    assert input_names(fn.fn) == [*common_fields(), *HIRES]
+    assert input_names(fn.fn) == [*common_fields(), *HIRES, *IP]
     assert [parameters[name].default for name in HIRES] == [field_default(Txt2ImgRequest, name) for name in HIRES]
     assert all(parameters[name].default is inspect.Parameter.empty for name in common_fields())
     # Gradio fills these two in itself (by annotation and by default), and streams from a generator function.
     assert parameters["request"].annotation is gr.Request and isinstance(parameters["progress"].default, gr.Progress)
     assert inspect.isgeneratorfunction(fn.fn) and fn.fn.__name__ == "txt2img" and "Generate images" in fn.fn.__doc__
     # Each parameter gets its own control as input, in the signature's order.
-    assert fn.inputs == [*handle.controls.inputs(), *handle.fields.values()]
+    # (The reference pictures last: Send does not set them, an infotext cannot hold them.)
+    assert fn.inputs == [*handle.controls.inputs(), *handle.fields.values(), fn.inputs[-1]]
+    assert fn.inputs[-1].elem_id == "txt2img-ip-adapter-image"
 
 
 def test_img2img_picture_is_required_and_grid_leaves_out_its_axis_fields(engine):
     demo, _ = build(engine, tab_img2img)
     parameters = inspect.signature(event_fn(demo, "img2img").fn).parameters
-    assert list(parameters)[len(common_fields()) :] == ["image", "strength", "resize_mode", "request", "progress"]
+    assert list(parameters)[len(common_fields()) :] == ["image", "strength", "resize_mode", *IP, "request", "progress"]
     assert parameters["image"].default is inspect.Parameter.empty  # no default: API clients must send a picture
     demo, _ = build(engine, tab_grid)
     names = input_names(event_fn(demo, "sampler_grid").fn)
@@ -105,7 +109,7 @@ def test_a_new_common_field_reaches_the_ui_without_a_ui_edit(engine, monkeypatch
     described = (control.label, control.info, control.minimum, control.maximum, control.value)
     assert described == ("Tiles", "How often the picture repeats.", 1, 4, 1)
     fn = event_fn(demo, "txt2img")
-    assert input_names(fn.fn) == [*common_fields(), *HIRES]
+    assert input_names(fn.fn) == [*common_fields(), *HIRES, *IP]
     assert fn.inputs[len(common_fields()) - 1] is control
 
 

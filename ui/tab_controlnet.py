@@ -1,7 +1,9 @@
 """The ControlNet tab: a reference picture → a control map (canny, depth, pose) that steers the picture.
 
 Two units (the second one optional) are built by one builder; the control map each unit used is shown
-next to its input, before generating (Preview map) and with the result.
+next to its input, before generating (Preview map) and with the result. The first unit's control type "inpaint"
+(preprocessor ``inpaint_only``) repaints the area masked under "Inpaint mask" (the inpaint tab's editor and mask
+upload) with the inpaint ControlNet: the inpaint tab's ControlNet inpaint strategy, run from here.
 """
 
 from __future__ import annotations
@@ -12,23 +14,28 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from backend.images.ops import mask_overlay
 from backend.schema.choices import CONTROL_TYPES, PREPROCESSORS
 from backend.schema.errors import ValidationError
 from backend.schema.fields import field_default
-from backend.schema.requests import ControlNetRequest, ControlUnit, field_limits
+from backend.schema.inpaint_control import CONTROLNET_INPAINT, INPAINT_CONTROL_TYPE, INPAINT_MODULE
+from backend.schema.requests import ControlNetRequest, ControlUnit, InpaintRequest, field_limits
 
 from .common import CommonControls, build_common_controls
 from .controls import limit_slider, words
+from .editor import split_editor_value
 from .events import refuse
 from .generation import stream_generation
 from .handle import TabHandle
 from .handlers import build_request, field_function, tab_handler
 from .inputs import FieldDropdown, FieldRadio, PictureInput, picture_input
+from .ip_adapter import build_ip_adapter
 from .output import build_output_block
 from .prompt import build_prompt_section
 from .send import sent_fields
 from .studio import Studio
 from .tab_img2img import build_resize_mode, build_strength
+from .tab_inpaint import build_pictures
 from .wiring import wire_generation
 
 # ControlUnit's fields in the order each unit's controls are inputs (and the API takes them).
@@ -38,7 +45,10 @@ SECOND = "_2"  # the second unit's parameters are the first's names with this su
 PREPROCESSOR_LABELS = {
     "auto": "run the control type's preprocessor",
     "none": "none — my image already is a control map",
+    INPAINT_MODULE: "inpaint_only — repaint the masked area, keep the rest (control type inpaint)",
 }
+# The inpaint tab's editor and mask upload, by this tab's parameter names (``image`` is the first unit's picture).
+MASK_PARAMETERS = {"image": "inpaint_picture", "mask": "mask"}
 Component = gr.components.Component
 
 
@@ -69,12 +79,14 @@ def build_unit(studio: Studio, prefix: str, optional: bool) -> UnitControls:
         control_map = gr.Image(
             label="Control map", type="pil", format="png", interactive=False, elem_id=f"{prefix}-map"
         )
+    # Only the first unit inpaints: the ControlNet inpaint strategy runs alone.
+    inpaint = () if optional else (INPAINT_CONTROL_TYPE,)
     with gr.Row():
-        choices = ([OFF] if optional else []) + list(CONTROL_TYPES)
+        choices = ([OFF] if optional else []) + list(CONTROL_TYPES) + list(inpaint)
         control_type = FieldDropdown(choices, value=choices[0], label="Control type", elem_id=f"{prefix}-control-type")
         preview = gr.Button("Preview map", size="sm", scale=0, min_width=120, elem_id=f"{prefix}-preview")
     preprocessor = FieldRadio(
-        [(PREPROCESSOR_LABELS[p], p) for p in PREPROCESSORS],
+        [(PREPROCESSOR_LABELS[p], p) for p in (*PREPROCESSORS, *(INPAINT_MODULE for _ in inpaint))],
         value=field_default(ControlUnit, "preprocessor"),
         label="Preprocessor",
         elem_id=f"{prefix}-preprocessor",
@@ -127,6 +139,46 @@ def _build_unit_options(studio: Studio, prefix: str, control_type: gr.Dropdown, 
     return found
 
 
+def wire_inpaint_choice(unit: UnitControls) -> None:
+    """Control type inpaint and preprocessor inpaint_only go together: choosing one sets the other."""
+    control_type, preprocessor = unit.fields["control_type"], unit.fields["preprocessor"]
+
+    def matched(chosen: str, current: str) -> Any:
+        if chosen == INPAINT_CONTROL_TYPE:
+            return INPAINT_MODULE
+        return field_default(ControlUnit, "preprocessor") if current == INPAINT_MODULE else gr.skip()
+
+    control_type.input(matched, [control_type, preprocessor], preprocessor, queue=False, api_visibility="private")
+
+
+def inpaint_request(values: dict[str, Any]) -> InpaintRequest:
+    """The first unit's control type inpaint: the inpaint request of the ControlNet inpaint strategy. The picture is
+    the one in the mask editor, else the unit's; the mask is the painted strokes, or the uploaded mask."""
+    if (values["control_type"] == INPAINT_CONTROL_TYPE) != (values["preprocessor"] == INPAINT_MODULE):
+        raise refuse(f"Preprocessor: {INPAINT_MODULE} goes with control type {INPAINT_CONTROL_TYPE} (and only with it)")
+    if values["control_type_2"] != OFF:
+        raise refuse(f"Second unit: ControlNet inpaint runs alone; set the second unit's control type to {OFF}")
+    picture, mask = split_editor_value(values["inpaint_picture"], values["mask"])
+    picture = picture if picture is not None else values["image"]
+    if picture is None:
+        raise refuse("Reference picture: upload the picture to repaint (or put it in the Inpaint mask editor)")
+    if mask is None:
+        raise refuse("Mask: control type inpaint needs a mask: paint the area to repaint in the Inpaint mask "
+                     "editor, or upload a mask there (white = repaint)")
+    # From noise, as the extension's inpaint_only in txt2img; an init picture's strength applies with one.
+    strength = values["strength"] if values["init_image"] is not None else 1.0
+    return build_request(InpaintRequest, values, image=picture, mask=mask, strength=strength,
+                         inpaint_strategy=CONTROLNET_INPAINT)
+
+
+def shown_maps(result: Any) -> tuple[Image.Image | None, Image.Image | None]:
+    """Each unit's control map; for ControlNet inpaint, the mask used tinted over the first picture."""
+    if result is not None and result.extras.get("mask") is not None:
+        return mask_overlay(result.images[0], result.extras["mask"]), None
+    found = result.extras.get("control_maps", []) if result else []
+    return (found[0] if found else None, found[1] if len(found) > 1 else None)
+
+
 def unit_from(values: dict[str, Any], suffix: str = "") -> ControlUnit:
     """A unit from a handler's arguments (the second unit's names end in ``_2``)."""
     return ControlUnit(**{name: values[name + suffix] for name in UNIT_FIELDS})
@@ -156,39 +208,43 @@ def build_tab(studio: Studio) -> TabHandle:
                     elem_id="controlnet-init-image",
                 )
                 strength = build_strength(studio, "controlnet", ControlNetRequest)
+            with gr.Accordion("Inpaint mask (control type inpaint)", open=False, elem_id="controlnet-inpaint-box"):
+                painted = build_pictures(studio, "controlnet-inpaint")
             resize_mode = build_resize_mode("controlnet", ControlNetRequest)
             # The model's own size by default (a large photo as reference must not make a huge picture);
             # 0 still means the picture's size.
             controls = build_common_controls(studio, "controlnet", zero_size_allowed=True, prompt_section=section)
+            ip = build_ip_adapter(studio, "controlnet", field_limits(studio.engine.settings))
         with gr.Column(scale=1):
             out = build_output_block("controlnet")
 
     def controlnet(values, request, progress):
         """Generate steered by a control map made from ``image`` (canny, depth or pose), from noise or from
         ``init_image``; a second unit (``*_2``, ``control_type_2="off"`` = unused) steers together with it.
-        Returns the images, parameters, seed and each unit's control map."""
-        units = [unit_from(values)] + ([unit_from(values, SECOND)] if values["control_type_2"] != OFF else [])
-        req = build_request(ControlNetRequest, values, units=tuple(units))
-
-        def maps(result) -> tuple[Image.Image | None, Image.Image | None]:
-            found = result.extras.get("control_maps", []) if result else []
-            return (found[0] if found else None, found[1] if len(found) > 1 else None)
-
-        yield from stream_generation(studio, req, request, progress, maps, tab="controlnet")
+        Control type ``inpaint`` (preprocessor ``inpaint_only``) repaints the area ``mask`` (or the strokes painted
+        on ``inpaint_picture``) marks white. Returns the images, parameters, seed and each unit's control map."""
+        if values["control_type"] == INPAINT_CONTROL_TYPE or values["preprocessor"] == INPAINT_MODULE:
+            req = inpaint_request(values)
+        else:
+            units = [unit_from(values)] + ([unit_from(values, SECOND)] if values["control_type_2"] != OFF else [])
+            req = build_request(ControlNetRequest, values, units=tuple(units))
+        yield from stream_generation(studio, req, request, progress, shown_maps, tab="controlnet")
 
     # The first unit and guess mode are required; the init picture, its strength, the resize mode and the second
     # unit are optional for API clients (defaults of None make the pictures optional).
     extra = {"init_image": init_image, "strength": strength, "resize_mode": resize_mode}
-    own = first.named() | {"guess_mode": guess_mode} | extra | second.named(SECOND)
+    masks = {MASK_PARAMETERS[name]: control for name, control in painted.items()}
+    own = first.named() | {"guess_mode": guess_mode} | extra | second.named(SECOND) | masks | ip
     second_defaults = {name + SECOND: field_default(ControlUnit, name) for name in UNIT_FIELDS}
     handler = tab_handler(
         controlnet,
         (ControlNetRequest, ControlUnit),
         controls.fields,
         required=(*UNIT_FIELDS, "guess_mode"),
-        optional=(*extra, *second.named(SECOND)),
-        defaults=second_defaults | {"control_type" + SECOND: OFF},
+        optional=(*extra, *second.named(SECOND), *masks, *ip),
+        defaults=second_defaults | {"control_type" + SECOND: OFF} | dict.fromkeys(masks),
     )
+    wire_inpaint_choice(first)
     wire_control_maps(studio, first, second, controls, resize_mode)
     wire_generation(
         studio,
@@ -212,6 +268,9 @@ def wire_control_maps(
     def controlnet_map(values: dict[str, Any]) -> Image.Image:
         """Only the preprocessing: the control map of ``image`` at the output size (width/height 0 = the picture's)."""
         sized = {name: values[name] for name in size}
+        if values["control_type"] == INPAINT_CONTROL_TYPE:
+            raise refuse("Control type: inpaint has no map to preview (the ControlNet sees the picture with the "
+                         "masked area blanked); Generate repaints it")
         try:
             (control_map,) = studio.engine.control_maps(ControlNetRequest(units=(unit_from(values),), **sized))
         except ValidationError as err:

@@ -14,6 +14,7 @@ from .generation import stream_generation
 from .handle import TabHandle
 from .handlers import build_request, tab_handler
 from .inputs import FieldRadio, PictureInput, picture_input
+from .ip_adapter import build_ip_adapter
 from .output import build_output_block
 from .prompt import build_prompt_section
 from .send import sent_fields
@@ -59,6 +60,7 @@ def build_tab(studio: Studio) -> TabHandle:
                 "resize_mode": build_resize_mode("img2img"),
             }
             controls = build_common_controls(studio, "img2img", size_from_image=True, prompt_section=section)
+            ip = build_ip_adapter(studio, "img2img", field_limits(studio.engine.settings))
         with gr.Column(scale=1):
             out = build_output_block("img2img")
 
@@ -67,6 +69,7 @@ def build_tab(studio: Studio) -> TabHandle:
         req = build_request(Img2ImgRequest, values)
         yield from stream_generation(studio, req, request, progress, tab="img2img")
 
-    handler = tab_handler(img2img, Img2ImgRequest, controls.fields, required=tuple(own))
+    handler = tab_handler(img2img, Img2ImgRequest, controls.fields, required=tuple(own), optional=tuple(ip))
+    own |= ip
     wire_generation(studio, controls, out, handler, own, api_name="img2img")
     return TabHandle("img2img", controls, out, image, sent_fields(Img2ImgRequest, own))

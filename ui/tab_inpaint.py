@@ -36,8 +36,9 @@ def mask_brush(short_side: int) -> gr.Brush:
     return gr.Brush(colors=[("#FFFFFF", 0.5)], color_mode="fixed", default_size=max(8, round(short_side / 24)))
 
 
-def build_pictures(studio: Studio) -> dict[str, gr.components.Component]:
-    """The editor to paint the mask on, and the upload of a ready mask (it wins over painted strokes)."""
+def build_pictures(studio: Studio, prefix: str = "inpaint") -> dict[str, gr.components.Component]:
+    """The editor to paint the mask on, and the upload of a ready mask (it wins over painted strokes); the ControlNet
+    tab builds them too, for its inpaint control type."""
     max_pixels = studio.engine.settings.max_image_pixels
     defaults = studio.engine.registry.get(studio.engine.default_model).defaults
     editor = picture_input(
@@ -50,7 +51,7 @@ def build_pictures(studio: Studio) -> dict[str, gr.components.Component]:
         brush=mask_brush(min(defaults.width, defaults.height)),
         layers=False,
         transforms=(),
-        elem_id="inpaint-editor",
+        elem_id=f"{prefix}-editor",
     )
     with gr.Accordion("Upload a mask instead (white = repaint)", open=False):
         mask = picture_input(
@@ -60,7 +61,7 @@ def build_pictures(studio: Studio) -> dict[str, gr.components.Component]:
             type="pil",
             image_mode="L",
             format="png",
-            elem_id="inpaint-mask",
+            elem_id=f"{prefix}-mask",
         )
     return {"image": editor, "mask": mask}
 

@@ -1,9 +1,11 @@
 """The IP-Adapter request fields (issue #29): an adapter file, its weight and the reference pictures.
 
 ``ip_adapter_fields`` adds them to ``GenerationRequest`` before ``detailed_dataclass`` makes it a dataclass, so every
-task has them; they are not common controls (no tab shows them yet): the A1111 API's ControlNet units with an
-``ip-adapter_*`` module set them (``api.controlnet_units``), and the infotext records them. ``ip_adapter`` names a
-file in ``models/ipadapter`` without its extension; "None" is off. The loading is ``backend.generation.ip_adapter``.
+task has them; they are not common controls: the txt2img, img2img and ControlNet tabs show them in an "IP-Adapter"
+accordion built from these specs (``ui.ip_adapter``), the A1111 API's ControlNet units with an ``ip-adapter_*``
+module set them (``api.controlnet_units``), and the infotext records the adapter and weight (not the pictures).
+``ip_adapter`` names a file in ``models/ipadapter`` without its extension; "None" is off.
+The loading is ``backend.generation.ip_adapter``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ IP_ADAPTER_FIELDS: dict[str, tuple[str, Any]] = {
                                         written=lambda r: r.ip_adapter_weight if is_on(r) else None,
                                         absent_means_default=True)),
     # PIL pictures (a tuple: one or more); not written to the infotext.
-    "ip_adapter_image": ("Any", spec((), a1111=A1111 + "image", read=lambda text: {})),
+    "ip_adapter_image": ("Any", spec((), label="IP-Adapter reference pictures", a1111=A1111 + "image",
+                                     info="One or more pictures whose content and style steer the result.",
+                                     read=lambda text: {})),
 }
 
 
