@@ -303,7 +303,7 @@ def stage_eval(ctx):
 
     figures = evaluate_dit.evaluate(str(ctx.out), ctx.cfg["eval_prompts"])
     evaluate_dit.print_figures(figures)
-    (ctx.out / "evaluation.json").write_text(json.dumps(figures, indent=2) + "\n")
+    evaluate_dit.save(str(ctx.out), figures)  # merged: the card's other measures stay
     ctx.log(stage="eval", **{k: v for k, v in figures.items() if not isinstance(v, dict)})
 
 

@@ -75,7 +75,7 @@ class ModelSpec:
         have = ", ".join(t for t, _ in self.controlnets) or "none"
         return (
             f"{self.name} has no {control_type} ControlNet (it has: {have}); pick another control type or model, "
-            f"or list one under \"controlnets\" for it or its family ({self.family}) in presets/models.json"
+            f'or list one under "controlnets" for it or its family ({self.family}) in presets/models.json'
         )
 
     @property
@@ -139,7 +139,10 @@ class ModelRegistry:
                     source=entry["source"],
                     family=entry["family"],
                     defaults=_defaults(merged),
-                    latent_rgb_factors=tuple(tuple(row) for row in family["latent_rgb_factors"]),
+                    # an entry may override its family's preview colours (the DiT demo's 4-channel latents)
+                    latent_rgb_factors=tuple(
+                        tuple(row) for row in entry.get("latent_rgb_factors", family["latent_rgb_factors"])
+                    ),
                     inpaint=entry.get("inpaint"),
                     description=entry.get("description", ""),
                     controlnets=tuple(entry.get("controlnets", family.get("controlnets", {})).items()),
@@ -207,7 +210,10 @@ class ModelRegistry:
         )
         result = ScanResult(
             checkpoints,
-            result.problems + transformers.problems + part_problems + pair_problems
+            result.problems
+            + transformers.problems
+            + part_problems
+            + pair_problems
             + [f"{c.path.name}: skipped, a checkpoint has the same name" for c in clashes],
         )
         self.add_checkpoints(result, settings)
