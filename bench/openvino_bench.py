@@ -1,12 +1,16 @@
 """Benchmark: the OpenVINO backend (``--backend openvino``) against torch on the CPU.
 
     python -m bench openvino [--model sd15|demo|tiny] [--size 256] [--steps 4] [--batches 1 2] [--rounds 2]
+                             [--guidance 7]
 
 Rows, in one run, in alternating rounds (load drift hits every row alike), medians of wall and CPU time per
 txt2img call (text encoder + steps + VAE decode): plain diffusers fp32; SD Studio's CPU default precision (bf16 where
 the CPU has native bf16, else fp32; a bare call, the engine's own overhead is measured by bench_speed); OpenVINO
 f32; and OpenVINO bf16 where the CPU has bf16. The OpenVINO rows patch the same pipeline the app's way
-(backend/models/openvino_unet.attach); their conversion + compile time and first call are reported apart. Each row's
+(backend/models/openvino_unet.attach), without copying weights: the UNet is converted once from the fp32 weights
+(bf16 is OpenVINO's inference precision hint, so both rows share the conversion; the second reads it from the
+cache), the text encoder and VAE are the torch row's at the same precision. Their conversion + compile time and first
+call are reported apart. Each row's
 mean pixel difference (0-255) against diffusers fp32 is printed beside it. ``--model sd15`` is SD 1.5's
 architecture with random weights (bench_speed.build_sd15); ``--model demo`` the shipped demo model; ``--model tiny``
 the built-in test model.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import copy
+import gc
 import json
 import shutil
 import statistics
@@ -60,7 +65,7 @@ def make_call(pipe, args, batch: int) -> Callable[[], np.ndarray]:
             images = pipe(
                 [PROMPT] * batch,
                 num_inference_steps=args.steps,
-                guidance_scale=7.0,
+                guidance_scale=args.guidance,
                 width=args.size,
                 height=args.size,
                 generator=generator,
@@ -71,20 +76,41 @@ def make_call(pipe, args, batch: int) -> Callable[[], np.ndarray]:
     return call
 
 
+def shell(module: torch.nn.Module, **children: torch.nn.Module) -> torch.nn.Module:
+    """A module object sharing ``module``'s weights (its own ``forward`` can be replaced), with ``children`` swapped."""
+    copied = copy.copy(module)
+    copied._modules = {**module._modules, **children}
+    return copied
+
+
+def openvino_pipe(weights, torch_side, cache: Path, dtype: torch.dtype) -> tuple[StableDiffusionPipeline, dict]:
+    """An OpenVINO row's pipeline: the UNet from ``weights`` (fp32: every row reuses its one conversion, the
+    precision is OpenVINO's inference hint), text encoder and VAE from the torch pipeline at ``dtype``; no weights
+    are copied (SD 1.5 would need GBs per row)."""
+    vae = shell(torch_side.vae, decoder=shell(torch_side.vae.decoder))
+    pipe = StableDiffusionPipeline(**{**torch_side.components, "unet": shell(weights.unet), "vae": vae})
+    settings = Settings(backend="openvino", cache_dir=cache)
+    wall, cpu, notes = timed(lambda: openvino_unet.attach(pipe, settings, DevicePlan("cpu", dtype)))
+    gc.collect()
+    return pipe, {"convert_s": (wall, cpu), "notes": notes}
+
+
 def variants(base, args) -> dict[str, dict]:
     """Row name → {pipe, convert_s (wall, cpu)}; the OpenVINO rows are converted here, each timed."""
     bf16 = bool(cpu_bf16_flags())
     rows = {"diffusers fp32": {"pipe": base}}
     default = "bf16" if bf16 else "fp32"
-    rows[f"SD Studio default ({default})"] = {"pipe": copy.deepcopy(base).to(torch.bfloat16 if bf16 else torch.float32)}
-    for name, dtype in [("OpenVINO f32", torch.float32), ("OpenVINO bf16", torch.bfloat16)][: 2 if bf16 else 1]:
-        pipe = copy.deepcopy(base).to(dtype)
-        cache = Path(tempfile.mkdtemp(prefix="ov-bench-"))
-        atexit.register(shutil.rmtree, cache, ignore_errors=True)  # converted models are GBs for SD 1.5
-        settings = Settings(backend="openvino", cache_dir=cache)
-        wall, cpu, notes = timed(lambda p=pipe, s=settings, d=dtype: openvino_unet.attach(p, s, DevicePlan("cpu", d)))
-        print(f"{name}: converted + compiled in {wall:.1f} s wall, {cpu:.1f} s CPU ({', '.join(notes)})", flush=True)
-        rows[name] = {"pipe": pipe, "convert_s": (wall, cpu)}
+    studio = copy.deepcopy(base).to(torch.bfloat16) if bf16 else base
+    rows[f"SD Studio default ({default})"] = {"pipe": studio}
+    cache = Path(tempfile.mkdtemp(prefix="ov-bench-"))
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)  # converted models are GBs for SD 1.5
+    for name, torch_side, dtype in [("OpenVINO f32", base, torch.float32), ("OpenVINO bf16", studio, torch.bfloat16)][
+        : 2 if bf16 else 1
+    ]:
+        pipe, row = openvino_pipe(base, torch_side, cache, dtype)
+        wall, cpu = row["convert_s"]
+        print(f"{name}: converted + compiled in {wall:.1f} s wall, {cpu:.1f} s CPU ({', '.join(row['notes'])})")
+        rows[name] = {"pipe": pipe, **row}
     for row in rows.values():
         row["pipe"].scheduler = build_scheduler(dict(base.scheduler.config), "Euler", "Automatic")
         row["pipe"].set_progress_bar_config(disable=True)
@@ -98,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--guidance", type=float, default=7.0, help="CFG scale; 0 = one UNet pass a step (SD-Turbo)")
     args = parser.parse_args(argv)
     args.size = args.size or {"sd15": 256, "demo": 64, "tiny": 64}[args.model]
     builders = {"sd15": build_sd15, "demo": build_demo, "tiny": build_tiny}
@@ -114,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
                 times[name].append((wall, cpu))
         reference = first["diffusers fp32"][2]
         torch_bf16 = next(first[name][2] for name in first if name.startswith("SD Studio default"))
-        print(f"\n{args.model} {args.size}x{args.size}, {args.steps} steps, batch {batch}, median of {args.rounds}:")
+        shape = f"{args.model} {args.size}x{args.size}, {args.steps} steps, CFG {args.guidance:g}, batch {batch}"
+        print(f"\n{shape}, median of {args.rounds}:")
         base_wall = statistics.median(w for w, _ in times["diffusers fp32"])
         for name in calls:
             wall = statistics.median(w for w, _ in times[name])
@@ -138,4 +166,4 @@ def main(argv: list[str] | None = None) -> None:
         if "convert_s" in row:
             report[f"{name} conversion"] = {"wall": row["convert_s"][0], "cpu": row["convert_s"][1]}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"openvino-{args.model}.json").write_text(json.dumps(report, indent=1))
+    (RESULTS / f"openvino-{args.model}-{args.size}.json").write_text(json.dumps(report, indent=1))

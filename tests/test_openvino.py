@@ -7,6 +7,7 @@ logged reason.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from diffusers import UNet2DConditionModel
 from peft import LoraConfig
 
 from backend.generation.engine import Engine
-from backend.models import openvino_cache, openvino_unet, tiny
+from backend.models import openvino_cache, openvino_choice, openvino_unet, tiny
 from backend.models.devices import DevicePlan
 from backend.schema.requests import Txt2ImgRequest
 from backend.settings import Settings
@@ -104,9 +105,9 @@ def test_sizes_and_batches_run_openvino_without_converting(ov_engine, conversion
     calls: list[tuple[int, ...]] = []
     original = openvino_unet.Converted.run
 
-    def spy(self, *inputs, dtype):
+    def spy(self, *inputs, dtype, stop=None):
         calls.append(tuple(inputs[0].shape))
-        return original(self, *inputs, dtype=dtype)
+        return original(self, *inputs, dtype=dtype, stop=stop)
 
     monkeypatch.setattr(openvino_unet.Converted, "run", spy)
     before = conversions.count
@@ -130,6 +131,9 @@ def test_deep_cache_falls_back_to_torch_with_the_reason(ov_engine, torch_engine,
     with caplog.at_level(logging.INFO, logger="backend.models.openvino_unet"):
         ov = ov_engine.run(request(deep_cache=2))
     assert "DeepCache" in caplog.text and "runs on torch" in caplog.text
+    page = ov.warnings  # the page hears it too
+    assert any("DeepCache" in line and "ran on torch in this run" in line for line in page), page
+    assert not any("OpenVINO" in line for line in ov_engine.run(request()).warnings)  # this run only
     reference = torch_engine.run(request(deep_cache=2))
     assert np.abs(pixels(ov) - pixels(reference)).mean() < MEAN_PIXEL_TOLERANCE
 
@@ -142,8 +146,11 @@ def test_unsupported_calls_and_devices_are_named():
     use, why = openvino_unet.choose(Settings(backend="openvino"), DevicePlan("cuda", torch.float16))
     assert not use and "CPU only" in why
     cpu = DevicePlan("cpu", torch.float32)
-    assert openvino_unet.choose(Settings(backend="auto"), cpu) == (False, openvino_unet.AUTO_RULE)
+    use, why = openvino_unet.choose(Settings(backend="auto"), cpu)
+    assert use and why.startswith("auto: OpenVINO for a model where it was measured faster")  # decided per model
     assert openvino_unet.choose(Settings(backend="torch"), cpu) == (False, "")
+    use, why = openvino_unet.choose(Settings(backend="auto", compile_unet=True), cpu)
+    assert not use and "--compile-unet" in why
     with pytest.raises(ValueError, match="SDSTUDIO_BACKEND"):
         openvino_unet.choose(Settings(backend="onnx"), DevicePlan("cpu", torch.float32))
 
@@ -214,3 +221,71 @@ def test_an_active_lora_runs_on_torch(ov_cache):
     assert "LoRA" in openvino_unet.call_reason(unet, {})
     unet.disable_adapters()
     assert openvino_unet.call_reason(unet, {}) == ""
+
+
+def unet_runs(monkeypatch) -> list[int]:
+    """Counts the converted UNet's calls (the VAE decoder's are not counted)."""
+    calls: list[int] = []
+    original = openvino_unet.Converted.run
+
+    def spy(self, *inputs, dtype, stop=None):
+        calls.extend([1] if self.name == "UNet" else [])
+        return original(self, *inputs, dtype=dtype, stop=stop)
+
+    monkeypatch.setattr(openvino_unet.Converted, "run", spy)
+    return calls
+
+
+def test_auto_without_a_conversion_runs_torch_and_converts_nothing(torch_engine, conversions, tmp_path):
+    before = conversions.count
+    auto = engine(tmp_path / "cache", "auto", tmp_path / "out")  # an empty cache: nothing was converted
+    tiny.ensure(tmp_path / "cache" / "tiny")
+    assert "Backend: auto: OpenVINO for a model where it was measured faster" in auto.precision
+    result = auto.run(request())
+    assert conversions.count == before
+    assert auto.cache.model(TINY).memory_options[-1] == openvino_unet.NOT_CONVERTED
+    assert np.array_equal(pixels(result), pixels(torch_engine.run(request())))
+    assert not result.warnings
+
+
+def test_auto_measures_a_converted_model_once_and_keeps_the_faster(
+    ov_engine, ov_cache, torch_engine, conversions, tmp_path, monkeypatch
+):
+    before = conversions.count
+    calibration = ov_cache / "openvino" / openvino_choice.CALIBRATION_FILE
+    calibration.unlink(missing_ok=True)
+    first = engine(ov_cache, "auto", tmp_path / "first")  # the openvino start (ov_engine) converted the tiny model
+    result = first.run(request())
+    assert conversions.count == before  # auto never converts
+    stored = json.loads(calibration.read_text())
+    [(key, measured)] = stored.items()
+    assert key.startswith(openvino_choice.cpu_name()) and key.endswith("| f32")
+    assert measured["shape"] == "batch 2 at 32×32 latents"  # the request's shape: CFG's batch of 2 at 64²
+    faster = measured["torch_s"] / measured["openvino_s"] >= openvino_choice.MARGIN
+    [note] = [line for line in result.warnings if line.startswith("auto: ")]
+    assert note.startswith("auto: OpenVINO") if faster else note.startswith("auto: torch: OpenVINO measured")
+    same = ov_engine if faster else torch_engine  # the chosen backend's pixels, the first step included
+    assert np.abs(pixels(result) - pixels(same.run(request()))).mean() < 1e-6
+
+    # A second start reads the measurement: no conversion, no measurement, the same choice, said once on the page.
+    monkeypatch.setattr(openvino_choice, "time_both", lambda *args: pytest.fail("measured again"))
+    calls = unet_runs(monkeypatch)
+    second = engine(ov_cache, "auto", tmp_path / "second")
+    again = second.run(request())
+    assert conversions.count == before
+    assert bool(calls) == faster
+    assert any(line.startswith(note.split(" (")[0]) for line in again.warnings)
+    assert not any(line.startswith("auto: ") for line in second.run(request()).warnings)
+
+
+def test_auto_keeps_torch_where_openvino_was_measured_slower(ov_engine, ov_cache, torch_engine, tmp_path, monkeypatch):
+    unet = ov_engine.cache.model(TINY).base.unet
+    key = openvino_cache.entry_key("unet", unet)
+    slower = openvino_choice.Measurement(torch_s=1.0, openvino_s=2.0, shape="batch 2 at 32×32 latents", date="today")
+    openvino_choice.Calibrations(ov_cache / "openvino").put(openvino_choice.Calibrations.key(key, "f32"), slower)
+    calls = unet_runs(monkeypatch)
+    auto = engine(ov_cache, "auto", tmp_path)
+    result = auto.run(request())
+    assert not calls  # the converted UNet never ran
+    assert any(line.startswith("auto: torch: OpenVINO measured 0.50× torch f32 here") for line in result.warnings)
+    assert np.array_equal(pixels(result), pixels(torch_engine.run(request())))

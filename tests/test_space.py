@@ -79,7 +79,7 @@ def test_front_matter_is_a_valid_space_config():
 
 def test_cpu_space_gets_the_fast_profile_and_says_so():
     env = {"SPACE_ID": SPACE}
-    defaults, notice = space.profile(env, cuda=False)
+    defaults, notice = space.profile(env, cuda=False, turbo=False)
     settings = Settings.from_env(env, defaults=defaults)
     assert settings.default_model == space.CPU_SPACE_MODEL == "Demo shapes (offline)"
     assert settings.save_outputs is False
@@ -88,6 +88,29 @@ def test_cpu_space_gets_the_fast_profile_and_says_so():
     assert "dtype" not in defaults and settings.dtype == "auto"
     # The model's own size is the small one the page starts with.
     assert ModelRegistry.load(settings.models_file).get(settings.default_model).defaults.width == 64
+
+
+def test_cpu_space_with_openvino_and_sd_turbo_cached_starts_with_sd_turbo(monkeypatch):
+    env = {"SPACE_ID": SPACE}
+    defaults, notice = space.profile(env, cuda=False, turbo=True)
+    settings = Settings.from_env(env, defaults=defaults)
+    assert settings.default_model == space.TURBO_MODEL and settings.backend == "openvino"
+    assert "SD-Turbo at 512×512, 1 step, on OpenVINO" in notice and "computed from the benchmark" in notice
+    spec = ModelRegistry.load(settings.models_file).get(settings.default_model)
+    assert spec.source == space.TURBO_SOURCE
+    assert (spec.defaults.width, spec.defaults.steps, spec.defaults.guidance_scale) == (512, 1, 0.0)
+    # The owner's model wins, and then the backend is left to --backend's own default.
+    env["SDSTUDIO_DEFAULT_MODEL"] = "SD 1.5"
+    defaults, notice = space.profile(env, cuda=False, turbo=True)
+    assert "default_model" not in defaults and "backend" not in defaults and "OpenVINO" not in notice
+    # SD-Turbo is chosen only where its weights are cached and openvino is installed: never a download at start.
+    for installed, cached in [(True, False), (False, True)]:
+        monkeypatch.setattr(space.openvino_unet, "available", lambda installed=installed: installed)
+        monkeypatch.setattr(space, "is_cached", lambda source, cached=cached: cached and source == space.TURBO_SOURCE)
+        assert not space.turbo_ready()
+        assert space.profile({"SPACE_ID": SPACE}, cuda=False)[0]["default_model"] == space.CPU_SPACE_MODEL
+    monkeypatch.setattr(space.openvino_unet, "available", lambda: True)
+    assert space.turbo_ready()
 
 
 def test_no_profile_off_a_space():

@@ -138,6 +138,7 @@ class Engine:
             prepared.infotext.update(templates)
             prepared.infotext.update(detail.infotext(request))
             raw = self.run_pipeline(request, pipe, loaded, prepared.kwargs, on_step, cancel)
+            backend_notes = openvino_unet.take_notes(pipe)  # OpenVINO fallbacks and auto's choice, for the page
         images: list[Image.Image] = prepared.finish(raw)
         seeds = batch_seeds(request.seed, len(images))
         subseeds = batch_seeds(request.subseed, len(images))  # the variation seeds advance with the seeds
@@ -148,7 +149,7 @@ class Engine:
         for image, text in zip(images, infotexts, strict=True):
             image.info[PARAMETERS_KEY] = text  # whoever serves or saves the picture keeps its parameters
         paths, warnings = self.save(images, infotexts, seeds) if request.save else ([], [])
-        return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras, warnings)
+        return GenerationResult(images, seeds, infotexts, request, paths, prepared.extras, [*backend_notes, *warnings])
 
     def run_pipeline(
         self,

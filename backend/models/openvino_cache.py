@@ -1,13 +1,16 @@
 """The disk cache of converted OpenVINO models (backend/models/openvino_unet.py).
 
-An entry is ``<root>/<key>/model.xml`` (+ ``model.bin``) and OpenVINO's compiled blobs in ``<key>/compiled``. The
-key hashes the weights' bytes (so a LoRA fused into them or another checkpoint is another key), the module's class
-and config, the shape policy, the precision and the OpenVINO version. Only the ``keep`` most recently used entries
-stay; the others, and entries left half-written by a crash, are deleted by ``prune``.
+An entry is ``<root>/<key>/model.xml`` (+ ``model.bin``) and OpenVINO's compiled blobs in
+``<key>/compiled-<precision>``. The key hashes the weights' bytes (so a LoRA fused into them or another checkpoint is
+another key), the module's class and config, the shape policy and the OpenVINO version; the conversion is always to
+f32, so f32 and bf16 share it and only the compiled blobs are per precision. Only the ``keep`` most recently used
+entries stay; the others, and entries left half-written by a crash, are deleted by ``prune``. auto's measurements
+(backend/models/openvino_choice.py) are a file beside the entries.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -37,12 +40,12 @@ def weights_hash(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def entry_key(kind: str, module: torch.nn.Module, precision: str) -> str:
+def entry_key(kind: str, module: torch.nn.Module) -> str:
     import openvino as ov
 
     config = getattr(module, "config", None)
     described = json.dumps(dict(config) if config is not None else {}, sort_keys=True, default=str)
-    parts = [kind, type(module).__name__, described, SHAPE_POLICY, precision, ov.get_version(), weights_hash(module)]
+    parts = [kind, type(module).__name__, described, SHAPE_POLICY, ov.get_version(), weights_hash(module)]
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
 
 
@@ -57,12 +60,18 @@ class DiskCache:
         self.root = Path(root)
         self.keep = keep
 
-    def compiled(self, kind: str, module: torch.nn.Module, precision: str, convert: Callable[[], Any]) -> Compiled:
-        """The compiled model of ``module``: read from the cache, or converted (``convert()``) and saved."""
+    def has(self, key: str) -> bool:
+        return (self.root / key / "model.xml").exists()
+
+    def compiled(
+        self, kind: str, module: torch.nn.Module, precision: str, convert: Callable[[], Any], key: str = ""
+    ) -> Compiled:
+        """The compiled model of ``module``: read from the cache, or converted (``convert()``) and saved.
+        ``key``: its ``entry_key`` where the caller has it already (hashing SD 1.5's UNet takes seconds)."""
         import openvino as ov
 
         started = time.monotonic()
-        entry = self.root / entry_key(kind, module, precision)
+        entry = self.root / (key or entry_key(kind, module))
         xml = entry / "model.xml"
         from_cache = xml.exists()
         if from_cache:
@@ -75,8 +84,10 @@ class DiskCache:
             partial.mkdir(parents=True)
             ov.save_model(model, partial / "model.xml", compress_to_fp16=False)
             partial.rename(entry)  # whole entries only: a crash leaves a .partial that prune deletes
-        options = {"INFERENCE_PRECISION_HINT": precision, "CACHE_DIR": str(entry / "compiled")}
+        options = {"INFERENCE_PRECISION_HINT": precision, "CACHE_DIR": str(entry / f"compiled-{precision}")}
         compiled = ov.Core().compile_model(model, "CPU", options)
+        del model
+        gc.collect()  # the converted graph's constants (GBs for SD 1.5) go before the next model converts
         how = "read from the cache" if from_cache else "converted"
         log.info("OpenVINO %s %s and compiled (%s) in %.1f s", kind, how, precision, time.monotonic() - started)
         return Compiled(compiled, from_cache)
