@@ -74,7 +74,7 @@ def test_the_loader_plans_before_loading_from_the_files_sizes(monkeypatch):
     registry = ModelRegistry.load(Settings().models_file)
     flux = next(spec for spec in registry.models.values() if spec.source == "black-forest-labs/FLUX.1-dev")
     cuda, settings = DevicePlan("cuda", torch.bfloat16), Settings()
-    monkeypatch.setattr(devices, "quantize_blocker", lambda parts: "")  # as with torchao installed
+    monkeypatch.setattr(devices, "quantize_blocker", lambda: "")  # as with torchao installed
     plan = loaders.memory_plan(flux, flux.source, settings, cuda, free_bytes=15.5 * GIB)
     assert plan is not None and plan.quantized
     assert not loaders.memory_plan(flux, flux.source, settings, cuda, free_bytes=23.5 * GIB).quantized

@@ -31,7 +31,7 @@ from typing import Any
 from safetensors.torch import load_file
 
 from backend.generation import embeddings
-from backend.models.checkpoints import LORA_MARKERS, PROJECT_ROOT, CheckpointError, folders, read_header
+from backend.models.checkpoints import PROJECT_ROOT, CheckpointError, folders, is_lora, read_header
 from backend.schema.errors import ValidationError
 from backend.settings import Settings
 
@@ -47,7 +47,6 @@ MAX_CACHED_ADAPTERS = 8  # LoRAs kept loaded per model beyond those a run uses (
 # FLUX / Chroma original (BFL) key names with PEFT's lora_A / lora_B, "diffusion_model." prefix or none.
 BFL_PEFT_KEY = re.compile(r"^(diffusion_model\.)?(double_blocks|single_blocks)\.\d+\..+\.lora_[AB]\.weight$")
 # XLabs' FLUX LoRAs name their matrices after the attention processor (double_blocks.0.processor.qkv_lora1.down.weight).
-XLABS_KEY = re.compile(r"\.processor\.\w*lora\d*\.(down|up)\.weight$")
 LORA_TAG = re.compile(r"<lora:([^:<>]+)((?::[^:<>]*){0,2})>", re.IGNORECASE)
 EMBEDDING_REF = re.compile(r"\bembedding:([\w.\-]+)", re.IGNORECASE)
 
@@ -283,7 +282,7 @@ class Networks:
             keys = read_header(path)
         except (CheckpointError, OSError) as err:
             raise ValidationError("prompt", f"LoRA {name!r}: {err}") from None
-        if not any(marker in key for key in keys for marker in LORA_MARKERS) and not any(map(XLABS_KEY.search, keys)):
+        if not is_lora(keys):
             raise ValidationError(
                 "prompt", f"{where} is not a LoRA (no LoRA weights in it); move it out of the LoRA folder"
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,11 @@ INPAINT_SUFFIX = re.compile(r"[-_.]?inpainting$", re.IGNORECASE)
 UNET_PREFIX = "model.diffusion_model."
 # XLabs FLUX LoRAs name theirs processor.qkv_lora1 / proj_lora2 (down/up without the lora_ prefix)
 LORA_MARKERS = ("lora_down", "lora_up", "lora_A", "lora_B", "lora_unet_", "lora_te", "qkv_lora", "proj_lora")
+
+
+def is_lora(keys: Iterable[str]) -> bool:
+    """Whether a file's tensor names are a LoRA's (Kohya, PEFT, BFL, ComfyUI or XLabs names)."""
+    return any(marker in key for key in keys for marker in LORA_MARKERS)
 
 
 class CheckpointError(ValueError):
@@ -137,7 +143,7 @@ def detect(path: Path) -> Checkpoint:
     tensors = read_header(path)
     if not tensors:
         raise CheckpointError(f"{path.name}: the file holds no tensors")
-    if any(marker in key for key in tensors for marker in LORA_MARKERS):
+    if is_lora(tensors):
         raise CheckpointError(
             f"{path.name}: this is a LoRA, not a checkpoint; it needs a base model. Move it out of the checkpoints "
             "folder."

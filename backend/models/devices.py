@@ -157,8 +157,8 @@ def apply_memory_options(pipe, settings: Settings, plan: DevicePlan, size: int =
     placed = place(pipe, plan, settings)
     if placed:
         enabled.append(placed)
-    elif quantization_note(pipe):
-        enabled.append(quantization_note(pipe))
+    elif note := quantization_note(pipe):
+        enabled.append(note)
     unet = getattr(pipe, "unet", None)  # transformer models (FLUX, SD3) have none: these UNet options pass them by
     if settings.channels_last and unet is not None:
         pipe.unet.to(memory_format=torch.channels_last)
@@ -263,16 +263,16 @@ def plan_memory(free_bytes: float, parts: Mapping[str, int], blocker: str | None
     when that fits, the same with the transformer in 8 bits (half its bf16 size; the quality cost is small, sequential
     offload's slowness is not); else sequential offload (layer by layer: slow, fits any model).
 
-    ``blocker``: why the transformer may not be quantized ("" = it may; None = ``quantize_blocker(parts)``)."""
+    ``blocker``: why the transformer may not be quantized ("" = it may; None = ``quantize_blocker()``)."""
     mode, need = _placement(free_bytes, parts)
     total = sum(parts.values())
     if mode == SEQUENTIAL and "transformer" in parts:
         small = {**parts, "transformer": parts["transformer"] // 2}
         small_mode, small_need = _placement(free_bytes, small)
-        blocker = quantize_blocker(parts) if blocker is None else blocker
-        if small_mode != SEQUENTIAL and not blocker:
-            return MemoryPlan(small_mode, sum(small.values()) / GIB, small_need / GIB, free_bytes / GIB, True)
         if small_mode != SEQUENTIAL:
+            blocker = quantize_blocker() if blocker is None else blocker
+            if not blocker:
+                return MemoryPlan(small_mode, sum(small.values()) / GIB, small_need / GIB, free_bytes / GIB, True)
             return MemoryPlan(mode, total / GIB, need / GIB, free_bytes / GIB, why_not=blocker)
     return MemoryPlan(mode, total / GIB, need / GIB, free_bytes / GIB)
 

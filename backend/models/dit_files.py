@@ -30,6 +30,7 @@ from backend.models.checkpoints import (
     Shape,
     dit_checkpoint,
     folders,
+    is_lora,
     read_header,
 )
 from backend.settings import PROJECT_ROOT, Settings
@@ -79,7 +80,7 @@ def header(path: Path) -> dict[str, Shape]:
 def describe(path: Path, tensors: dict[str, Shape]) -> str:
     """What a file that is no FLUX / SD3 transformer looks like, for the scan's message."""
     keys = list(tensors)
-    if any(m in k for k in keys for m in ("lora_down", "lora_up", "lora_A", "lora_B", "lora_unet_")):
+    if is_lora(keys):
         return "a LoRA (it goes in models/loras)"
     if any(k.endswith("decoder.conv_in.weight") for k in keys) and not any("diffusion_model" in k for k in keys):
         return "a VAE (it goes in models/vae)"

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from backend.models import dit_keys
 from backend.models.checkpoints import DIT_PARTS, CheckpointError, read_header
 
 # The quantizer of the plan's 8-bit transformer: torchao's int8 weight-only (diffusers' TorchAoConfig), an optional
@@ -22,15 +22,10 @@ NO_TORCHAO = "torchao is not installed (pip install torchao)"
 QUANTIZED_TRANSFORMER = "transformer (quantized)"  # its part name in the sizes of a GGUF / already 8-bit transformer
 
 
-def quantize_blocker(parts: Mapping[str, int]) -> str:
-    """Why the plan may not load ``parts``' transformer in 8 bits ("" = it may): a UNet model or a GGUF transformer
-    (only a bf16/fp16/fp8 transformer is quantized), or no torchao."""
-    if "transformer" not in parts:
-        return "only a bf16/fp16 transformer is quantized"
+def quantize_blocker() -> str:
+    """Why the plan may not load a bf16/fp16/fp8 transformer in 8 bits ("" = it may): no torchao. (The plan asks
+    only where the model's parts hold a "transformer": a UNet or a GGUF transformer never is.)"""
     return "" if importlib.util.find_spec("torchao") else NO_TORCHAO
-
-
-DIT_BLOCKS = ("double_blocks.", "joint_blocks.", "single_blocks.")  # FLUX / Chroma / SD3 original key names
 
 
 def file_parts(path: Path) -> dict[str, int]:
@@ -44,7 +39,7 @@ def file_parts(path: Path) -> dict[str, int]:
         tensors = read_header(path)
     except CheckpointError:
         return {"checkpoint": size}
-    if not any(block in key for key in tensors for block in DIT_BLOCKS):
+    if dit_keys.family_of(dit_keys.strip_prefix(tensors)) is None:
         return {"checkpoint": size}
     sizes: dict[str, int] = {}
     for key, tensor in tensors.items():
