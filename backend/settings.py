@@ -69,7 +69,9 @@ class Settings:
     vae_tile_pixels: int = 1536 * 1536  # decode larger pictures in tiles (memory); 0 = never by size
     channels_last: bool = False  # UNet in channels_last layout (slower on the CPU in the bench; try it on a GPU)
     compile_unet: bool = False  # torch.compile the UNet at load (minutes once; the log says how long)
-    backend: str = "auto"  # auto | torch | openvino: OpenVINO runs the UNet and VAE decoder on the CPU
+    # auto | torch | openvino: OpenVINO runs the UNet and VAE decoder on the CPU. SDSTUDIO_BACKEND is the default
+    # of a Settings built in code too (the test suite runs torch without auto's background conversions).
+    backend: str = field(default_factory=lambda: os.environ.get(ENV_PREFIX + "BACKEND", "auto"))
     cpu_offload: bool = False
     xformers: bool = False
     # Presets and styles: shipped data in presets_dir; what users save goes to user_dir.

@@ -10,6 +10,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # Tests compare pixels with plain diffusers in float32: the CPU default stays float32 whatever this CPU computes
 # natively (bf16 is tested on its own: test_settings_models.py, test_semantic.py). Apps the tests launch read this.
 os.environ.setdefault("SDSTUDIO_DTYPE", "float32")
+# The suite runs torch: auto would convert each test model to OpenVINO in the background and then run it there. The
+# OpenVINO tests (test_openvino*.py) set auto/openvino themselves.
+os.environ.setdefault("SDSTUDIO_BACKEND", "torch")
 
 from pathlib import Path  # noqa: E402
 

@@ -137,6 +137,7 @@ class Engine:
             prepared.infotext.update(networks.infotext)
             prepared.infotext.update(templates)
             prepared.infotext.update(detail.infotext(request))
+            openvino_unet.take_ready(pipe)  # auto: a UNet converted in the background goes on OpenVINO now
             raw = self.run_pipeline(request, pipe, loaded, prepared.kwargs, on_step, cancel)
             backend_notes = openvino_unet.take_notes(pipe)  # OpenVINO fallbacks and auto's choice, for the page
         images: list[Image.Image] = prepared.finish(raw)

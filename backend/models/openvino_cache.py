@@ -5,20 +5,24 @@ An entry is ``<root>/<key>/model.xml`` (+ ``model.bin``) and OpenVINO's compiled
 another key), the module's class and config, the shape policy and the OpenVINO version; the conversion is always to
 f32, so f32 and bf16 share it and only the compiled blobs are per precision. Only the ``keep`` most recently used
 entries stay; the others, and entries left half-written by a crash, are deleted by ``prune``. auto's measurements
-(backend/models/openvino_choice.py) are a file beside the entries.
+(backend/models/openvino_choice.py) are a file beside the entries. ``Worker`` converts in the background (auto's
+first start with a model), one conversion at a time.
 """
 
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import json
 import logging
 import os
+import queue
 import shutil
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +82,17 @@ class DiskCache:
             model = ov.Core().read_model(xml)
             os.utime(entry)  # most recently used: kept by prune
         else:
-            model = convert()
+            converted = convert()
             partial = entry.with_name(entry.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            ov.save_model(model, partial / "model.xml", compress_to_fp16=False)
+            ov.save_model(converted, partial / "model.xml", compress_to_fp16=False)
             partial.rename(entry)  # whole entries only: a crash leaves a .partial that prune deletes
+            del converted
+            gc.collect()
+            # Compiled from what a later start reads, so its compiled blob is the one a later start finds (the
+            # converted graph in memory hashes otherwise: a second blob of the model's size per precision).
+            model = ov.Core().read_model(xml)
         options = {"INFERENCE_PRECISION_HINT": precision, "CACHE_DIR": str(entry / f"compiled-{precision}")}
         compiled = ov.Core().compile_model(model, "CPU", options)
         del model
@@ -108,3 +117,94 @@ class DiskCache:
             log.info("OpenVINO cache: deleting %s", path.name)
             shutil.rmtree(path, ignore_errors=True)
         return gone
+
+
+class UNetGraph(torch.nn.Module):
+    """The UNet call the converted graph covers: latents, timesteps (one per picture), text embeddings."""
+
+    def __init__(self, unet: torch.nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        return self.unet(sample, timestep, hidden, return_dict=False)[0]
+
+
+class DecoderGraph(torch.nn.Module):
+    def __init__(self, decoder: torch.nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+
+def unet_example(unet: torch.nn.Module) -> tuple[tuple[torch.Tensor, ...], list[tuple[list[int], str]]]:
+    """Example inputs for tracing and the dynamic input shapes (-1: batch, height, width, prompt length)."""
+    channels, width = unet.config.in_channels, unet.config.cross_attention_dim
+    side = 16 if unet.config.sample_size <= 32 else 32
+    example = (torch.randn(2, channels, side, side), torch.full((2,), 500.0), torch.randn(2, 77, width))
+    return example, [([-1, channels, -1, -1], "f32"), ([-1], "f32"), ([-1, -1, width], "f32")]
+
+
+def decoder_example(vae: torch.nn.Module) -> tuple[tuple[torch.Tensor, ...], list[tuple[list[int], str]]]:
+    channels = vae.config.latent_channels
+    return (torch.randn(1, channels, 16, 16),), [([-1, channels, -1, -1], "f32")]
+
+
+def convert(graph: torch.nn.Module, example: tuple[Any, ...], shapes: list[tuple[list[int], str]]) -> Any:
+    """The OpenVINO model of ``graph`` (traced in fp32: a copy where it is in another dtype, so the torch module
+    stays as it is; an fp32 module is traced as it is, saving a copy of its weights)."""
+    import openvino as ov
+
+    is_fp32 = all(param.dtype == torch.float32 for param in graph.parameters())
+    traced = (graph if is_fp32 else copy.deepcopy(graph).to(torch.float32)).eval()
+    inputs = [(ov.PartialShape(shape), ov.Type.f32) for shape, _ in shapes]
+    with torch.no_grad():
+        return ov.convert_model(traced, example_input=example, input=inputs)
+
+
+def one_line(error: BaseException) -> str:
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+@dataclass
+class Job:
+    """One background conversion: ``done`` is set when it ended, with ``result`` or ``error`` (one line)."""
+
+    work: Callable[[], Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: str = ""
+
+
+class Worker:
+    """One daemon thread running conversions in the order given, one at a time: two at once would double the
+    memory (SD 1.5: GBs each) and share the same cores. A daemon, so quitting the app never waits for it."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[Job] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, work: Callable[[], Any]) -> Job:
+        job = Job(work)
+        self._jobs.put(job)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="openvino-convert", daemon=True)
+                self._thread.start()
+        return job
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job.result = job.work()
+            except Exception as error:  # noqa: BLE001  (any failure means torch, said in one line)
+                job.error = one_line(error)
+                log.warning("OpenVINO background conversion failed: %s", job.error)
+            finally:
+                job.work = lambda: None  # drop the module copies it held
+                job.done.set()

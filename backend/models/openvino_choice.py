@@ -1,11 +1,11 @@
 """``--backend auto``: OpenVINO for a model only where it was measured faster than torch on this CPU.
 
-auto never converts a model itself (SD 1.5's UNet takes minutes to convert): a start with ``--backend openvino``
-converts it into the disk cache. When a later auto start finds that conversion, the UNet's first call of the first
-request is run on both backends (at that request's shape) and timed; the result is stored in
-``<cache>/openvino/calibration.json``, keyed by the CPU's model name and thread count, the converted model's key
-(the weights' hash) and the precision, so a later start neither converts nor measures again. auto then runs
-OpenVINO only where it was at least ``MARGIN`` faster, torch otherwise, and says why in the log and on the page.
+A model's first start under auto converts its UNet and VAE decoder in the background (backend/models/openvino_unet.py
+``convert_later``) while torch serves; the first request after the conversion is ready runs the UNet's first call on
+both backends (at that request's shape), timed. The result is stored in ``<cache>/openvino/calibration.json``, keyed
+by the CPU's model name and thread count, the converted model's key (the weights' hash) and the precision, so a
+later start neither converts nor measures again. auto then runs OpenVINO only where it was at least ``MARGIN``
+faster, torch otherwise, and says why in the log and on the page.
 """
 
 from __future__ import annotations
@@ -126,6 +126,5 @@ def page_line(settings_backend: str, root: Path) -> str:
     stored = f"{measured} model(s) measured on this CPU, {faster} faster on OpenVINO" if measured else "none yet"
     return (
         f"auto: OpenVINO for a model where it was measured faster than torch on this CPU ({stored}), torch "
-        "otherwise; a model is measured once, at its first request, after a start with --backend openvino "
-        "converted it"
+        "otherwise; a model's first start converts it in the background (torch until then) and measures it once"
     )

@@ -136,7 +136,7 @@ class PipelineCache:
             base.set_progress_bar_config(disable=True)  # progress goes through the step callback
             guard_vae_nans(base.vae, spec.name)  # derived pipelines share this VAE, so they are guarded too
             options = apply_memory_options(base, self.settings, self.plan, spec.defaults.width)
-            options += openvino_unet.attach(base, self.settings, self.plan)  # --backend openvino
+            options += openvino_unet.attach(base, self.settings, self.plan)  # --backend openvino / auto
             if options:
                 log.info("%s: %s", spec.name, "; ".join(options))
             loaded = LoadedModel(spec, base, dict(base.scheduler.config), options, vaes={"": base.vae})
@@ -173,6 +173,7 @@ class PipelineCache:
                 unet = getattr(loaded.base, "unet", None)  # None: a transformer model (FLUX, SD3)
                 if task == "inpaint" and loaded.spec.inpaint and not is_inpainting_unet(unet) and not controlnets:
                     components["unet"] = load_inpaint_unet(loaded.spec, self.settings, self.plan)
+                    components["unet"] = openvino_unet.attach_variant(components["unet"], self.settings, self.plan)
                 if controlnets:
                     components["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
                 # AutoPipeline.from_pipe reuses the base modules as they are: no copy and no dtype cast.
