@@ -18,7 +18,7 @@ from api.convert import img2img_request
 from api.models import Img2ImgBody
 from backend.families import family
 from backend.generation.inpaint_control import inpaint_condition
-from backend.generation.tasks import pipeline_key
+from backend.generation.tasks import pipeline_key, prepare
 from backend.schema.errors import ValidationError
 from backend.schema.inpaint_control import CONTROLNET_INPAINT
 from backend.schema.requests import InpaintRequest
@@ -62,6 +62,15 @@ def test_the_control_image_is_the_picture_with_the_mask_at_minus_one(test_image,
     assert bool((control[0][:, inside] == -1).all())
     kept = torch.from_numpy(np.asarray(test_image, dtype=np.float32).transpose(2, 0, 1) / 255)
     assert torch.equal(control[0][:, ~inside], kept[:, ~inside])
+
+
+def test_the_family_says_what_its_inpaint_controlnet_sees_where_it_repaints(request_, mask):
+    # SD 1.5's control_v11p_sd15_inpaint takes -1 there, the SDXL inpaint ControlNet solid white
+    assert family("sd15").inpaint_control_masked == -1.0 and family("sdxl").inpaint_control_masked == 1.0
+    inside = torch.from_numpy(np.asarray(mask) > 127)
+    for masked in (-1.0, 1.0):
+        control = prepare(request_.replace(width=96, height=64), masked=masked).kwargs["control_image"]
+        assert bool((control[0][:, inside] == masked).all())
 
 
 def test_unmasked_pixels_kept_and_same_seed_same_pixels(shared_engine, request_, steered, test_image, mask):
@@ -130,6 +139,13 @@ def test_the_controlnet_tabs_inpaint_only_keeps_unmasked_pixels_and_needs_a_mask
         )
         with pytest.raises(AppError, match="Mask: control type inpaint needs a mask"):
             client.predict(**args, **unit, api_name="/controlnet")
+        # what the strategy does not take is refused by name, not dropped
+        with pytest.raises(AppError, match="Control weight: control type inpaint runs the unit at 1"):
+            client.predict(**args, **unit, conditioning_scale=0.5, mask=handle_file(str(tmp_path / "mask.png")),
+                           api_name="/controlnet")
+        with pytest.raises(AppError, match="Init picture: control type inpaint repaints"):
+            client.predict(**args, **unit, init_image=picture, mask=handle_file(str(tmp_path / "mask.png")),
+                           api_name="/controlnet")
     out = pixels(Image.open(gallery[0]["image"]))
     keep = outside(mask, 3 * 4)  # the default mask blur
     assert np.array_equal(out[keep], pixels(test_image)[keep]) and not np.array_equal(out, pixels(test_image))

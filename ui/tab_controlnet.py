@@ -151,6 +151,11 @@ def wire_inpaint_choice(unit: UnitControls) -> None:
     control_type.input(matched, [control_type, preprocessor], preprocessor, queue=False, api_visibility="private")
 
 
+# The first unit's sliders the ControlNet inpaint strategy does not take (it runs the unit at their defaults).
+STRATEGY_FIXED = {"conditioning_scale": "Control weight", "guidance_start": "Guidance start",
+                  "guidance_end": "Guidance end"}
+
+
 def inpaint_request(values: dict[str, Any]) -> InpaintRequest:
     """The first unit's control type inpaint: the inpaint request of the ControlNet inpaint strategy. The picture is
     the one in the mask editor, else the unit's; the mask is the painted strokes, or the uploaded mask."""
@@ -158,6 +163,13 @@ def inpaint_request(values: dict[str, Any]) -> InpaintRequest:
         raise refuse(f"Preprocessor: {INPAINT_MODULE} goes with control type {INPAINT_CONTROL_TYPE} (and only with it)")
     if values["control_type_2"] != OFF:
         raise refuse(f"Second unit: ControlNet inpaint runs alone; set the second unit's control type to {OFF}")
+    if values["init_image"] is not None:
+        raise refuse("Init picture: control type inpaint repaints the picture in the Inpaint mask editor from noise; "
+                     "remove the init picture (for a denoising strength, use the inpaint tab's ControlNet strategy)")
+    for name, label in STRATEGY_FIXED.items():  # the inpaint strategy runs the unit as the extension's default
+        if values[name] != field_default(ControlUnit, name):
+            raise refuse(f"{label}: control type inpaint runs the unit at {field_default(ControlUnit, name):g}; "
+                         "set it back")
     picture, mask = split_editor_value(values["inpaint_picture"], values["mask"])
     picture = picture if picture is not None else values["image"]
     if picture is None:
@@ -165,9 +177,8 @@ def inpaint_request(values: dict[str, Any]) -> InpaintRequest:
     if mask is None:
         raise refuse("Mask: control type inpaint needs a mask: paint the area to repaint in the Inpaint mask "
                      "editor, or upload a mask there (white = repaint)")
-    # From noise, as the extension's inpaint_only in txt2img; an init picture's strength applies with one.
-    strength = values["strength"] if values["init_image"] is not None else 1.0
-    return build_request(InpaintRequest, values, image=picture, mask=mask, strength=strength,
+    # From noise, as the extension's inpaint_only in txt2img.
+    return build_request(InpaintRequest, values, image=picture, mask=mask, strength=1.0,
                          inpaint_strategy=CONTROLNET_INPAINT)
 
 

@@ -107,6 +107,9 @@ class Family:
     transformer_config: Mapping[str, Any] = field(default_factory=dict)
     inpaint_strategies: tuple[str, ...] = (INPAINTING_UNET, LATENT_BLENDING)
     ip_adapter: bool = False  # IP-Adapter files (backend.generation.ip_adapter) fit its UNet
+    # What its inpaint ControlNet (presets' controlnets.inpaint) sees where the picture is repainted: -1 for SD 1.5's
+    # control_v11p_sd15_inpaint (the extension's inpaint_only), white (1) for the SDXL one its model card describes.
+    inpaint_control_masked: float = -1.0
     # The sampler table its models run (``backend.schema.samplers.SAMPLER_TABLES``): "sd" or a flow-matching one.
     sampler_table: str = "sd"
     # A1111 emphasis and BREAK through compel (CLIP-only prompt encoders). Without it the prompt goes to the

@@ -19,4 +19,5 @@ FAMILY = Family(
     ignores=frozenset({"clip_skip"}),
     ip_adapter=True,
     inpaint_strategies=SD_INPAINT_STRATEGIES,  # the inpaint ControlNet too (controlnets.inpaint)
+    inpaint_control_masked=1.0,  # destitech/controlnet-inpaint-dreamer-sdxl: the area to repaint solid white
 )

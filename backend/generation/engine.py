@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from backend.families import Family, family
-from backend.generation import detail, ip_adapter, noise
+from backend.generation import detail, inpaint_control, ip_adapter, noise
 from backend.generation.interrupt import Cancelled, stoppable
 from backend.generation.networks import EMBEDDING_REF, Networks, parse_lora_tags
 from backend.generation.pipeline_call import StepCallback, StepEvent, call_pipeline, step_callback
@@ -128,6 +128,8 @@ class Engine:
             if isinstance(request, ControlNetRequest):
                 self._check_controlnets(loaded, request)
                 context["maps"] = self._control_maps(request)
+            elif inpaint_control.uses_controlnet(request):
+                context["masked"] = family(loaded.spec.family).inpaint_control_masked
             prepared = prepare(request, **context)
             pipe = self.cache.pipeline(request.model, *pipeline_key(request))
             prepared.kwargs.update(ip_adapter.apply(pipe, request))  # in for this run, or taken out

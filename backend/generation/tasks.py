@@ -61,14 +61,15 @@ def prepare_img2img(request: Img2ImgRequest) -> Prepared:
     return Prepared(kwargs)
 
 
-def prepare_inpaint(request: InpaintRequest) -> Prepared:
+def prepare_inpaint(request: InpaintRequest, masked: float = -1.0) -> Prepared:
+    """``masked``: what the inpaint ControlNet sees where it repaints (the family's ``inpaint_control_masked``)."""
     if request.margins.any():
-        return prepare_outpaint(request)
+        return prepare_outpaint(request, masked)
     size = (request.width, request.height)
     image = resize(request.image, *size, request.resize_mode)
     mask = resize(request.mask, *size, request.resize_mode).point(lambda v: 255 if v > 127 else 0)
     soft = blur_mask(mask, request.mask_blur)
-    kwargs = _inpaint_kwargs(request, image, soft, mask)
+    kwargs = _inpaint_kwargs(request, image, soft, mask, masked)
 
     def finish(images: list[Image.Image]) -> list[Image.Image]:
         return [blend_back(image, out, soft) for out in images]
@@ -76,11 +77,11 @@ def prepare_inpaint(request: InpaintRequest) -> Prepared:
     return Prepared(kwargs, finish, inpaint_control.infotext(request), extras={"mask": soft})
 
 
-def prepare_outpaint(request: InpaintRequest) -> Prepared:
+def prepare_outpaint(request: InpaintRequest, masked: float = -1.0) -> Prepared:
     """Inpaint on the grown canvas (its size is the validated width × height), then crop to the grown picture."""
     canvas = outpaint.extend(request.image, request.mask, request.margins, request.outpaint_fill, request.seed)
     soft = outpaint.blend_mask(canvas, request.mask_blur)
-    kwargs = _inpaint_kwargs(request, canvas.image, soft, canvas.mask)
+    kwargs = _inpaint_kwargs(request, canvas.image, soft, canvas.mask, masked)
     kwargs["mask_image"] = canvas.mask  # hard: the whole new area is generated
 
     def finish(images: list[Image.Image]) -> list[Image.Image]:
@@ -90,10 +91,10 @@ def prepare_outpaint(request: InpaintRequest) -> Prepared:
 
 
 def _inpaint_kwargs(
-    request: InpaintRequest, image: Image.Image, soft: Image.Image, hard: Image.Image
+    request: InpaintRequest, image: Image.Image, soft: Image.Image, hard: Image.Image, masked: float
 ) -> dict[str, Any]:
     kwargs = {**_common(request), "image": image, "mask_image": soft, "strength": request.strength}
-    kwargs.update(inpaint_control.control_kwargs(request, image, hard))  # the ControlNet inpaint strategy's
+    kwargs.update(inpaint_control.control_kwargs(request, image, hard, masked))  # the ControlNet inpaint strategy's
     if request.inpaint_area == "Only masked":
         kwargs["padding_mask_crop"] = request.padding
     return kwargs
