@@ -162,6 +162,9 @@ def inpaint_only(body: GenerationBody, limits: Limits) -> tuple[dict[str, Any], 
         return {}, None
     if len(units) > 1:
         raise ValidationError(_unit_field(found[0], "module"), f"{INPAINT_MODULE} runs alone: send no other unit")
+    for name, default in (("weight", 1.0), ("guidance_start", 0.0), ("guidance_end", 1.0)):
+        if _number(units[0], name, default, 0) != default:  # the strategy runs the unit at the extension's defaults
+            raise ValidationError(_unit_field(0, name), f"{INPAINT_MODULE} runs at {name} {default:g}: send that")
     mask = units[0].get("mask", units[0].get("mask_image"))
     if isinstance(mask, dict):  # the extension's {"image": …, "mask": …} form
         mask = mask.get("mask")

@@ -121,6 +121,13 @@ def test_the_a1111_inpaint_only_unit_reaches_it(shared_engine, request_, steered
     with pytest.raises(ValidationError) as err:
         img2img_request(without_mask, TINY, limits)
     assert err.value.field == "mask"
+    weaker = Img2ImgBody(init_images=[_b64(test_image)], alwayson_scripts={"controlnet": {"args": [{
+        **unit, "weight": 1.0, "guidance_end": 1.0}]}})
+    assert img2img_request(weaker, TINY, limits).inpaint_strategy == CONTROLNET_INPAINT  # the defaults, sent
+    weaker.alwayson_scripts["controlnet"]["args"][0]["weight"] = 0.5
+    with pytest.raises(ValidationError) as err:  # not dropped silently: the strategy runs at weight 1
+        img2img_request(weaker, TINY, limits)
+    assert err.value.field.endswith("weight")
 
 
 def test_the_controlnet_tabs_inpaint_only_keeps_unmasked_pixels_and_needs_a_mask(shared_engine, test_image, mask,
