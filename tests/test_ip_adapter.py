@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 from PIL import Image
 
 from api.codec import Limits
@@ -136,6 +137,12 @@ def test_the_pages_controls_reach_the_pipeline_and_send_restores_them(shared_eng
     assert np.array_equal(steered, pixels(direct.images[0])) and not np.array_equal(steered, base)
     gallery, _, _ = client.predict(**args, **chosen, ip_adapter_weight=0.0, api_name="/txt2img")
     assert np.abs(pixels(Image.open(gallery[0]["image"])) - base).mean() < 1.0
+    # each reference picture is checked and decoded as any picture input: a truncated one is refused by name
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(reference.read_bytes()[: reference.stat().st_size // 2])
+    bad = {**chosen, "ip_adapter_image": [{"image": handle_file(str(cut)), "caption": None}]}
+    with pytest.raises(AppError, match="could not be decoded"):
+        client.predict(**args, **bad, ip_adapter_weight=1.0, api_name="/txt2img")
     # PNG info / Send: the adapter and its weight come back from the infotext; the pictures cannot.
     read = parse_infotext(infotext).request_fields()
     assert (read["ip_adapter"], read["ip_adapter_weight"]) == (NAME, 1.0)

@@ -22,7 +22,7 @@ from backend.schema.fields import Limit, field_default
 from backend.schema.requests import GenerationRequest, field_limits
 from backend.schema.samplers import SAMPLERS, supported_schedules
 
-from .controls import field_control, field_slider, words
+from .controls import field_control, field_slider, tool_button, words
 from .detail import FIELDS as DETAIL_FIELDS
 from .detail import build_detail
 from .events import QUIET, TOASTING
@@ -269,11 +269,6 @@ class TextEncoderDropdown(FieldDropdown):
 
     def postprocess(self, value: Any) -> Any:
         return super().postprocess(encoder_choice.names(value) if isinstance(value, str) else value)
-
-
-def tool_button(text: str, elem_id: str) -> gr.Button:
-    """A small button beside a field, at the field's height (the ``tool-button`` class in ui/app.py's CSS)."""
-    return gr.Button(text, size="sm", scale=0, min_width=80, elem_classes=["tool-button"], elem_id=elem_id)
 
 
 def _wire_control_updates(studio: Studio, c: CommonControls, size_from_image: bool) -> None:

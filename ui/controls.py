@@ -6,6 +6,7 @@ tooltip the schema has no words for) is given by the caller.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -13,7 +14,8 @@ import gradio as gr
 from backend.schema.fields import Limit, field_default, field_spec
 from backend.schema.requests import GenerationRequest
 
-from .inputs import FieldSlider
+from .events import QUIET
+from .inputs import FieldDropdown, FieldSlider
 
 
 def words(name: str, cls: type = GenerationRequest, **overrides: Any) -> dict[str, Any]:
@@ -56,3 +58,25 @@ def field_control(name: str, limits: dict[str, Limit], elem_id: str, cls: type =
     if isinstance(value, bool):
         return gr.Checkbox(value, elem_id=elem_id, **words(name, cls))
     return gr.Textbox(value, elem_id=elem_id, **words(name, cls))
+
+
+def tool_button(text: str, elem_id: str) -> gr.Button:
+    """A small button beside a field, at the field's height (the ``tool-button`` class in ui/app.py's CSS)."""
+    return gr.Button(text, size="sm", scale=0, min_width=80, elem_classes=["tool-button"], elem_id=elem_id)
+
+
+def refreshable_menu(name: str, choices: Callable[[], list[str]], off: str, elem_id: str,
+                     refresh_id: str) -> FieldDropdown:
+    """Field ``name``'s menu of files in a folder (``choices()``, ``off`` first) with a Refresh button that scans
+    again, keeping the choice while it is still there. Custom values reach the engine, which names the files it has
+    and the folder they belong in."""
+    with gr.Row(equal_height=True):
+        menu = FieldDropdown(choices(), value=off, scale=8, allow_custom_value=True, elem_id=elem_id, **words(name))
+        refresh = tool_button("Refresh", refresh_id)
+
+    def refreshed(current: str) -> gr.Dropdown:
+        listed = choices()
+        return gr.Dropdown(choices=listed, value=current if current in listed else off)
+
+    refresh.click(refreshed, inputs=menu, outputs=menu, **QUIET)
+    return menu

@@ -12,9 +12,7 @@ from backend.models.detectors import Detectors
 from backend.schema.detail import DETAIL_FIELDS, OFF
 from backend.schema.fields import Limit
 
-from .controls import field_control, words
-from .events import QUIET
-from .inputs import FieldDropdown
+from .controls import field_control, refreshable_menu, words
 from .studio import Studio
 
 FIELDS = tuple(DETAIL_FIELDS)  # laid out here, not by the common controls' generic builder
@@ -33,18 +31,9 @@ def build_detail(studio: Studio, prefix: str, limits: dict[str, Limit]) -> dict[
 
     found: dict[str, gr.components.Component] = {}
     with gr.Accordion("ADetailer", open=False, elem_id=f"{prefix}-adetailer"):
-        with gr.Row(equal_height=True):
-            # Custom values reach the engine, which names the detectors it has and the folder they belong in.
-            found["ad_model"] = FieldDropdown(
-                detector_choices(detectors),
-                value=OFF,
-                scale=8,
-                allow_custom_value=True,
-                elem_id=elem_id("ad_model"),
-                **words("ad_model"),
-            )
-            refresh = gr.Button("Refresh", size="sm", scale=0, min_width=80, elem_classes=["tool-button"],
-                                elem_id=f"{prefix}-ad-refresh")
+        found["ad_model"] = refreshable_menu(
+            "ad_model", lambda: detector_choices(detectors), OFF, elem_id("ad_model"), f"{prefix}-ad-refresh"
+        )
         for name in ("ad_prompt", "ad_negative_prompt"):
             found[name] = gr.Textbox("", lines=2, elem_id=elem_id(name), **words(name))
         with gr.Row():
@@ -54,9 +43,4 @@ def build_detail(studio: Studio, prefix: str, limits: dict[str, Limit]) -> dict[
             for name in ("ad_mask_blur", "ad_inpaint_only_masked_padding"):
                 found[name] = field_control(name, limits, elem_id(name))
 
-    def refreshed(current: str) -> gr.Dropdown:
-        choices = detector_choices(detectors)
-        return gr.Dropdown(choices=choices, value=current if current in choices else OFF)
-
-    refresh.click(refreshed, inputs=found["ad_model"], outputs=found["ad_model"], **QUIET)
     return {name: found[name] for name in FIELDS}

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from backend.images.ops import check_picture_file
 
@@ -68,8 +69,28 @@ class PictureEditor(gr.ImageEditor):
         return _decode(self.label, super().preprocess, payload)
 
 
-def picture_input(cls: type[PictureInput] | type[PictureEditor], max_pixels: int, **kwargs: Any) -> Any:
-    """A ``PictureInput`` or ``PictureEditor`` refusing pictures over ``max_pixels``."""
+class ReferencePictures(gr.Gallery):
+    """An upload gallery whose value is a tuple of RGB pictures (IP-Adapter's ``ip_adapter_image``), each checked
+    and decoded as a ``PictureInput``'s picture."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> tuple[Image.Image, ...]:
+        pictures = []
+        for path, _caption in super().preprocess(payload) or []:
+            _check(self.label, path, _limit(self))
+            pictures.append(_decode(self.label, _open_rgb, path))
+        return tuple(pictures)
+
+
+def _open_rgb(path: str) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def picture_input(cls: type[PictureInput] | type[PictureEditor] | type[ReferencePictures], max_pixels: int,
+                  **kwargs: Any) -> Any:
+    """A ``PictureInput``, ``PictureEditor`` or ``ReferencePictures`` refusing pictures over ``max_pixels``."""
     classes = [*(kwargs.pop("elem_classes", None) or []), f"{LIMIT_CLASS}{max_pixels}"]
     return cls(elem_classes=classes, **kwargs)
 

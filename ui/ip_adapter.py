@@ -8,19 +8,14 @@ are the schema's. The tabs take the three as optional handler parameters (an API
 
 from __future__ import annotations
 
-from typing import Any
-
 import gradio as gr
-from PIL import Image
 
 from backend.generation.ip_adapter import adapter_names
-from backend.images.ops import check_picture_file
 from backend.schema.fields import Limit
 from backend.schema.ip_adapter import IP_ADAPTER_FIELDS, OFF
 
-from .controls import field_control, words
-from .events import QUIET, refuse
-from .inputs import LIMIT_CLASS, FieldDropdown
+from .controls import field_control, refreshable_menu, words
+from .inputs import ReferencePictures, picture_input
 from .studio import Studio
 
 FIELDS = tuple(IP_ADAPTER_FIELDS)  # the handler parameters, in this order
@@ -28,25 +23,6 @@ FIELDS = tuple(IP_ADAPTER_FIELDS)  # the handler parameters, in this order
 
 def adapter_choices() -> list[str]:
     return [OFF, *adapter_names()]
-
-
-class ReferencePictures(gr.Gallery):
-    """An upload gallery whose value is a tuple of RGB pictures (the request's ``ip_adapter_image``); each file is
-    checked against the server's pixel limit (its ``LIMIT_CLASS`` CSS class) before it is decoded."""
-
-    is_template = True
-
-    def preprocess(self, payload: Any) -> tuple[Image.Image, ...]:
-        limit = next((int(c[len(LIMIT_CLASS) :]) for c in self.elem_classes or [] if c.startswith(LIMIT_CLASS)), 0)
-        pictures = []
-        for path, _caption in super().preprocess(payload) or []:
-            try:
-                check_picture_file(path, limit)
-                with Image.open(path) as image:
-                    pictures.append(image.convert("RGB"))
-            except (ValueError, OSError, SyntaxError) as err:
-                raise refuse(f"{self.label}: {err}") from None
-        return tuple(pictures)
 
 
 def build_ip_adapter(studio: Studio, prefix: str, limits: dict[str, Limit]) -> dict[str, gr.components.Component]:
@@ -57,25 +33,14 @@ def build_ip_adapter(studio: Studio, prefix: str, limits: dict[str, Limit]) -> d
 
     found: dict[str, gr.components.Component] = {}
     with gr.Accordion("IP-Adapter", open=False, elem_id=f"{prefix}-ip-adapter-box"):
-        with gr.Row(equal_height=True):
-            # Custom values reach the engine, which names the adapters it has and the folder they belong in.
-            found["ip_adapter"] = FieldDropdown(
-                adapter_choices(), value=OFF, scale=8, allow_custom_value=True, elem_id=elem_id("ip_adapter"),
-                **words("ip_adapter"),
-            )
-            refresh = gr.Button("Refresh", size="sm", scale=0, min_width=80, elem_classes=["tool-button"],
-                                elem_id=f"{prefix}-ip-adapter-refresh")
+        found["ip_adapter"] = refreshable_menu(
+            "ip_adapter", adapter_choices, OFF, elem_id("ip_adapter"), f"{prefix}-ip-adapter-refresh"
+        )
         found["ip_adapter_weight"] = field_control("ip_adapter_weight", limits, elem_id("ip_adapter_weight"))
         # A gallery has no tooltip: the schema's label only.
-        found["ip_adapter_image"] = ReferencePictures(
-            value=None, type="filepath", file_types=["image"], interactive=True, columns=4, height=200,
-            label=words("ip_adapter_image")["label"], elem_id=elem_id("ip_adapter_image"),
-            elem_classes=[f"{LIMIT_CLASS}{studio.engine.settings.max_image_pixels}"],
+        found["ip_adapter_image"] = picture_input(
+            ReferencePictures, studio.engine.settings.max_image_pixels, value=None, type="filepath",
+            file_types=["image"], interactive=True, columns=4, height=200, label=words("ip_adapter_image")["label"],
+            elem_id=elem_id("ip_adapter_image"),
         )
-
-    def refreshed(current: str) -> gr.Dropdown:
-        choices = adapter_choices()
-        return gr.Dropdown(choices=choices, value=current if current in choices else OFF)
-
-    refresh.click(refreshed, inputs=found["ip_adapter"], outputs=found["ip_adapter"], **QUIET)
     return {name: found[name] for name in FIELDS}
