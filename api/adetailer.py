@@ -16,10 +16,11 @@ from backend.schema.errors import ValidationError
 from .models import GenerationBody
 
 SCRIPT = "alwayson_scripts.ADetailer"
+SCRIPT_NAME = "adetailer"  # its key in alwayson_scripts (any case) and its title in /sdapi/v1/scripts
 
 
 def _args(body: GenerationBody) -> list[Any]:
-    script = next((v for k, v in body.alwayson_scripts.items() if k.lower() == "adetailer"), None)
+    script = next((v for k, v in body.alwayson_scripts.items() if k.lower() == SCRIPT_NAME), None)
     if script is None:
         return []
     args = script.get("args") if isinstance(script, dict) else None

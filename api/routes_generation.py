@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from backend.images.annotators import PreprocessError
 from backend.library.history import History, login_owner
-from backend.models.pipelines import ModelUnavailable
+from backend.models.loaders import ModelUnavailable
 from backend.schema.errors import ValidationError
 from backend.schema.requests import GenerationRequest
 from backend.schema.seeds import resolve_seed

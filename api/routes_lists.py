@@ -14,7 +14,7 @@ from backend.models.upscaler_files import LANCZOS, LATENT_MODES, model_files
 from backend.schema.errors import ValidationError
 from backend.schema.samplers import SAMPLERS, SCHEDULES, supported_schedules
 
-from . import convert
+from . import adetailer, convert
 from .models import (
     EmbeddingsResponse,
     FaceRestorerItem,
@@ -136,8 +136,7 @@ def add_networks(router: APIRouter, state: ApiState) -> None:
 # The extensions' always-on scripts, as A1111 lists them (their titles, lower-cased: "ControlNet", "ADetailer");
 # their arguments go in alwayson_scripts, where the names are matched without case.
 CONTROLNET_SCRIPT = "controlnet"
-ADETAILER_SCRIPT = "adetailer"
-ALWAYSON_SCRIPTS = [CONTROLNET_SCRIPT, ADETAILER_SCRIPT]
+ALWAYSON_SCRIPTS = [CONTROLNET_SCRIPT, adetailer.SCRIPT_NAME]
 
 
 def add_absent(router: APIRouter, state: ApiState) -> None:

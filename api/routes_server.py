@@ -11,7 +11,7 @@ from fastapi import APIRouter
 
 from backend.generation.networks import embedding_dirs, lora_dirs
 from backend.models.checkpoints import checkpoint_dirs, vae_dirs
-from backend.models.pipelines import ModelUnavailable
+from backend.models.loaders import ModelUnavailable
 from backend.models.upscaler_files import upscaler_dirs
 
 from .models import MemoryResponse

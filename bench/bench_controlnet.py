@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from backend import ControlNetRequest, ControlUnit, Engine, Settings  # noqa: E402
 from backend.generation.samplers import build_scheduler  # noqa: E402
-from backend.models.pipelines import resolve_source  # noqa: E402
+from backend.models.loaders import resolve_source  # noqa: E402
 
 MODEL = "Tiny (offline test model)"
 

@@ -14,6 +14,7 @@ import sys
 
 from backend.models.devices import (
     CONTEXT,
+    FULL,
     GIB,
     STATED_SIZES,
     MemoryPlan,
@@ -29,7 +30,7 @@ SHORT = {"whole model on the GPU": "full", "model CPU offload": "model offload",
 
 def cell(plan: MemoryPlan) -> str:
     short = SHORT[plan.mode]
-    return ("8-bit + offload" if plan.mode != "whole model on the GPU" else "8-bit full") if plan.quantized else short
+    return ("8-bit + offload" if plan.mode != FULL else "8-bit full") if plan.quantized else short
 
 
 def rows(models: dict[str, dict[str, int]]) -> list[str]:

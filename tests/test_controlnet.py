@@ -18,7 +18,8 @@ from backend.images.annotators import Annotators, AnnotatorUnavailable, Preproce
 from backend.library.infotext import parse_infotext
 from backend.models import pipelines
 from backend.models.devices import DevicePlan
-from backend.models.pipelines import ModelUnavailable, load_controlnet
+from backend.models.loaders import ModelUnavailable
+from backend.models.pipelines import load_controlnet
 from backend.models.registry import ModelRegistry
 from backend.schema.errors import ValidationError
 from backend.schema.requests import ControlNetRequest, ControlUnit, Txt2ImgRequest

@@ -8,7 +8,8 @@ import weakref
 import pytest
 
 from backend.generation.engine import Engine
-from backend.models.pipelines import ModelUnavailable, PipelineCache, load_pipeline
+from backend.models.loaders import ModelUnavailable
+from backend.models.pipelines import PipelineCache, load_pipeline
 from backend.models.registry import ModelRegistry
 from backend.settings import Settings
 

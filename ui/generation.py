@@ -14,7 +14,7 @@ import gradio as gr
 
 from backend.generation.interrupt import Cancelled
 from backend.generation.pipeline_call import StepEvent
-from backend.models.pipelines import ModelUnavailable
+from backend.models.loaders import ModelUnavailable
 from backend.schema.errors import ValidationError
 from backend.schema.requests import GenerationRequest, GenerationResult
 

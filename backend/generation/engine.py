@@ -35,7 +35,8 @@ from backend.models import encoder_choice, openvino_unet
 from backend.models.detectors import Detectors
 from backend.models.devices import describe_plan, tile_vae_for, weight_sizes
 from backend.models.flux_fill import is_fill_transformer
-from backend.models.pipelines import LoadedModel, PipelineCache, is_cached, is_inpainting_unet
+from backend.models.loaders import is_cached
+from backend.models.pipelines import LoadedModel, PipelineCache, is_inpainting_unet
 from backend.models.registry import ModelRegistry
 from backend.schema.errors import ValidationError
 from backend.schema.requests import ControlNetRequest, GenerationRequest, GenerationResult, Txt2ImgRequest

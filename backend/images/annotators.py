@@ -19,7 +19,7 @@ from PIL import Image
 
 from backend.images.ops import resize
 from backend.models.devices import DevicePlan
-from backend.models.pipelines import ModelUnavailable
+from backend.models.loaders import ModelUnavailable
 from backend.schema.choices import MIN_DETECT_RESOLUTION
 from backend.settings import Settings
 

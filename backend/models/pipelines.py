@@ -32,14 +32,11 @@ from diffusers.models.controlnets.controlnet import ControlNetOutput
 from backend.families import family
 from backend.models import encoder_choice, flux_fill, openvino_unet
 from backend.models.devices import DevicePlan, apply_memory_options, plan_device
-from backend.models.loaders import (  # noqa: F401  (is_cached, resolve_source: imported from here by callers)
-    ModelUnavailable,
-    is_cached,
+from backend.models.loaders import (
     load_controlnet,
     load_inpaint_unet,
     load_pipeline,
     load_vae,
-    resolve_source,
 )
 from backend.models.nan_guard import guard_vae_nans
 from backend.models.registry import ModelRegistry, ModelSpec

@@ -25,7 +25,7 @@ from backend.generation.interrupt import Cancelled
 from backend.generation.pipeline_call import StepCallback
 from backend.grid.plan import GridRequest
 from backend.grid.runner import grid_runner
-from backend.models.pipelines import ModelUnavailable
+from backend.models.loaders import ModelUnavailable
 from backend.schema.errors import ValidationError
 from backend.schema.requests import ControlNetRequest, GenerationRequest
 from backend.serving.wire import pack, unpack
