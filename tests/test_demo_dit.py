@@ -17,18 +17,11 @@ from backend.generation.engine import Engine
 from backend.images.ops import blur_mask
 from backend.schema.requests import Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 from backend.settings import PROJECT_ROOT, Settings
+from tests.test_semantic import PROMPTS  # the UNet demo's semantic prompts, so both models answer the same
 from training import model_card_dit
 from training.data import PALETTE, Scene, classify_picture, nearest_colour, render
 
 DEMO_DIT = "Demo shapes DiT (offline)"
-PROMPTS = [
-    ("red", "circle", "blue"),
-    ("yellow", "square", "black"),
-    ("green", "triangle", "white"),
-    ("cyan", "cross", "magenta"),
-    ("white", "circle", "red"),
-    ("blue", "square", "yellow"),
-]
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,14 @@ give back the base model's pixels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import save_file
 
 from backend.generation.engine import Engine
@@ -28,6 +30,20 @@ DEMO_DIR = PROJECT_ROOT / "models" / "demo"
 NEW_WORD, MEANING = "purple", "magenta"
 SHAPES = ("circle", "square", "triangle", "cross")
 BACKGROUNDS = ("blue", "black", "yellow", "white", "green", "cyan")
+
+
+def count_taught(draw: Callable[[str, int], Image.Image]) -> tuple[int, int]:
+    """(with the LoRA, without) how many of 8 pictures of ``NEW_WORD`` ``draw`` paints ``MEANING``; each time also
+    checks that dropping the tag from the prompt gives the base model's pixels back exactly (the LoRA disabled)."""
+    taught = base = 0
+    for k in range(8):
+        prompt, seed = f"a {NEW_WORD} {SHAPES[k % 4]} on a {BACKGROUNDS[k % 6]} background", 100 + k
+        plain = draw(prompt, seed)
+        with_lora = draw(f"{prompt} <lora:{NEW_WORD}:1>", seed)
+        base += data.classify_picture(plain)["colour"] == MEANING
+        taught += data.classify_picture(with_lora)["colour"] == MEANING
+        assert np.array_equal(np.asarray(draw(prompt, seed)), np.asarray(plain))
+    return taught, base
 
 
 def train_colour_lora(path: Path, steps: int = 300, batch: int = 16, seed: int = 0) -> None:
@@ -87,15 +103,6 @@ def test_a_lora_trained_here_teaches_the_demo_model_a_colour_word(tmp_path):
         request = Txt2ImgRequest(prompt=prompt, seed=seed, steps=16, guidance_scale=6.0, width=64, height=64)
         return engine.run(request.replace(model=DEMO, sampler="DPM++ 2M", schedule="Automatic")).images[0]
 
-    cases = [(SHAPES[k % 4], BACKGROUNDS[k % 6], 100 + k) for k in range(8)]
-    taught = base = 0
-    for shape, background, seed in cases:
-        prompt = f"a {NEW_WORD} {shape} on a {background} background"
-        plain = draw(prompt, seed)
-        with_lora = draw(f"{prompt} <lora:{NEW_WORD}:1>", seed)
-        base += data.classify_picture(plain)["colour"] == MEANING
-        taught += data.classify_picture(with_lora)["colour"] == MEANING
-        # The tag dropped from the prompt: the LoRA is unloaded, the base model's pixels come back exactly.
-        assert np.array_equal(np.asarray(draw(prompt, seed)), np.asarray(plain))
+    taught, base = count_taught(draw)
     print(f"'{NEW_WORD}' drawn {MEANING}: {taught}/8 with the LoRA, {base}/8 without")
     assert taught >= 6 and taught - base >= 4, (taught, base)
