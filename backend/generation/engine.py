@@ -64,7 +64,9 @@ class Engine:
         self.presets = PresetStore.load(settings.presets_dir, settings.user_dir)
         self.default_model, self.startup_notice = self._choose_default_model()
         default = self.registry.get(self.default_model)
-        sizes = weight_sizes(default.source, (file for _, file in default.parts))
+        # Only a GPU's line has a memory plan: a CPU start reads no weight sizes (a single file's header, a folder).
+        gpu = self.cache.plan.device == "cuda"
+        sizes = weight_sizes(default.source, (file for _, file in default.parts)) if gpu else None
         self.precision = describe_plan(settings, self.cache.plan, sizes)  # shown on the page and logged at start
         self.precision += openvino_unet.describe(settings, self.cache.plan)  # --backend
         self.run_lock = threading.Lock()  # one pipeline run at a time per engine

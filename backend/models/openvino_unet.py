@@ -213,9 +213,10 @@ def attach(pipe: Any, settings: Settings, plan: DevicePlan) -> list[str]:
     else:
         converted = attach_unet(pipe, cache, hint, key, measure=mode == "measure")
         notes.append(f"OpenVINO UNet ({hint}{', cached' if converted.from_cache else ''})")
-    decoder_key = openvino_cache.entry_key("vae-decoder", pipe.vae.decoder)
-    if settings.backend == "openvino" or (mode == "openvino" and cache.has(decoder_key)):
-        notes.append(attach_decoder(pipe.vae.decoder, compiled_decoder(cache, pipe.vae, hint, decoder_key), hint))
+    if settings.backend == "openvino" or mode == "openvino":  # auto measuring: the decoder follows a faster UNet
+        decoder_key = openvino_cache.entry_key("vae-decoder", pipe.vae.decoder)  # hashes its weights: only here
+        if settings.backend == "openvino" or cache.has(decoder_key):
+            notes.append(attach_decoder(pipe.vae.decoder, compiled_decoder(cache, pipe.vae, hint, decoder_key), hint))
     cache.prune()
     return notes
 
