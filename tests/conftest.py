@@ -61,6 +61,16 @@ def test_image():
     return Image.fromarray(rgb)
 
 
+@pytest.fixture
+def mask():
+    """The inpainting tests' mask for ``test_image``: a 32×32 square to repaint (white), off-centre."""
+    from PIL import Image
+
+    m = Image.new("L", (96, 64), 0)
+    m.paste(255, (40, 8, 72, 40))
+    return m
+
+
 def endpoint_args(**changes: object) -> dict:
     """The /txt2img keywords the API tests send (a tiny 64² Euler run), with ``changes``."""
     return dict(

@@ -28,13 +28,6 @@ from .conftest import TINY, endpoint_args, pixels
 
 
 @pytest.fixture
-def mask() -> Image.Image:
-    m = Image.new("L", (96, 64), 0)
-    m.paste(255, (40, 8, 72, 40))
-    return m
-
-
-@pytest.fixture
 def request_(test_image, mask) -> InpaintRequest:
     return InpaintRequest(prompt="a red circle", image=test_image, mask=mask, seed=7, steps=4, strength=1.0,
                           mask_blur=2, guidance_scale=5.0, sampler="Euler", schedule="Automatic", model=TINY,

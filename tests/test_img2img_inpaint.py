@@ -34,13 +34,6 @@ def img2img(test_image) -> Img2ImgRequest:
 
 
 @pytest.fixture
-def mask() -> Image.Image:
-    m = Image.new("L", (96, 64), 0)
-    m.paste(255, (40, 8, 72, 40))
-    return m
-
-
-@pytest.fixture
 def inpaint(test_image, mask) -> InpaintRequest:
     return InpaintRequest(
         prompt="a red circle",
